@@ -1,0 +1,122 @@
+# senderwatch: one GNU Makefile for both daemons, the tests and the bench.
+#
+#   make            build build/senderwatch-shim and build/senderwatch-alerter
+#   make run        install what is missing, build, run a private Redis, the
+#                   shim, the alerter and a local mail sink (quick start)
+#   make test       install what tests need, run unit and integration tests
+#   make bench      decisions/s and latency: the shim against a floor server
+#   make SAN=1 ...  the same with AddressSanitizer and UBSan
+#   make clean
+
+VERSION	:= 0.1.0
+B	:= build
+
+PKGS	:= hiredis yaml-0.1 libcurl
+CC	?= cc
+CFLAGS	?= -O2 -g
+WARN	:= -Wall -Wextra -Wshadow -Wpointer-arith -Wmissing-prototypes \
+	   -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral \
+	   -Wno-unused-function
+ifeq ($(CI),true)
+WARN	+= -Werror
+endif
+ifdef WERROR
+WARN	+= -Werror
+endif
+ifdef SAN
+CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer
+LDFLAGS	+= -fsanitize=address,undefined
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CPPFLAGS += -D_GNU_SOURCE -DSW_VERSION='"$(VERSION)"' -Icommon -I$(B)
+ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP
+
+COMMON_SRC	:= $(wildcard common/*.c)
+SHIM_SRC	:= $(wildcard shim/*.c)
+ALERTER_SRC	:= $(wildcard alerter/*.c)
+
+COMMON_OBJ	:= $(COMMON_SRC:%.c=$(B)/%.o)
+SHIM_OBJ	:= $(SHIM_SRC:%.c=$(B)/%.o) $(B)/count_lua.o
+ALERTER_OBJ	:= $(ALERTER_SRC:%.c=$(B)/%.o)
+# Everything but main.c, for the unit tests to link against.
+SHIM_LIB	:= $(filter-out $(B)/shim/main.o,$(SHIM_OBJ))
+ALERTER_LIB	:= $(filter-out $(B)/alerter/main.o,$(ALERTER_OBJ))
+
+UNIT_SRC	:= $(wildcard tests/unit/test_*.c)
+UNIT_BIN	:= $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+BINS := $(B)/senderwatch-shim
+ifneq ($(ALERTER_SRC),)
+BINS += $(B)/senderwatch-alerter
+endif
+
+# Debian packages: what running needs, and what the tests add.
+RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
+	     libyaml-dev libcurl4-openssl-dev redis-server redis-tools \
+	     python3 python3-aiosmtpd
+TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd
+
+.PHONY: all deps deps-test run test unit integration bench fuzz clean
+
+all: $(BINS) $(B)/sw-bench
+
+$(B)/senderwatch-shim: $(SHIM_OBJ) $(COMMON_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+
+$(B)/senderwatch-alerter: $(ALERTER_OBJ) $(COMMON_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+
+$(B)/sw-bench: tests/bench/bench.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 $(WARN) $(CFLAGS) $(LDFLAGS) -o $@ $< -lev -lm
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+# The Lua script is compiled in: the daemon and its script cannot drift.
+$(B)/count_lua.c: scripts/count.lua
+	@mkdir -p $(@D)
+	awk 'BEGIN { print "const char script_count_lua[] =" } \
+	    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $$0 "\\n\"" } \
+	    END { print ";" }' $< > $@
+
+$(B)/count_lua.o: $(B)/count_lua.c
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-variable-declarations \
+	    -c -o $@ $<
+
+$(B)/tests/test_%: tests/unit/test_%.c $(SHIM_LIB) $(ALERTER_LIB) $(COMMON_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) -Ishim -Ialerter $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ \
+	    $(PKG_LIBS) -lev
+
+deps:
+	@sh deploy/install-deps.sh $(RUN_DEBS)
+
+deps-test:
+	@sh deploy/install-deps.sh $(TEST_DEBS)
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@sh deploy/run-local.sh
+
+unit: $(UNIT_BIN)
+	@sh tests/run-unit.sh $(UNIT_BIN)
+
+integration: all
+	python3 -m pytest -q tests/integration
+
+test: deps-test
+	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@sh tests/run-all.sh $(UNIT_BIN)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/bench/run.sh
+
+clean:
+	rm -rf $(B)
+
+-include $(wildcard $(B)/*.d $(B)/*/*.d $(B)/*/*/*.d)

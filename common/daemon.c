@@ -1,0 +1,106 @@
+/*
+ * daemon.c: pidfile, privilege drop, detaching from the terminal.
+ */
+#include <sys/types.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+int
+daemon_pidfile(const char *path, char *err, size_t errlen)
+{
+	char	 buf[32];
+	int	 fd, len;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644))
+	    == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	len = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, len) != len) {
+		snprintf(err, errlen, "%s: write: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+int
+daemon_drop(const char *user, const char *group, char *err, size_t errlen)
+{
+	struct passwd	*pw;
+	struct group	*gr;
+	gid_t		 gid;
+
+	if (geteuid() != 0)
+		return 0;
+	if (user == NULL) {
+		snprintf(err, errlen, "running as root needs a user to switch "
+		    "to (shim.user)");
+		return -1;
+	}
+	if ((pw = getpwnam(user)) == NULL) {
+		snprintf(err, errlen, "no such user \"%s\"", user);
+		return -1;
+	}
+	gid = pw->pw_gid;
+	if (group != NULL) {
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(err, errlen, "no such group \"%s\"", group);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1) {
+		snprintf(err, errlen, "cannot switch to user %s: %s", user,
+		    strerror(errno));
+		return -1;
+	}
+	if (setuid(0) != -1) {
+		snprintf(err, errlen, "privileges were not dropped");
+		return -1;
+	}
+	return 0;
+}
+
+int
+daemon_detach(char *err, size_t errlen)
+{
+	pid_t	 pid;
+	int	 fd;
+
+	if ((pid = fork()) == -1) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid != 0)
+		_exit(0);
+	if (setsid() == -1) {
+		snprintf(err, errlen, "setsid: %s", strerror(errno));
+		return -1;
+	}
+	if ((fd = open("/dev/null", O_RDWR)) != -1) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	if (chdir("/") == -1) {
+		snprintf(err, errlen, "chdir /: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}

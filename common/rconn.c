@@ -1,0 +1,392 @@
+/*
+ * rconn.c: a self-healing asynchronous Redis connection.
+ *
+ *   DOWN --connect()--> CONNECTING --AUTH/SELECT/PING ok--> READY
+ *     ^                     |                                 |
+ *     +--- backoff timer <--+---- error, deadline, hang <-----+
+ *
+ * The handshake ends with a PING so that "ready" means the server answered,
+ * not merely that the kernel accepted the socket: a SIGSTOPped redis-server
+ * still accepts connections.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/adapters/libev.h>
+
+#include "conf.h"
+#include "log.h"
+#include "rconn.h"
+
+#define RCONN_BACKOFF_MIN	0.05
+#define RCONN_BACKOFF_MAX	2.0
+#define RCONN_CONNECT_TIMEOUT	1.0
+
+enum rconn_state { RCONN_DOWN, RCONN_CONNECTING, RCONN_READY };
+
+struct rconn {
+	struct ev_loop		*loop;
+	const struct conf	*conf;
+	char			 name[32];
+	const struct rconn_cb	*cb;
+	void			*arg;
+	redisAsyncContext	*ac;
+	enum rconn_state	 state;
+	double			 backoff;
+	double			 hung_s;
+	ev_timer		 retry;		/* reconnect after backoff */
+	ev_timer		 deadline;	/* connect deadline; watchdog */
+	unsigned		 inflight;
+	ev_tstamp		 last_reply;
+	int			 logged_down;	/* log an outage once */
+};
+
+/* Wraps every command to count replies for the watchdog. */
+struct rconn_call {
+	struct rconn		*rc;
+	redisCallbackFn		*fn;
+	void			*priv;
+};
+
+static void	rconn_connect(struct rconn *);
+static void	rconn_drop(struct rconn *, const char *why);
+
+static void
+rconn_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	rconn_connect(w->data);
+}
+
+static void
+rconn_schedule(struct rconn *rc)
+{
+	ev_timer_stop(rc->loop, &rc->retry);
+	ev_timer_set(&rc->retry, rc->backoff, 0.);
+	ev_timer_start(rc->loop, &rc->retry);
+	rc->backoff *= 2;
+	if (rc->backoff > RCONN_BACKOFF_MAX)
+		rc->backoff = RCONN_BACKOFF_MAX;
+}
+
+/*
+ * The only way out of CONNECTING or READY.  The context is detached before
+ * it is freed, so callbacks hiredis still runs for it (NULL replies, the
+ * disconnect callback) cannot touch the next connection.
+ */
+static void
+rconn_drop(struct rconn *rc, const char *why)
+{
+	redisAsyncContext	*ac = rc->ac;
+	enum rconn_state	 was = rc->state;
+
+	ev_timer_stop(rc->loop, &rc->deadline);
+	rc->ac = NULL;
+	rc->state = RCONN_DOWN;
+	if (!rc->logged_down || was == RCONN_READY)
+		log_warn("event=redis_down conn=%s address=%s reason=\"%s\"",
+		    rc->name, rc->conf->redis_address, why);
+	rc->logged_down = 1;
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);	/* deferred by hiredis in a callback */
+	}
+	rc->inflight = 0;
+	if (was == RCONN_READY && rc->cb->down != NULL)
+		rc->cb->down(rc, rc->arg);
+	rconn_schedule(rc);
+}
+
+static void
+rconn_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct rconn	*rc = w->data;
+	char		 why[64];
+
+	(void)revents;
+	if (rc->state == RCONN_CONNECTING) {
+		rconn_drop(rc, "connect timed out");
+		return;
+	}
+	/* Watchdog: replies stopped while commands wait. */
+	if (rc->state == RCONN_READY && rc->inflight > 0 && rc->hung_s > 0 &&
+	    ev_now(loop) - rc->last_reply >= rc->hung_s) {
+		snprintf(why, sizeof(why), "no reply for %.1fs", rc->hung_s);
+		rconn_drop(rc, why);
+	}
+}
+
+static void
+rconn_call_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct rconn_call	*call = privdata;
+	struct rconn		*rc = ac->data;
+
+	/* rc is NULL when this context was dropped: nothing to count. */
+	if (rc != NULL) {
+		if (rc->inflight > 0)
+			rc->inflight--;
+		rc->last_reply = ev_now(rc->loop);
+	}
+	call->fn(ac, r, call->priv);
+	free(call);
+}
+
+static void
+rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+	struct rconn	*rc = ac->data;
+	redisReply	*reply = r;
+	char		 why[256];
+	int		 last = privdata != NULL;
+
+	if (rc == NULL || rc->ac != ac)
+		return;
+	if (reply == NULL) {
+		rconn_drop(rc, ac->errstr[0] ? ac->errstr : "connection lost");
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof(why), "handshake refused: %.*s",
+		    (int)reply->len, reply->str);
+		rconn_drop(rc, why);
+		return;
+	}
+	if (!last)
+		return;
+	ev_timer_stop(rc->loop, &rc->deadline);
+	rc->state = RCONN_READY;
+	rc->backoff = RCONN_BACKOFF_MIN;
+	rc->last_reply = ev_now(rc->loop);
+	rc->logged_down = 0;
+	log_info("event=redis_up conn=%s address=%s", rc->name,
+	    rc->conf->redis_address);
+	if (rc->hung_s > 0) {
+		/* Checked a few times per hang period. */
+		ev_timer_set(&rc->deadline, rc->hung_s / 4, rc->hung_s / 4);
+		ev_timer_start(rc->loop, &rc->deadline);
+	}
+	if (rc->cb->ready != NULL)
+		rc->cb->ready(rc, rc->arg);
+}
+
+static void
+rconn_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct rconn	*rc = ac->data;
+
+	if (rc == NULL || rc->ac != ac)
+		return;
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this callback. */
+		((redisAsyncContext *)ac)->data = NULL;
+		rc->ac = NULL;
+		rconn_drop(rc, ac->errstr[0] ? ac->errstr : "connect failed");
+	}
+}
+
+static void
+rconn_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct rconn	*rc = ac->data;
+
+	(void)status;
+	if (rc == NULL || rc->ac != ac)
+		return;
+	/* hiredis frees the context after this callback. */
+	((redisAsyncContext *)ac)->data = NULL;
+	rc->ac = NULL;
+	rconn_drop(rc, ac->errstr[0] ? ac->errstr : "server closed the "
+	    "connection");
+}
+
+static void
+rconn_connect(struct rconn *rc)
+{
+	const struct conf	*c = rc->conf;
+	redisAsyncContext	*ac;
+	char			 host[256], db[16], *colon;
+	const char		*argv[3];
+	int			 port;
+
+	if (strncmp(c->redis_address, "unix:", 5) == 0)
+		ac = redisAsyncConnectUnix(c->redis_address + 5);
+	else {
+		snprintf(host, sizeof(host), "%s", c->redis_address);
+		colon = strrchr(host, ':');
+		*colon = '\0';	/* conf checked there is one */
+		port = atoi(colon + 1);
+		if (host[0] == '[' && colon[-1] == ']') {
+			colon[-1] = '\0';
+			memmove(host, host + 1, strlen(host));
+		}
+		ac = redisAsyncConnect(host, port);
+	}
+	if (ac == NULL) {
+		rc->state = RCONN_DOWN;
+		log_err("event=redis_down conn=%s reason=\"out of memory\"",
+		    rc->name);
+		rconn_schedule(rc);
+		return;
+	}
+	if (ac->err) {
+		if (!rc->logged_down)
+			log_warn("event=redis_down conn=%s address=%s "
+			    "reason=\"%s\"", rc->name, c->redis_address,
+			    ac->errstr);
+		rc->logged_down = 1;
+		redisAsyncFree(ac);
+		rc->state = RCONN_DOWN;
+		rconn_schedule(rc);
+		return;
+	}
+	rc->ac = ac;
+	ac->data = rc;
+	rc->state = RCONN_CONNECTING;
+	redisLibevAttach(rc->loop, ac);
+	redisAsyncSetConnectCallback(ac, rconn_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, rconn_disconnect_cb);
+
+	/* Queued now, written as soon as the socket connects. */
+	if (c->redis_password != NULL) {
+		argv[0] = "AUTH";
+		if (c->redis_username != NULL) {
+			argv[1] = c->redis_username;
+			argv[2] = c->redis_password;
+			redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 3,
+			    argv, NULL);
+		} else {
+			argv[1] = c->redis_password;
+			redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 2,
+			    argv, NULL);
+		}
+	}
+	if (c->redis_database != 0) {
+		snprintf(db, sizeof(db), "%d", c->redis_database);
+		argv[0] = "SELECT";
+		argv[1] = db;
+		redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 2, argv,
+		    NULL);
+	}
+	argv[0] = "PING";
+	redisAsyncCommandArgv(ac, rconn_handshake_cb, rc, 1, argv, NULL);
+
+	ev_timer_stop(rc->loop, &rc->deadline);
+	ev_timer_set(&rc->deadline, RCONN_CONNECT_TIMEOUT, 0.);
+	ev_timer_start(rc->loop, &rc->deadline);
+}
+
+struct rconn *
+rconn_new(struct ev_loop *loop, const struct conf *conf, const char *name,
+    const struct rconn_cb *cb, void *arg, double hung_s)
+{
+	struct rconn	*rc;
+
+	if ((rc = calloc(1, sizeof(*rc))) == NULL)
+		return NULL;
+	rc->loop = loop;
+	rc->conf = conf;
+	snprintf(rc->name, sizeof(rc->name), "%s", name);
+	rc->cb = cb;
+	rc->arg = arg;
+	rc->hung_s = hung_s;
+	rc->backoff = RCONN_BACKOFF_MIN;
+	ev_timer_init(&rc->retry, rconn_retry_cb, 0., 0.);
+	rc->retry.data = rc;
+	ev_timer_init(&rc->deadline, rconn_deadline_cb, 0., 0.);
+	rc->deadline.data = rc;
+	rconn_connect(rc);
+	return rc;
+}
+
+void
+rconn_free(struct rconn *rc)
+{
+	redisAsyncContext	*ac;
+
+	if (rc == NULL)
+		return;
+	ev_timer_stop(rc->loop, &rc->retry);
+	ev_timer_stop(rc->loop, &rc->deadline);
+	if ((ac = rc->ac) != NULL) {
+		rc->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	free(rc);
+}
+
+static int
+same(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+void
+rconn_set_conf(struct rconn *rc, const struct conf *c)
+{
+	const struct conf	*old = rc->conf;
+	int			 changed;
+
+	changed = !same(old->redis_address, c->redis_address) ||
+	    !same(old->redis_username, c->redis_username) ||
+	    !same(old->redis_password, c->redis_password) ||
+	    old->redis_database != c->redis_database;
+	rc->conf = c;
+	if (changed && rc->state != RCONN_DOWN) {
+		rc->backoff = RCONN_BACKOFF_MIN;
+		rconn_drop(rc, "redis settings changed");
+	}
+}
+
+int
+rconn_is_ready(const struct rconn *rc)
+{
+	return rc->state == RCONN_READY;
+}
+
+unsigned
+rconn_inflight(const struct rconn *rc)
+{
+	return rc->inflight;
+}
+
+redisAsyncContext *
+rconn_context(struct rconn *rc)
+{
+	return rc->state == RCONN_READY ? rc->ac : NULL;
+}
+
+void
+rconn_reset(struct rconn *rc, const char *why)
+{
+	if (rc->state != RCONN_DOWN)
+		rconn_drop(rc, why);
+}
+
+int
+rconn_command(struct rconn *rc, redisCallbackFn *fn, void *priv, int argc,
+    const char **argv, const size_t *argvlen)
+{
+	struct rconn_call	*call;
+
+	if (rc->state != RCONN_READY)
+		return -1;
+	if ((call = malloc(sizeof(*call))) == NULL)
+		return -1;
+	call->rc = rc;
+	call->fn = fn;
+	call->priv = priv;
+	if (redisAsyncCommandArgv(rc->ac, rconn_call_cb, call, argc, argv,
+	    argvlen) != REDIS_OK) {
+		free(call);
+		return -1;
+	}
+	if (rc->inflight++ == 0)
+		rc->last_reply = ev_now(rc->loop);	/* the wait starts now */
+	return 0;
+}

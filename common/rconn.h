@@ -1,0 +1,56 @@
+/*
+ * rconn.h: one asynchronous Redis connection on a libev loop, kept up by
+ * itself: connect with a deadline, AUTH and SELECT, reconnect with backoff,
+ * and a watchdog that drops a connection whose replies stopped coming (a
+ * frozen or hung server keeps its TCP socket open).  hiredis 0.14 has no
+ * timeouts of its own, so every deadline lives here or with the caller.
+ */
+#ifndef SW_RCONN_H
+#define SW_RCONN_H
+
+#include <ev.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+struct conf;
+struct rconn;
+
+struct rconn_cb {
+	/* Connected and authenticated: load scripts, subscribe... */
+	void	(*ready)(struct rconn *, void *arg);
+	/* The connection is gone; pending commands got NULL replies. */
+	void	(*down)(struct rconn *, void *arg);
+};
+
+/*
+ * hung_ms: drop the connection when a command has waited this long for its
+ * reply (0: never; for connections that block or subscribe).
+ */
+struct rconn	*rconn_new(struct ev_loop *, const struct conf *,
+		    const char *name, const struct rconn_cb *, void *arg,
+		    double hung_s);
+void		 rconn_free(struct rconn *);
+
+/* Take a new config; reconnects only when the Redis settings changed. */
+void		 rconn_set_conf(struct rconn *, const struct conf *);
+
+/* 1 once connected, authenticated and selected. */
+int		 rconn_is_ready(const struct rconn *);
+
+/*
+ * Queue a command; fn gets a NULL reply when the connection fails first.
+ * Returns -1 (fn not called) when the connection is not ready.
+ */
+int		 rconn_command(struct rconn *, redisCallbackFn *fn, void *priv,
+		    int argc, const char **argv, const size_t *argvlen);
+
+/* The raw context, for SUBSCRIBE, whose callback runs many times. */
+redisAsyncContext *rconn_context(struct rconn *);
+
+/* Drop the connection now and reconnect after the backoff. */
+void		 rconn_reset(struct rconn *, const char *why);
+
+/* Commands sent and not answered yet. */
+unsigned	 rconn_inflight(const struct rconn *);
+
+#endif

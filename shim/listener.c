@@ -1,0 +1,288 @@
+/*
+ * listener.c: the shim's listening sockets.
+ *
+ * Unix sockets get the configured mode and group so Exim's user can
+ * connect; a stale socket file is removed, but a live one (another shim
+ * answering on it) stops the start.  accept() errors are never fatal: out
+ * of descriptors pauses accepting for a moment, and at max_clients the
+ * listeners stop until a session ends, leaving clients in the backlog.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "shim.h"
+
+#define LISTENER_MAX		16
+#define LISTENER_BACKLOG	1024
+#define LISTENER_BATCH		64	/* accepts per wake-up: fairness */
+
+struct listener {
+	int	 fd;
+	char	*path;		/* Unix socket to unlink at exit, or NULL */
+	ev_io	 io;
+};
+
+static struct listener	listeners[LISTENER_MAX];
+static size_t		nlisteners;
+static int		paused;
+static ev_timer		resume_timer;
+static ev_tstamp	last_cap_log = -100.;
+
+static int
+listener_unix(const char *path, const struct conf *c, char *err,
+    size_t errlen)
+{
+	struct sockaddr_un	 sun;
+	struct group		*gr;
+	int			 fd, probe;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "%s: socket path too long", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+
+	/* Is someone answering there?  Then it is not stale. */
+	if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) != -1) {
+		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			close(probe);
+			snprintf(err, errlen, "%s: another process is serving "
+			    "this socket", path);
+			return -1;
+		}
+		close(probe);
+	}
+	if (unlink(path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "%s: cannot remove stale socket: %s",
+		    path, strerror(errno));
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		snprintf(err, errlen, "%s: bind: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (c->socket_group != NULL) {
+		if ((gr = getgrnam(c->socket_group)) == NULL) {
+			snprintf(err, errlen, "%s: no such group \"%s\" "
+			    "(shim.socket_group)", path, c->socket_group);
+			goto fail;
+		}
+		if (chown(path, (uid_t)-1, gr->gr_gid) == -1) {
+			snprintf(err, errlen, "%s: chown to group %s: %s",
+			    path, c->socket_group, strerror(errno));
+			goto fail;
+		}
+	}
+	if (chmod(path, c->socket_mode) == -1) {
+		snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	unlink(path);
+	return -1;
+}
+
+static int
+listener_inet(const char *addr, char *err, size_t errlen)
+{
+	struct addrinfo	 hints, *res;
+	char		 host[256], *port;
+	int		 fd, rv, on = 1;
+
+	snprintf(host, sizeof(host), "%s", addr);
+	if ((port = strrchr(host, ':')) == NULL) {
+		snprintf(err, errlen, "inet:%s: expected HOST:PORT", addr);
+		return -1;
+	}
+	*port++ = '\0';
+	if (host[0] == '[' && port[-2] == ']') {
+		port[-2] = '\0';
+		memmove(host, host + 1, strlen(host));
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if ((rv = getaddrinfo(host, port, &hints, &res)) != 0) {
+		snprintf(err, errlen, "inet:%s: %s", addr, gai_strerror(rv));
+		return -1;
+	}
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		freeaddrinfo(res);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) == -1) {
+		snprintf(err, errlen, "inet:%s: bind: %s", addr,
+		    strerror(errno));
+		close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static void
+listener_pause(void)
+{
+	size_t	 i;
+
+	if (paused)
+		return;
+	for (i = 0; i < nlisteners; i++)
+		ev_io_stop(shim.loop, &listeners[i].io);
+	paused = 1;
+}
+
+static void
+listener_resume(void)
+{
+	size_t	 i;
+
+	if (!paused || shim.nsessions >= (unsigned)shim.conf->max_clients)
+		return;
+	for (i = 0; i < nlisteners; i++)
+		ev_io_start(shim.loop, &listeners[i].io);
+	paused = 0;
+}
+
+static void
+listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	listener_resume();
+}
+
+static void
+listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct listener	*l = w->data;
+	int		 fd, i;
+
+	(void)revents;
+	for (i = 0; i < LISTENER_BATCH; i++) {
+		if (shim.nsessions >= (unsigned)shim.conf->max_clients) {
+			/* Sustained overload would log this on every pass. */
+			if (ev_now(loop) - last_cap_log >= 10.) {
+				log_warn("event=max_clients sessions=%u "
+				    "action=pause_accept", shim.nsessions);
+				last_cap_log = ev_now(loop);
+			}
+			listener_pause();
+			return;
+		}
+		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				log_warn("event=accept_paused reason=\"%s\"",
+				    strerror(errno));
+				listener_pause();
+				ev_timer_stop(loop, &resume_timer);
+				ev_timer_set(&resume_timer, 0.1, 0.);
+				ev_timer_start(loop, &resume_timer);
+			}
+			/* EAGAIN, ECONNABORTED, EINTR: nothing to do. */
+			return;
+		}
+		session_new(fd);
+	}
+}
+
+int
+listener_open(const struct conf *c, char *err, size_t errlen)
+{
+	struct listener	*l;
+	const char	*addr;
+	size_t		 i;
+	int		 fd;
+
+	for (i = 0; i < c->nlisten; i++) {
+		if (nlisteners == LISTENER_MAX) {
+			snprintf(err, errlen, "more than %d listen addresses",
+			    LISTENER_MAX);
+			return -1;
+		}
+		addr = c->listen[i].addr;
+		if (strncmp(addr, "inet:", 5) == 0)
+			fd = listener_inet(addr + 5, err, errlen);
+		else
+			fd = listener_unix(addr, c, err, errlen);
+		if (fd == -1)
+			return -1;
+		if (listen(fd, LISTENER_BACKLOG) == -1) {
+			snprintf(err, errlen, "%s: listen: %s", addr,
+			    strerror(errno));
+			close(fd);
+			return -1;
+		}
+		l = &listeners[nlisteners++];
+		l->fd = fd;
+		l->path = addr[0] == '/' ? strdup(addr) : NULL;
+		ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
+		l->io.data = l;
+		log_info("event=listening address=%s", addr);
+	}
+	return 0;
+}
+
+void
+listener_start(void)
+{
+	size_t	 i;
+
+	ev_timer_init(&resume_timer, listener_resume_cb, 0., 0.);
+	for (i = 0; i < nlisteners; i++)
+		ev_io_start(shim.loop, &listeners[i].io);
+}
+
+void
+listener_session_gone(void)
+{
+	if (paused && !ev_is_active(&resume_timer))
+		listener_resume();
+}
+
+void
+listener_close(void)
+{
+	size_t	 i;
+
+	for (i = 0; i < nlisteners; i++) {
+		ev_io_stop(shim.loop, &listeners[i].io);
+		close(listeners[i].fd);
+		if (listeners[i].path != NULL) {
+			unlink(listeners[i].path);
+			free(listeners[i].path);
+		}
+	}
+	nlisteners = 0;
+}

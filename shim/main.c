@@ -1,0 +1,242 @@
+/*
+ * main.c: senderwatch-shim's life: options, config, sockets, privileges,
+ * signals.  The order matters: sockets and the pidfile are opened while
+ * still root, then privileges go, then Redis is dialled.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "rconn.h"
+#include "shim.h"
+
+#ifndef SW_VERSION
+#define SW_VERSION	"dev"
+#endif
+
+struct shim shim;
+
+static const char	*conf_path = "/etc/senderwatch/config.yaml";
+static const char	*pid_path;
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp, "usage: senderwatch-shim [-fnvVh] [-c config] "
+	    "[-p pidfile]\n"
+	    "  -c FILE  configuration (default %s)\n"
+	    "  -f       stay in the foreground, log to stderr\n"
+	    "  -n       check the configuration and exit\n"
+	    "  -p FILE  write the pid to FILE\n"
+	    "  -v       log every decision\n"
+	    "  -V       print the version and exit\n"
+	    "  -h       this help\n", conf_path);
+}
+
+static void
+redis_ready(struct rconn *rc, void *arg)
+{
+	(void)rc;
+	(void)arg;
+	script_ready();
+}
+
+static void
+redis_down(struct rconn *rc, void *arg)
+{
+	(void)rc;
+	(void)arg;
+	script_down();
+}
+
+static const struct rconn_cb redis_cb = { redis_ready, redis_down };
+
+static void
+log_stats(const char *event)
+{
+	const struct shim_stats	*st = &shim.stats;
+
+	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu "
+	    "bad_requests=%llu client_timeouts=%llu crossings=%llu "
+	    "sessions=%u", event,
+	    (unsigned long long)st->decisions, (unsigned long long)st->yes,
+	    (unsigned long long)st->fail_policy,
+	    (unsigned long long)st->bad_requests,
+	    (unsigned long long)st->client_timeouts,
+	    (unsigned long long)st->crossings, shim.nsessions);
+}
+
+static int
+same_listen(const struct conf *a, const struct conf *b)
+{
+	size_t	 i;
+
+	if (a->nlisten != b->nlisten || a->socket_mode != b->socket_mode)
+		return 0;
+	for (i = 0; i < a->nlisten; i++)
+		if (strcmp(a->listen[i].addr, b->listen[i].addr) != 0)
+			return 0;
+	return 1;
+}
+
+static void
+reload(void)
+{
+	struct conf	*c;
+	const struct conf *old = shim.conf;
+	char		 err[CONF_ERRLEN];
+
+	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL) {
+		log_err("event=reload_failed error=\"%s\" action=keep_old", err);
+		return;
+	}
+	if (!same_listen(old, c))
+		log_warn("event=reload note=\"listen and socket settings "
+		    "take effect at restart\"");
+	rconn_set_conf(shim.redis, c);
+	shim.conf = c;
+	conf_free((struct conf *)old);
+	log_info("event=reload rules=%zu", c->nrules);
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	switch (w->signum) {
+	case SIGHUP:
+		reload();
+		break;
+	case SIGUSR1:
+		log_stats("stats");
+		break;
+	default:
+		log_info("event=shutdown signal=%d", w->signum);
+		ev_break(loop, EVBREAK_ALL);
+		break;
+	}
+}
+
+int
+main(int argc, char *argv[])
+{
+	static ev_signal	 sigs[5];
+	static const int	 signums[5] = { SIGTERM, SIGINT, SIGHUP,
+				    SIGUSR1, SIGQUIT };
+	struct conf		*c;
+	char			 err[CONF_ERRLEN];
+	int			 ch, foreground = 0, check = 0, verbose = 0;
+	size_t			 i;
+
+	while ((ch = getopt(argc, argv, "c:fhnp:vV")) != -1) {
+		switch (ch) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'f':
+			foreground = 1;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 'p':
+			pid_path = optarg;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			printf("senderwatch-shim %s\n", SW_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "senderwatch-shim: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration OK (%zu rules)\n", conf_path,
+		    c->nrules);
+		conf_free(c);
+		return 0;
+	}
+	if (c->nlisten == 0) {
+		fprintf(stderr, "senderwatch-shim: %s: shim.listen: no "
+		    "address to listen on\n", conf_path);
+		return 1;
+	}
+	shim.conf = c;
+	log_init("senderwatch-shim", foreground);
+	log_set_verbose(verbose);
+	signal(SIGPIPE, SIG_IGN);
+
+	shim.loop = ev_default_loop(EVFLAG_AUTO);
+	if (listener_open(c, err, sizeof(err)) == -1) {
+		fprintf(stderr, "senderwatch-shim: %s\n", err);
+		listener_close();
+		return 1;
+	}
+	if (!foreground && daemon_detach(err, sizeof(err)) == -1) {
+		log_err("event=fatal error=\"%s\"", err);
+		listener_close();
+		return 1;
+	}
+	if (pid_path != NULL && daemon_pidfile(pid_path, err, sizeof(err))
+	    == -1) {
+		log_err("event=fatal error=\"%s\"", err);
+		listener_close();
+		return 1;
+	}
+	if (daemon_drop(c->user, c->group, err, sizeof(err)) == -1) {
+		log_err("event=fatal error=\"%s\"", err);
+		fprintf(stderr, "senderwatch-shim: %s\n", err);
+		listener_close();
+		return 1;
+	}
+
+	for (i = 0; i < 5; i++) {
+		ev_signal_init(&sigs[i], signal_cb, signums[i]);
+		ev_signal_start(shim.loop, &sigs[i]);
+	}
+	script_init();
+	shim.redis = rconn_new(shim.loop, c, "shim", &redis_cb, NULL,
+	    /* a hung server: drop after this many seconds without a reply */
+	    c->redis_timeout_ms * 20 / 1000. > 1. ?
+	    c->redis_timeout_ms * 20 / 1000. : 1.);
+	if (shim.redis == NULL) {
+		log_err("event=fatal error=\"out of memory\"");
+		return 1;
+	}
+	listener_start();
+	log_info("event=start version=%s config=%s rules=%zu redis=%s "
+	    "timeout_ms=%lld on_error=%s", SW_VERSION, conf_path, c->nrules,
+	    c->redis_address, (long long)c->redis_timeout_ms,
+	    c->redis_on_error);
+
+	ev_run(shim.loop, 0);
+
+	log_stats("exit");
+	listener_close();
+	rconn_free(shim.redis);
+	if (pid_path != NULL)
+		unlink(pid_path);
+	conf_free((struct conf *)shim.conf);
+	ev_loop_destroy(shim.loop);
+	return 0;
+}

@@ -1,0 +1,40 @@
+/*
+ * request.h: the shim's request grammar, independent of sockets so that it
+ * can be unit tested and fuzzed.
+ *
+ *   bare:   KEY [\r] [\n]                       counted under rule "default"
+ *   block:  name=value \n ... (\n | EOF)         attributes rule, key, subject
+ *
+ * A request is a block when its first line starts with a known attribute
+ * name and "=", so SRS addresses (SRS0=...) still work as bare keys.
+ */
+#ifndef SW_REQUEST_H
+#define SW_REQUEST_H
+
+#include <stddef.h>
+
+enum request_status {
+	REQUEST_MORE,		/* incomplete: read more */
+	REQUEST_DONE,		/* complete: fields are set */
+	REQUEST_EMPTY,		/* no bytes at all, then EOF: a health check */
+	REQUEST_ERROR,		/* malformed: err says why */
+};
+
+struct request {
+	const char	*rule;		/* point into the caller's buffer */
+	size_t		 rule_len;
+	const char	*key;		/* "<>" for an empty key */
+	size_t		 key_len;
+	const char	*subject;	/* NULL when not given */
+	size_t		 subject_len;
+	size_t		 used;		/* bytes of the buffer consumed */
+};
+
+/*
+ * Parse buf[0..len).  eof says the client shut its write side, so a request
+ * without its final newline is complete.  Errors fill err.
+ */
+enum request_status request_parse(const char *buf, size_t len, int eof,
+		    struct request *, char *err, size_t errlen);
+
+#endif

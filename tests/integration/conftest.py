@@ -1,0 +1,224 @@
+"""Fixtures shared by the integration tests: real redis-server and real
+senderwatch daemons, each in a private temporary directory.
+
+Every wait here polls a condition with a deadline; nothing sleeps and hopes.
+"""
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, "build")
+SHIM = os.path.join(BUILD, "senderwatch-shim")
+ALERTER = os.path.join(BUILD, "senderwatch-alerter")
+
+# The daemons refuse to run as root without a user to switch to; the tests
+# run as root in CI, so they switch to nobody and every file they touch
+# must be reachable by nobody.
+RUN_USER = "nobody" if os.geteuid() == 0 else None
+
+
+def wait_for(cond, timeout=5.0, what="condition", interval=0.01):
+    """Poll cond() until it returns a true value, or fail the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+def ask(path, data, timeout=5.0):
+    """Talk to the shim like Exim's readsocket: connect, write, shut the
+    write side, read to EOF.  Returns the bytes read."""
+    if isinstance(data, str):
+        data = data.encode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        if data:
+            s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                return out
+            out += b
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def tmp(request):
+    d = tempfile.mkdtemp(prefix="sw-test-")
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Redis:
+    """A private redis-server on a Unix socket (no TCP port)."""
+
+    def __init__(self, d, name="redis"):
+        self.dir = d
+        self.sock = os.path.join(d, name + ".sock")
+        self.log = os.path.join(d, name + ".log")
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.sock,
+             "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--logfile", self.log])
+        wait_for(self.ping, what="redis-server to answer")
+        return self
+
+    def ping(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except Exception:
+            return False
+
+    def cli(self, *args):
+        """Run one command with redis-cli; returns its stdout, stripped."""
+        r = subprocess.run(["redis-cli", "-s", self.sock] + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr)
+        return r.stdout.strip()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self, sig=signal.SIGKILL):
+        self.proc.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def redis(tmp):
+    r = Redis(tmp).start()
+    yield r
+    r.stop()
+
+
+def write_config(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+class Daemon:
+    """A senderwatch daemon run in the foreground with its log captured."""
+
+    def __init__(self, binary, conf, d, name, extra=()):
+        self.binary = binary
+        self.conf = conf
+        self.name = name
+        self.logpath = os.path.join(d, name + ".log")
+        self.pidfile = os.path.join(d, name + ".pid")
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self, wait=None):
+        self.logf = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "-f", "-v", "-c", self.conf, "-p", self.pidfile] + self.extra,
+            stdout=self.logf, stderr=subprocess.STDOUT)
+        if wait is not None:
+            wait_for(wait, what=self.name + " to start")
+        return self
+
+    def log(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+
+SHIM_CONF = """\
+shim:
+  listen: [ {sock} ]
+  socket_mode: "0666"
+{user}  client_timeout: {client_timeout}
+redis:
+  address: unix:{redis}
+  timeout: {timeout}
+  on_error: "{on_error}"
+events:
+  channel: senderwatch:events
+  stream: senderwatch:stream
+rules:
+{rules}
+"""
+
+DEFAULT_RULES = """\
+  default: { limit: 3, window: 60s }
+  ip: { limit: 2, window: 60s }
+"""
+
+
+def shim_config(d, redis_sock, name="shim", rules=DEFAULT_RULES, timeout="100ms",
+                on_error="no", client_timeout="2s", extra=""):
+    sock = os.path.join(d, name + ".sock")
+    text = SHIM_CONF.format(sock=sock, redis=redis_sock, timeout=timeout,
+                            on_error=on_error, client_timeout=client_timeout,
+                            rules=rules,
+                            user=("  user: %s\n" % RUN_USER) if RUN_USER else "")
+    text += extra
+    return write_config(os.path.join(d, name + ".yaml"), text), sock
+
+
+def shim_answers(sock):
+    try:
+        return ask(sock, b"") == b"no"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def make_shim(tmp, redis):
+    """Factory: make_shim(name="shim", **shim_config kwargs) -> (daemon, sock)."""
+    started = []
+
+    def make(name="shim", **kw):
+        conf, sock = shim_config(tmp, redis.sock, name=name, **kw)
+        d = Daemon(SHIM, conf, tmp, name)
+        d.sock = sock
+        d.start(wait=lambda: shim_answers(sock) and "script_loaded" in d.log())
+        started.append(d)
+        return d, sock
+
+    yield make
+    for d in started:
+        d.stop()
