@@ -87,7 +87,16 @@ $(B)/count_lua.o: $(B)/count_lua.c
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-variable-declarations \
 	    -c -o $@ $<
 
-$(B)/tests/test_%: tests/unit/test_%.c $(SHIM_LIB) $(ALERTER_LIB) $(COMMON_OBJ)
+# Unit tests link against archives: only the objects a test uses come in.
+$(B)/libshim.a: $(SHIM_LIB)
+	$(AR) rcs $@ $^
+$(B)/libalerter.a: $(ALERTER_LIB)
+	$(AR) rcs $@ $^
+$(B)/libcommon.a: $(COMMON_OBJ)
+	$(AR) rcs $@ $^
+
+$(B)/tests/test_%: tests/unit/test_%.c $(B)/libshim.a $(B)/libalerter.a \
+    $(B)/libcommon.a
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Ishim -Ialerter $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ \
 	    $(PKG_LIBS) -lev

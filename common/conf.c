@@ -7,6 +7,9 @@
  * errors: a typo in a rate limiter's config must not silently fall back to a
  * default.
  */
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -33,6 +36,7 @@ enum opt_type {
 	OPT_LISTEN,	/* struct conf_listen[] + count */
 	OPT_ANSWER,	/* char *, what Exim's condition accepts */
 	OPT_STARTTLS,	/* int: no / try / yes */
+	OPT_SECRET,	/* char *, read from the named file */
 };
 
 struct opt {
@@ -61,6 +65,7 @@ static const struct opt redis_opts[] = {
 	{ "address",		OPT_STRING,	O(redis_address), 0, 0 },
 	{ "username",		OPT_STRING,	O(redis_username), 0, 0 },
 	{ "password",		OPT_STRING,	O(redis_password), 0, 0 },
+	{ "password_file",	OPT_SECRET,	O(redis_password), 0, 0 },
 	{ "database",		OPT_INT,	O(redis_database), 0, 10000 },
 	{ "timeout",		OPT_DURATION,	O(redis_timeout_ms), 1, 60000 },
 	{ "on_error",		OPT_ANSWER,	O(redis_on_error), 0, 0 },
@@ -84,6 +89,7 @@ static const struct opt alerts_opts[] = {
 	{ "smtp",		OPT_STRING,	O(alerts_smtp), 0, 0 },
 	{ "smtp_username",	OPT_STRING,	O(alerts_smtp_username), 0, 0 },
 	{ "smtp_password",	OPT_STRING,	O(alerts_smtp_password), 0, 0 },
+	{ "smtp_password_file",	OPT_SECRET,	O(alerts_smtp_password), 0, 0 },
 	{ "smtp_starttls",	OPT_STARTTLS,	O(alerts_smtp_starttls), 0, 0 },
 	{ "smtp_timeout",	OPT_DURATION,	O(alerts_smtp_timeout_ms), 100, 600000 },
 	{ "sendmail",		OPT_LIST,	O(alerts_sendmail), 0, 0 },
@@ -266,6 +272,41 @@ get_list(struct parse *p, const yaml_node_t *n, const char *what, size_t *count)
 	return v;
 }
 
+/*
+ * A secret kept out of the world-readable config: the first line of a file
+ * only the daemon's user can read.
+ */
+static int
+read_secret(const char *path, char **out, char *err, size_t errlen)
+{
+	char	 buf[1024];
+	FILE	*fp;
+	size_t	 len;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fgets(buf, sizeof(buf), fp) == NULL) {
+		snprintf(err, errlen, "%s: empty", path);
+		fclose(fp);
+		return -1;
+	}
+	fclose(fp);
+	len = strcspn(buf, "\r\n");
+	buf[len] = '\0';
+	if (len == 0) {
+		snprintf(err, errlen, "%s: empty first line", path);
+		return -1;
+	}
+	if ((*out = strdup(buf)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	explicit_bzero(buf, sizeof(buf));
+	return 0;
+}
+
 static int
 set_opt(struct parse *p, const struct opt *o, const char *section,
     const yaml_node_t *n)
@@ -273,7 +314,7 @@ set_opt(struct parse *p, const struct opt *o, const char *section,
 	char		 what[128];
 	char		*base = (char *)p->conf;
 	const char	*s = scalar(n);
-	char		**list, *end;
+	char		**list, *end, msg[256];
 	int64_t		 v;
 	size_t		 count, i;
 	long		 mode;
@@ -297,6 +338,11 @@ set_opt(struct parse *p, const struct opt *o, const char *section,
 			    "(quote it: YAML reads a bare no as false)", what);
 		if (strpbrk(s, "\r\n") != NULL)
 			return fail(p, n, "%s: must not contain a line break",
+			    what);
+		if (*(char **)(base + o->off) != NULL &&
+		    (o->off == O(redis_password) ||
+		    o->off == O(alerts_smtp_password)))
+			return fail(p, n, "%s: the password is given twice",
 			    what);
 		free(*(char **)(base + o->off));
 		if ((*(char **)(base + o->off) = strdup(s)) == NULL)
@@ -332,6 +378,18 @@ set_opt(struct parse *p, const struct opt *o, const char *section,
 			return fail(p, n, "%s: must be an octal mode such as "
 			    "\"0660\"", what);
 		*(mode_t *)(base + o->off) = (mode_t)mode;
+		return 0;
+	case OPT_SECRET:
+		if (s[0] != '/')
+			return fail(p, n, "%s: must be an absolute path", what);
+		if (read_secret(s, &end, msg, sizeof(msg)) == -1)
+			return fail(p, n, "%s: %s", what, msg);
+		if (*(char **)(base + o->off) != NULL) {
+			free(end);
+			return fail(p, n, "%s: the password is given twice",
+			    what);
+		}
+		*(char **)(base + o->off) = end;
 		return 0;
 	case OPT_STARTTLS:
 		if (strcmp(s, "no") == 0 || strcmp(s, "false") == 0)
@@ -416,22 +474,424 @@ parse_section(struct parse *p, const char *section, const yaml_node_t *map,
 	return 0;
 }
 
+/*
+ * One { limit, window, burst }.  In the short form these sit among the
+ * rule's other options, which parse_rule() has checked already.
+ */
+static int
+parse_limit(struct parse *p, const char *rule, const yaml_node_t *map,
+    struct conf_limit *l, int short_form)
+{
+	yaml_node_pair_t	*pair;
+	const yaml_node_t	*k, *v;
+	const char		*s;
+	int			 have_limit = 0, have_window = 0;
+
+	if (map->type != YAML_MAPPING_NODE)
+		return fail(p, map, "rules.%s.limits: each limit must be a "
+		    "mapping such as { limit: 20, window: 5m }", rule);
+	for (pair = map->data.mapping.pairs.start;
+	    pair < map->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(&p->doc, pair->key);
+		v = yaml_document_get_node(&p->doc, pair->value);
+		s = scalar(v);
+		if (scalar(k) == NULL)
+			return fail(p, k, "rules.%s: keys must be plain names",
+			    rule);
+		if (strcmp(scalar(k), "limit") == 0) {
+			if (have_limit++)
+				return fail(p, k, "rules.%s.limit: given twice",
+				    rule);
+			if (conf_parse_int(s, 0, INT64_MAX / 4, &l->limit)
+			    == -1)
+				return fail(p, v, "rules.%s.limit: must be a "
+				    "whole number, 0 or more", rule);
+		} else if (strcmp(scalar(k), "window") == 0) {
+			if (have_window++)
+				return fail(p, k, "rules.%s.window: given "
+				    "twice", rule);
+			if (conf_parse_duration(s, &l->window_ms) == -1 ||
+			    l->window_ms < 1)
+				return fail(p, v, "rules.%s.window: must be a "
+				    "duration such as 300s or 1h", rule);
+		} else if (strcmp(scalar(k), "burst") == 0) {
+			if (conf_parse_int(s, 1, INT64_MAX / 4, &l->burst)
+			    == -1)
+				return fail(p, v, "rules.%s.burst: must be a "
+				    "whole number, 1 or more", rule);
+		} else if (!short_form)
+			return fail(p, k, "rules.%s: unknown option \"%s\"",
+			    rule, scalar(k));
+	}
+	if (!have_limit)
+		return fail(p, map, "rules.%s: limit is required", rule);
+	if (!have_window)
+		return fail(p, map, "rules.%s: window is required", rule);
+	return 0;
+}
+
+static int
+parse_pattern(struct parse *p, const char *rule, const char *list,
+    const yaml_node_t *n, struct conf_pattern *pat)
+{
+	const char	*s = scalar(n), *slash;
+	char		 addr[64], *end;
+	long		 prefix;
+	int		 max;
+
+	if (s == NULL || *s == '\0')
+		return fail(p, n, "rules.%s.%s: each entry must be a key, "
+		    "*@domain or an address/prefix", rule, list);
+	if (strncmp(s, "*@", 2) == 0 && s[2] != '\0') {
+		pat->type = PAT_DOMAIN;
+		pat->text = strdup(s + 2);
+	} else if ((slash = strchr(s, '/')) != NULL &&
+	    (size_t)(slash - s) < sizeof(addr)) {
+		memcpy(addr, s, slash - s);
+		addr[slash - s] = '\0';
+		pat->type = PAT_CIDR;
+		if (inet_pton(AF_INET, addr, pat->addr) == 1) {
+			pat->family = AF_INET;
+			max = 32;
+		} else if (inet_pton(AF_INET6, addr, pat->addr) == 1) {
+			pat->family = AF_INET6;
+			max = 128;
+		} else
+			return fail(p, n, "rules.%s.%s: \"%s\" is not an "
+			    "address/prefix", rule, list, s);
+		errno = 0;
+		prefix = strtol(slash + 1, &end, 10);
+		if (slash[1] == '\0' || *end != '\0' || prefix < 0 ||
+		    prefix > max)
+			return fail(p, n, "rules.%s.%s: bad prefix length in "
+			    "\"%s\"", rule, list, s);
+		pat->prefix = (int)prefix;
+		pat->text = strdup(s);
+	} else {
+		pat->type = PAT_EXACT;
+		pat->text = strdup(s);
+	}
+	if (pat->text == NULL)
+		return fail(p, n, "out of memory");
+	return 0;
+}
+
+static int
+parse_patterns(struct parse *p, const char *rule, const char *list,
+    const yaml_node_t *seq, struct conf_pattern **out, size_t *nout)
+{
+	yaml_node_item_t	*it;
+	size_t			 n;
+
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return fail(p, seq, "rules.%s.%s: must be a list", rule, list);
+	n = seq->data.sequence.items.top - seq->data.sequence.items.start;
+	if ((*out = calloc(n + 1, sizeof(**out))) == NULL)
+		return fail(p, seq, "out of memory");
+	for (it = seq->data.sequence.items.start;
+	    it < seq->data.sequence.items.top; it++) {
+		if (parse_pattern(p, rule, list,
+		    yaml_document_get_node(&p->doc, *it), &(*out)[*nout]) == -1)
+			return -1;
+		(*nout)++;
+	}
+	return 0;
+}
+
+static int
+parse_overrides(struct parse *p, const char *rule, const yaml_node_t *map,
+    struct conf_rule *r)
+{
+	yaml_node_pair_t	*pair;
+	const yaml_node_t	*k, *v;
+	struct conf_override	*o;
+	const char		*s;
+	char			*end;
+	size_t			 n;
+
+	if (map->type != YAML_MAPPING_NODE)
+		return fail(p, map, "rules.%s.override: must map keys to "
+		    "allow, block or xFACTOR", rule);
+	n = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
+	if ((r->overrides = calloc(n + 1, sizeof(*o))) == NULL)
+		return fail(p, map, "out of memory");
+	for (pair = map->data.mapping.pairs.start;
+	    pair < map->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(&p->doc, pair->key);
+		v = yaml_document_get_node(&p->doc, pair->value);
+		o = &r->overrides[r->noverrides];
+		if (scalar(k) == NULL || (s = scalar(v)) == NULL)
+			return fail(p, k, "rules.%s.override: entries are "
+			    "KEY: allow | block | xFACTOR", rule);
+		if (strcmp(s, "allow") == 0)
+			o->action = OVR_ALLOW;
+		else if (strcmp(s, "block") == 0)
+			o->action = OVR_BLOCK;
+		else if (s[0] == 'x' && s[1] != '\0') {
+			o->action = OVR_FACTOR;
+			errno = 0;
+			o->factor = strtod(s + 1, &end);
+			if (*end != '\0' || errno != 0 || !(o->factor > 0) ||
+			    o->factor > 1e6)
+				return fail(p, v, "rules.%s.override: \"%s\" "
+				    "is not a factor such as x2 or x0.5", rule,
+				    s);
+		} else
+			return fail(p, v, "rules.%s.override: \"%s\" must be "
+			    "allow, block or xFACTOR", rule, s);
+		if ((o->key = strdup(scalar(k))) == NULL)
+			return fail(p, k, "out of memory");
+		r->noverrides++;
+	}
+	return 0;
+}
+
+static int
+parse_postfix(struct parse *p, const char *rule, const yaml_node_t *map,
+    struct conf_rule *r)
+{
+	yaml_node_pair_t	*pair;
+	const yaml_node_t	*k, *v;
+	const char		*s;
+
+	if (map->type != YAML_MAPPING_NODE)
+		return fail(p, map, "rules.%s.postfix: must be a mapping "
+		    "{ key: ATTRIBUTE, action: ACTION }", rule);
+	for (pair = map->data.mapping.pairs.start;
+	    pair < map->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(&p->doc, pair->key);
+		v = yaml_document_get_node(&p->doc, pair->value);
+		if (scalar(k) == NULL || (s = scalar(v)) == NULL || *s == '\0')
+			return fail(p, k, "rules.%s.postfix: entries need "
+			    "values", rule);
+		if (strcmp(scalar(k), "key") == 0) {
+			if (!valid_rule_name(s, strlen(s)))
+				return fail(p, v, "rules.%s.postfix.key: not "
+				    "a policy attribute name", rule);
+			snprintf(r->postfix_key, sizeof(r->postfix_key), "%s",
+			    s);
+		} else if (strcmp(scalar(k), "action") == 0) {
+			if (strpbrk(s, "\r\n") != NULL)
+				return fail(p, v, "rules.%s.postfix.action: "
+				    "must be one line", rule);
+			free(r->postfix_action);
+			if ((r->postfix_action = strdup(s)) == NULL)
+				return fail(p, v, "out of memory");
+		} else
+			return fail(p, k, "rules.%s.postfix: unknown option "
+			    "\"%s\"", rule, scalar(k));
+	}
+	return 0;
+}
+
+static int
+parse_normalize(struct parse *p, const char *rule, const yaml_node_t *seq,
+    unsigned *flags)
+{
+	yaml_node_item_t	*it;
+	const yaml_node_t	*e;
+	const char		*s;
+
+	if (seq->type != YAML_SEQUENCE_NODE)
+		return fail(p, seq, "rules.%s.normalize: must be a list", rule);
+	for (it = seq->data.sequence.items.start;
+	    it < seq->data.sequence.items.top; it++) {
+		e = yaml_document_get_node(&p->doc, *it);
+		if ((s = scalar(e)) == NULL)
+			s = "";
+		if (strcmp(s, "lowercase") == 0)
+			*flags |= NORM_LOWERCASE;
+		else if (strcmp(s, "lowercase_domain") == 0)
+			*flags |= NORM_LOWERCASE_DOMAIN;
+		else if (strcmp(s, "strip_tag") == 0)
+			*flags |= NORM_STRIP_TAG;
+		else
+			return fail(p, e, "rules.%s.normalize: \"%s\" is not "
+			    "lowercase, lowercase_domain or strip_tag", rule,
+			    s);
+	}
+	return 0;
+}
+
+/* Rule option names, in the order a rule's errors are checked. */
+enum {
+	RO_LIMIT, RO_WINDOW, RO_BURST, RO_LIMITS, RO_ALGORITHM, RO_MODE,
+	RO_COUNT_DENIED, RO_NORMALIZE, RO_ALLOW, RO_DENY, RO_OVERRIDE,
+	RO_POSTFIX, RO_MAX
+};
+static const char *rule_opts[RO_MAX] = {
+	"limit", "window", "burst", "limits", "algorithm", "mode",
+	"count_denied", "normalize", "allow", "deny", "override", "postfix"
+};
+
+static int
+parse_rule(struct parse *p, const char *name, const yaml_node_t *v,
+    struct conf_rule *r)
+{
+	yaml_node_pair_t	*rp;
+	yaml_node_item_t	*it;
+	const yaml_node_t	*rk, *rv, *short_node = NULL;
+	const char		*s;
+	int			 seen[RO_MAX], o, count_denied = -1;
+	size_t			 i, j;
+
+	if (v->type != YAML_MAPPING_NODE)
+		return fail(p, v, "rules.%s: must be a mapping such as "
+		    "{ limit: 20, window: 300s }", name);
+	memset(seen, 0, sizeof(seen));
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	for (rp = v->data.mapping.pairs.start;
+	    rp < v->data.mapping.pairs.top; rp++) {
+		rk = yaml_document_get_node(&p->doc, rp->key);
+		rv = yaml_document_get_node(&p->doc, rp->value);
+		s = scalar(rv);
+		if (scalar(rk) == NULL)
+			return fail(p, rk, "rules.%s: keys must be plain names",
+			    name);
+		for (o = 0; o < RO_MAX; o++)
+			if (strcmp(scalar(rk), rule_opts[o]) == 0)
+				break;
+		if (o == RO_MAX)
+			return fail(p, rk, "rules.%s: unknown option \"%s\"",
+			    name, scalar(rk));
+		if (seen[o]++)
+			return fail(p, rk, "rules.%s.%s: given twice", name,
+			    rule_opts[o]);
+		switch (o) {
+		case RO_LIMIT:
+		case RO_WINDOW:
+		case RO_BURST:
+			short_node = v;	/* checked as one limit below */
+			break;
+		case RO_LIMITS:
+			if (rv->type != YAML_SEQUENCE_NODE ||
+			    rv->data.sequence.items.top ==
+			    rv->data.sequence.items.start)
+				return fail(p, rv, "rules.%s.limits: must be a "
+				    "list of { limit, window }", name);
+			for (it = rv->data.sequence.items.start;
+			    it < rv->data.sequence.items.top; it++) {
+				if (r->nlimits == CONF_LIMITS_MAX)
+					return fail(p, rv, "rules.%s.limits: "
+					    "at most %d", name,
+					    CONF_LIMITS_MAX);
+				if (parse_limit(p, name,
+				    yaml_document_get_node(&p->doc, *it),
+				    &r->limits[r->nlimits], 0) == -1)
+					return -1;
+				r->nlimits++;
+			}
+			break;
+		case RO_ALGORITHM:
+			if (s != NULL && strcmp(s, "fixed") == 0)
+				r->algorithm = ALG_FIXED;
+			else if (s != NULL && strcmp(s, "sliding") == 0)
+				r->algorithm = ALG_SLIDING;
+			else if (s != NULL && strcmp(s, "gcra") == 0)
+				r->algorithm = ALG_GCRA;
+			else
+				return fail(p, rv, "rules.%s.algorithm: must "
+				    "be fixed, sliding or gcra", name);
+			break;
+		case RO_MODE:
+			if (s != NULL && strcmp(s, "enforce") == 0)
+				r->shadow = 0;
+			else if (s != NULL && strcmp(s, "shadow") == 0)
+				r->shadow = 1;
+			else
+				return fail(p, rv, "rules.%s.mode: must be "
+				    "enforce or shadow", name);
+			break;
+		case RO_COUNT_DENIED:
+			if (s != NULL && (strcmp(s, "yes") == 0 ||
+			    strcmp(s, "true") == 0))
+				count_denied = 1;
+			else if (s != NULL && (strcmp(s, "no") == 0 ||
+			    strcmp(s, "false") == 0))
+				count_denied = 0;
+			else
+				return fail(p, rv, "rules.%s.count_denied: "
+				    "must be yes or no", name);
+			break;
+		case RO_NORMALIZE:
+			if (parse_normalize(p, name, rv, &r->normalize) == -1)
+				return -1;
+			break;
+		case RO_ALLOW:
+			if (parse_patterns(p, name, "allow", rv, &r->allow,
+			    &r->nallow) == -1)
+				return -1;
+			break;
+		case RO_DENY:
+			if (parse_patterns(p, name, "deny", rv, &r->deny,
+			    &r->ndeny) == -1)
+				return -1;
+			break;
+		case RO_OVERRIDE:
+			if (parse_overrides(p, name, rv, r) == -1)
+				return -1;
+			break;
+		case RO_POSTFIX:
+			if (parse_postfix(p, name, rv, r) == -1)
+				return -1;
+			break;
+		}
+	}
+	if (short_node != NULL) {
+		if (seen[RO_LIMITS])
+			return fail(p, v, "rules.%s: give limit and window, or "
+			    "limits, not both", name);
+		/* The short form is a one-element limits list. */
+		if (parse_limit(p, name, v, &r->limits[0], 1) == -1)
+			return -1;
+		r->nlimits = 1;
+	}
+	if (r->nlimits == 0)
+		return fail(p, v, "rules.%s: limit and window are required",
+		    name);
+	for (i = 0; i < r->nlimits; i++) {
+		if (r->limits[i].burst == 0)
+			r->limits[i].burst = r->limits[i].limit;
+		if (r->algorithm == ALG_GCRA && r->limits[i].limit == 0)
+			return fail(p, v, "rules.%s: gcra needs limits of 1 "
+			    "or more", name);
+		if (r->nlimits > 1) {
+			r->limits[i].suffix[0] = '.';
+			conf_format_duration(r->limits[i].window_ms,
+			    r->limits[i].suffix + 1,
+			    sizeof(r->limits[i].suffix) - 1);
+		}
+		for (j = 0; j < i; j++)
+			if (r->limits[j].window_ms == r->limits[i].window_ms)
+				return fail(p, v, "rules.%s.limits: two limits "
+				    "with the same window", name);
+	}
+	/* The article counted every attempt; rate algorithms should not. */
+	r->count_denied = count_denied != -1 ? count_denied :
+	    r->algorithm == ALG_FIXED;
+	if (r->postfix_key[0] == '\0')
+		strcpy(r->postfix_key, "sender");
+	if (r->postfix_action == NULL &&
+	    (r->postfix_action = strdup("DEFER_IF_PERMIT 4.7.1 too much mail "
+	    "from this sender, try again later")) == NULL)
+		return fail(p, v, "out of memory");
+	return 0;
+}
+
 static int
 parse_rules(struct parse *p, const yaml_node_t *map)
 {
-	yaml_node_pair_t	*pair, *rp;
-	const yaml_node_t	*k, *v, *rk, *rv;
-	struct conf_rule	*r;
-	const char		*name, *s;
+	yaml_node_pair_t	*pair;
+	const yaml_node_t	*k, *v;
+	const char		*name;
 	size_t			 n, i;
-	int			 have_limit, have_window;
 
 	if (map->type != YAML_MAPPING_NODE)
 		return fail(p, map, "rules: must be a mapping of rule names");
 	n = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
 	if (n == 0)
 		return fail(p, map, "rules: at least one rule is needed");
-	if ((p->conf->rules = calloc(n, sizeof(*r))) == NULL)
+	if ((p->conf->rules = calloc(n, sizeof(struct conf_rule))) == NULL)
 		return fail(p, map, "rules: out of memory");
 
 	for (pair = map->data.mapping.pairs.start;
@@ -443,55 +903,21 @@ parse_rules(struct parse *p, const yaml_node_t *map)
 			return fail(p, k, "rules: a rule name may only contain "
 			    "letters, digits, _ and - (at most %d)",
 			    CONF_NAME_MAX - 1);
-		/* These name other data under the prefix; see script.c. */
-		if (strcmp(name, "subjects") == 0)
+		/* These name other data under the prefix (count.lua). */
+		if (strcmp(name, "subjects") == 0 ||
+		    strcmp(name, "crossed") == 0 ||
+		    strcmp(name, "override") == 0)
 			return fail(p, k, "rules.%s: the name is reserved",
 			    name);
 		for (i = 0; i < p->conf->nrules; i++)
 			if (strcmp(p->conf->rules[i].name, name) == 0)
 				return fail(p, k, "rules.%s: given twice",
 				    name);
-		if (v->type != YAML_MAPPING_NODE)
-			return fail(p, v, "rules.%s: must be a mapping such as "
-			    "{ limit: 20, window: 300s }", name);
-		r = &p->conf->rules[p->conf->nrules];
-		strncpy(r->name, name, sizeof(r->name) - 1);
-		have_limit = have_window = 0;
-		for (rp = v->data.mapping.pairs.start;
-		    rp < v->data.mapping.pairs.top; rp++) {
-			rk = yaml_document_get_node(&p->doc, rp->key);
-			rv = yaml_document_get_node(&p->doc, rp->value);
-			s = scalar(rv);
-			if (scalar(rk) == NULL)
-				return fail(p, rk, "rules.%s: keys must be "
-				    "plain names", name);
-			if (strcmp(scalar(rk), "limit") == 0) {
-				if (have_limit++)
-					return fail(p, rk, "rules.%s.limit: "
-					    "given twice", name);
-				if (conf_parse_int(s, 0, INT64_MAX / 2,
-				    &r->limit) == -1)
-					return fail(p, rv, "rules.%s.limit: "
-					    "must be a whole number, 0 or more",
-					    name);
-			} else if (strcmp(scalar(rk), "window") == 0) {
-				if (have_window++)
-					return fail(p, rk, "rules.%s.window: "
-					    "given twice", name);
-				if (conf_parse_duration(s, &r->window_ms) == -1
-				    || r->window_ms < 1)
-					return fail(p, rv, "rules.%s.window: "
-					    "must be a duration such as 300s "
-					    "or 1h", name);
-			} else
-				return fail(p, rk, "rules.%s: unknown option "
-				    "\"%s\"", name, scalar(rk));
-		}
-		if (!have_limit)
-			return fail(p, v, "rules.%s: limit is required", name);
-		if (!have_window)
-			return fail(p, v, "rules.%s: window is required", name);
+		/* Counted first, so conf_free() frees a half-parsed rule. */
 		p->conf->nrules++;
+		if (parse_rule(p, name, v,
+		    &p->conf->rules[p->conf->nrules - 1]) == -1)
+			return -1;
 	}
 	return 0;
 }
@@ -683,6 +1109,52 @@ conf_rule_find(const struct conf *c, const char *name, size_t len)
 	return NULL;
 }
 
+static void
+conf_rule_free(struct conf_rule *r)
+{
+	size_t	 i;
+
+	for (i = 0; i < r->nallow; i++)
+		free(r->allow[i].text);
+	for (i = 0; i < r->ndeny; i++)
+		free(r->deny[i].text);
+	for (i = 0; i < r->noverrides; i++)
+		free(r->overrides[i].key);
+	free(r->allow);
+	free(r->deny);
+	free(r->overrides);
+	free(r->postfix_action);
+}
+
+const char *
+conf_algorithm_name(enum conf_algorithm a)
+{
+	switch (a) {
+	case ALG_SLIDING:
+		return "sliding";
+	case ALG_GCRA:
+		return "gcra";
+	default:
+		return "fixed";
+	}
+}
+
+void
+conf_format_duration(int64_t ms, char *buf, size_t len)
+{
+	static const struct { int64_t ms; const char *unit; } units[] = {
+		{ 86400000, "d" }, { 3600000, "h" }, { 60000, "m" },
+		{ 1000, "s" }, { 1, "ms" },
+	};
+	size_t	 i;
+
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (ms % units[i].ms == 0)
+			break;
+	snprintf(buf, len, "%lld%s", (long long)(ms / units[i].ms),
+	    units[i].unit);
+}
+
 void
 conf_free(struct conf *c)
 {
@@ -693,6 +1165,8 @@ conf_free(struct conf *c)
 	for (i = 0; i < c->nlisten; i++)
 		free(c->listen[i].addr);
 	free(c->listen);
+	for (i = 0; i < c->nrules; i++)
+		conf_rule_free(&c->rules[i]);
 	free(c->rules);
 	strv_free(c->alerts_to);
 	strv_free(c->alerts_cc);

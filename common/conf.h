@@ -14,10 +14,56 @@
 #define CONF_NAME_MAX	64		/* rule names: [A-Za-z0-9_-] */
 #define KEY_MAX		512		/* bytes of a key, before escaping */
 
+#define CONF_LIMITS_MAX	8		/* limits per rule, checked at once */
+
+enum conf_algorithm { ALG_FIXED, ALG_SLIDING, ALG_GCRA };
+
+/* Key normalisation, applied by the shim before anything else. */
+#define NORM_LOWERCASE		0x01	/* the whole key */
+#define NORM_LOWERCASE_DOMAIN	0x02	/* after the last @ only */
+#define NORM_STRIP_TAG		0x04	/* local+tag@domain -> local@domain */
+
+enum conf_pattern_type { PAT_EXACT, PAT_DOMAIN, PAT_CIDR };
+
+/* An allow/deny entry: alice@example.org, *@example.org, 192.0.2.0/24. */
+struct conf_pattern {
+	enum conf_pattern_type	 type;
+	char			*text;		/* exact key, or the domain */
+	int			 family;	/* CIDR: AF_INET or AF_INET6 */
+	unsigned char		 addr[16];
+	int			 prefix;
+};
+
+enum conf_override_action { OVR_ALLOW = 1, OVR_BLOCK, OVR_FACTOR };
+
+/* A per-key override from the config (runtime ones live in Redis). */
+struct conf_override {
+	char			*key;
+	enum conf_override_action action;
+	double			 factor;
+};
+
+struct conf_limit {
+	int64_t		 limit;		/* answer yes when count > limit */
+	int64_t		 window_ms;
+	int64_t		 burst;		/* gcra: bucket size; default limit */
+	char		 suffix[24];	/* ".5m" in multi-limit key names */
+};
+
 struct conf_rule {
 	char		 name[CONF_NAME_MAX];
-	int64_t		 limit;		/* answer yes when count > limit */
-	int64_t		 window_ms;	/* window from the key's first hit */
+	struct conf_limit limits[CONF_LIMITS_MAX];
+	size_t		 nlimits;
+	enum conf_algorithm algorithm;
+	int		 shadow;	/* count and announce, answer no */
+	int		 count_denied;	/* yes answers still add their cost */
+	unsigned	 normalize;	/* NORM_* */
+	struct conf_pattern *allow, *deny;
+	size_t		 nallow, ndeny;
+	struct conf_override *overrides;
+	size_t		 noverrides;
+	char		 postfix_key[CONF_NAME_MAX];	/* policy attribute */
+	char		*postfix_action;		/* over the limit */
 };
 
 struct conf_listen {
@@ -90,6 +136,9 @@ struct conf	*conf_load(const char *file, char *err, size_t errlen);
 void		 conf_free(struct conf *);
 const struct conf_rule *conf_rule_find(const struct conf *, const char *name,
 		    size_t namelen);
+const char	*conf_algorithm_name(enum conf_algorithm);
+/* A duration in its shortest exact unit: 300000 -> "5m". */
+void		 conf_format_duration(int64_t ms, char *buf, size_t len);
 
 /* Pure helpers, exposed for the unit tests. */
 int		 conf_parse_duration(const char *, int64_t *ms);

@@ -1,90 +1,222 @@
 --[[
-senderwatch count.lua: count one hit of a key in its window, decide, and
-announce the first crossing of the limit.  senderwatch-shim loads it with
-SCRIPT LOAD and runs it with EVALSHA; it runs by hand too:
+senderwatch count.lua: check and count one request of a key against every
+limit of a rule, decide, and announce each limit's first crossing.
+senderwatch-shim loads it with SCRIPT LOAD and runs it with EVALSHA; it runs
+by hand too (one limit of 20 per 5 minutes, fixed window):
 
   redis-cli --eval scripts/count.lua \
+      senderwatch:subjects:default:alice@example.org senderwatch:stream \
+      senderwatch:override:default:alice@example.org \
       senderwatch:default:alice@example.org \
-      senderwatch:subjects:default:alice@example.org senderwatch:stream , \
-      default alice@example.org 20 300000 1 mta1 senderwatch:events "" 10000 count
+      senderwatch:crossed:default:alice@example.org , \
+      default alice@example.org 1 mta1 senderwatch:events "" 10000 \
+      count fixed 0 1 1 20 300000 20
 
-KEYS[1]  counter      PREFIX:RULE:KEY       integer, PEXPIREd at the first hit
-KEYS[2]  subjects     PREFIX:subjects:RULE:KEY  sorted set subject -> count,
-                                            same TTL as the counter
-KEYS[3]  event stream PREFIX-chosen stream  capped (MAXLEN ~), read by alerters
+KEYS[1]  subjects   PREFIX:subjects:RULE:KEY   zset subject -> count, with the
+                                               first limit's TTL
+KEYS[2]  stream     events.stream              capped record of threshold
+                                               events, read by the alerters
+KEYS[3]  override   PREFIX:override:RULE:KEY   optional runtime override set
+                                               by an admin: "allow", "block"
+                                               or "xF" (multiply limits by F)
+KEYS[4+2i]  state   PREFIX:RULE[.WIN]:KEY      limit i's state: fixed: an
+                                               integer count; sliding: a hash
+                                               {i bucket, c count, p previous};
+                                               gcra: the theoretical arrival
+                                               time in ms.  Always with a TTL.
+KEYS[5+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
+                                               one event per crossing
 
-ARGV[1]  rule name
-ARGV[2]  key as the shim escaped it (%XX for bytes outside printable ASCII
-         and for % { }), the same text as in KEYS[1]
-ARGV[3]  limit: the answer is yes when the count in the window exceeds it
-ARGV[4]  window in milliseconds, starting at the key's first hit
-ARGV[5]  cost of this hit (1 for a message)
-ARGV[6]  reporting host name
-ARGV[7]  pub/sub channel for threshold events
-ARGV[8]  subject to record, or "" for none
-ARGV[9]  approximate maximum length of the event stream
-ARGV[10] mode: "count" adds the cost; "peek" only reads
+ARGV[1]  rule name          ARGV[2]  key as escaped in the key names
+ARGV[3]  cost (>= 1)        ARGV[4]  reporting host
+ARGV[5]  events channel     ARGV[6]  subject to record, or ""
+ARGV[7]  stream MAXLEN ~    ARGV[8]  mode: "count", or "peek" (read only)
+ARGV[9]  algorithm: fixed | sliding | gcra
+ARGV[10] shadow: 1 counts and announces but the answer is always no
+ARGV[11] count_denied: 1 adds the cost even when the answer is yes
+ARGV[12] factor from the config's per-key override (1 = none)
+ARGV[13..] per limit: limit, window in ms, burst (gcra; else ignored)
 
-Reply: { over (1 = yes, 0 = no), count, ttl in ms, crossed (1 = this hit
-crossed the limit and an event was published) }
+Reply: { answer (1 yes, 0 no), count, ttl_ms, crossed (1 if this request
+published an event), limit number that decided (1-based, 0 none),
+over (1 if a limit is exceeded, even in shadow mode), override (0 none,
+1 allow, 2 block, 3 factor) }
 
-The event is published once per crossing whatever the number of shims:
-the script is atomic and the count only grows inside a window, so exactly
-one hit sees count - cost <= limit < count.
+Exactly once: a limit's crossing is announced only by the request that
+creates its "crossed" marker (SET NX), and the script is atomic, so any
+number of shims publish one event per crossing.
 ]]
 
-local counter, subjects, stream = KEYS[1], KEYS[2], KEYS[3]
+local subjects_key, stream, override_key = KEYS[1], KEYS[2], KEYS[3]
 local rule, key = ARGV[1], ARGV[2]
-local limit = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local cost = tonumber(ARGV[5])
-local host, channel, subject = ARGV[6], ARGV[7], ARGV[8]
-local maxlen, mode = ARGV[9], ARGV[10]
+local cost = tonumber(ARGV[3])
+local host, channel, subject = ARGV[4], ARGV[5], ARGV[6]
+local maxlen, mode, algorithm = ARGV[7], ARGV[8], ARGV[9]
+local shadow = ARGV[10] == '1'
+local count_denied = ARGV[11] == '1'
+local factor = tonumber(ARGV[12])
 
--- Subjects kept per key: enough for a top 10 and then some, yet bounded.
-local SUBJECTS_MAX = 100
+local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
+
+-- Runtime override, set with scripts/override.lua or plain redis-cli.
+local override = 0
+local ov = redis.pcall('GET', override_key)
+if type(ov) == 'string' then
+  if ov == 'allow' then
+    return { 0, 0, 0, 0, 0, 0, 1 }
+  elseif ov == 'block' then
+    return { shadow and 0 or 1, 0, 0, 0, 0, 1, 2 }
+  elseif string.sub(ov, 1, 1) == 'x' and tonumber(string.sub(ov, 2)) then
+    factor = tonumber(string.sub(ov, 2))
+    override = 3
+  end
+end
+
+local now_ms
+local function now()
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_ms
+end
+
+-- A value of the wrong type (left by another tool, or by an algorithm
+-- change) is replaced rather than allowed to fail every request.
+local function get_string(k)
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then
+    redis.call('DEL', k)
+    return nil
+  end
+  return v
+end
+
+-- Per limit: read the state and work out what this request would make it.
+local limits = {}
+local n = (#ARGV - 12) / 3
+for i = 1, n do
+  local lim = {
+    limit = math.floor(tonumber(ARGV[10 + 3 * i]) * factor),
+    window = tonumber(ARGV[11 + 3 * i]),
+    burst = math.floor(tonumber(ARGV[12 + 3 * i]) * factor),
+    state = KEYS[2 + 2 * i],
+    crossed = KEYS[3 + 2 * i],
+  }
+  if algorithm == 'fixed' then
+    local c = tonumber(get_string(lim.state)) or 0
+    lim.count = c + cost
+    lim.over = lim.count > lim.limit
+  elseif algorithm == 'sliding' then
+    -- Sliding-window counter: the previous bucket's count, weighted by
+    -- how much of it still lies inside the window, plus this bucket's.
+    if redis.call('TYPE', lim.state).ok ~= 'hash' then
+      redis.call('DEL', lim.state)
+    end
+    local h = redis.call('HMGET', lim.state, 'i', 'c', 'p')
+    local idx = math.floor(now() / lim.window)
+    local bi, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+    if bi ~= idx then
+      if bi == idx - 1 then p = c else p = 0 end
+      c = 0
+    end
+    local elapsed = now() - idx * lim.window
+    local est = p * (lim.window - elapsed) / lim.window + c
+    lim.idx, lim.c, lim.p = idx, c, p
+    lim.count = math.floor(est + cost)
+    lim.over = est + cost > lim.limit
+    lim.ttl = lim.window - elapsed
+  else
+    -- GCRA: one emission interval per unit of cost; the theoretical
+    -- arrival time may run ahead of now by at most the burst tolerance.
+    local interval = lim.window / lim.limit
+    local tat = tonumber(get_string(lim.state)) or now()
+    if tat < now() then tat = now() end
+    local new_tat = tat + cost * interval
+    lim.new_tat = math.ceil(new_tat)
+    lim.over = new_tat - now() > lim.burst * interval
+    lim.count = math.ceil((new_tat - now()) / interval)
+    lim.ttl = lim.new_tat - now()
+  end
+  limits[i] = lim
+end
+
+local over, decided = false, 0
+for i = 1, n do
+  if limits[i].over and not over then over, decided = true, i end
+end
 
 if mode == 'peek' then
-  local n = tonumber(redis.call('GET', counter)) or 0
-  local ttl = redis.call('PTTL', counter)
-  return { n > limit and 1 or 0, n, ttl, 0 }
+  local lim = limits[decided > 0 and decided or 1]
+  local ttl = lim.ttl or redis.call('PTTL', lim.state)
+  return { (over and not shadow) and 1 or 0, lim.count - cost, ttl, 0,
+    decided, over and 1 or 0, override }
 end
 
--- Whatever was in Redis before (a string, a list), the counter must end up
--- an integer with a TTL: a key left without expiry would block for ever.
-local n = redis.pcall('INCRBY', counter, cost)
-if type(n) == 'table' and n.err then
-  redis.call('DEL', counter)
-  n = redis.call('INCRBY', counter, cost)
-end
-redis.call('PEXPIRE', counter, window, 'NX')
-local ttl = redis.call('PTTL', counter)
-
-if subject ~= '' then
-  if redis.call('TYPE', subjects).ok ~= 'zset' then
-    redis.call('DEL', subjects)
+-- Commit: all limits or none, so a denied request is not half counted.
+if not over or count_denied then
+  for i = 1, n do
+    local lim = limits[i]
+    if algorithm == 'fixed' then
+      redis.call('INCRBY', lim.state, cost)
+      redis.call('PEXPIRE', lim.state, lim.window, 'NX')
+      lim.ttl = redis.call('PTTL', lim.state)
+    elseif algorithm == 'sliding' then
+      redis.call('HSET', lim.state, 'i', lim.idx, 'c', lim.c + cost,
+        'p', lim.p)
+      -- Kept until the next bucket no longer needs it as "previous".
+      redis.call('PEXPIRE', lim.state, lim.ttl + lim.window)
+    else
+      redis.call('SET', lim.state, lim.new_tat, 'PX', math.max(lim.ttl, 1))
+    end
   end
-  redis.call('ZINCRBY', subjects, 1, subject)
-  redis.call('PEXPIRE', subjects, ttl)
-  local card = redis.call('ZCARD', subjects)
+else
+  for i = 1, n do
+    local lim = limits[i]
+    if not lim.ttl then lim.ttl = redis.call('PTTL', lim.state) end
+  end
+end
+
+local first = limits[1]
+if subject ~= '' then
+  if redis.call('TYPE', subjects_key).ok ~= 'zset' then
+    redis.call('DEL', subjects_key)
+  end
+  redis.call('ZINCRBY', subjects_key, 1, subject)
+  local wttl = first.ttl
+  if wttl == nil or wttl < 1 then wttl = first.window end
+  redis.call('PEXPIRE', subjects_key, wttl)
+  local card = redis.call('ZCARD', subjects_key)
   if card > SUBJECTS_MAX then
-    redis.call('ZREMRANGEBYRANK', subjects, 0, card - SUBJECTS_MAX - 1)
+    redis.call('ZREMRANGEBYRANK', subjects_key, 0, card - SUBJECTS_MAX - 1)
   end
 end
 
 local crossed = 0
-if n > limit and n - cost <= limit then
-  crossed = 1
-  local now = redis.call('TIME')
-  local t = tonumber(now[1])
-  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'rule', rule, 'key', key, 'count', n, 'limit', limit,
-    'window_ms', window, 'time', t, 'host', host,
-    'counter', counter, 'subjects', subjects)
-  redis.call('PUBLISH', channel, cjson.encode({
-    id = id, rule = rule, key = key, count = n, limit = limit,
-    window = window / 1000, time = t, host = host,
-  }))
+for i = 1, n do
+  local lim = limits[i]
+  -- The marker lives as long as this limit's window, so one crossing
+  -- gives one event whatever the number of requests and shims.
+  local mttl = (algorithm == 'fixed' and lim.ttl and lim.ttl > 0) and lim.ttl
+    or lim.window
+  if lim.over and redis.call('SET', lim.crossed, '1', 'NX', 'PX', mttl) then
+    crossed = 1
+    local t = math.floor(now() / 1000)
+    local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+      'rule', rule, 'key', key, 'count', lim.count, 'limit', lim.limit,
+      'window_ms', lim.window, 'time', t, 'host', host,
+      'counter', lim.state, 'subjects', subjects_key,
+      'algorithm', algorithm, 'limit_index', i, 'cost', cost,
+      'shadow', shadow and 1 or 0)
+    redis.call('PUBLISH', channel, cjson.encode({
+      type = 'threshold', id = id, rule = rule, key = key,
+      count = lim.count, limit = lim.limit, window = lim.window / 1000,
+      limit_index = i, algorithm = algorithm, time = t, host = host,
+      shadow = shadow,
+    }))
+  end
 end
 
-return { n > limit and 1 or 0, n, ttl, crossed }
+local lim = limits[decided > 0 and decided or 1]
+return { (over and not shadow) and 1 or 0, lim.count, lim.ttl or -1, crossed,
+  decided, over and 1 or 0, override }

@@ -63,12 +63,13 @@ log_stats(const char *event)
 
 	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu "
 	    "bad_requests=%llu client_timeouts=%llu crossings=%llu "
-	    "sessions=%u", event,
+	    "listed=%llu sessions=%u", event,
 	    (unsigned long long)st->decisions, (unsigned long long)st->yes,
 	    (unsigned long long)st->fail_policy,
 	    (unsigned long long)st->bad_requests,
 	    (unsigned long long)st->client_timeouts,
-	    (unsigned long long)st->crossings, shim.nsessions);
+	    (unsigned long long)st->crossings,
+	    (unsigned long long)st->listed, shim.nsessions);
 }
 
 static int
@@ -82,6 +83,13 @@ same_listen(const struct conf *a, const struct conf *b)
 		if (strcmp(a->listen[i].addr, b->listen[i].addr) != 0)
 			return 0;
 	return 1;
+}
+
+static void
+conf_retire_cb(int revents, void *arg)
+{
+	(void)revents;
+	conf_free(arg);
 }
 
 static void
@@ -100,7 +108,12 @@ reload(void)
 		    "take effect at restart\"");
 	rconn_set_conf(shim.redis, c);
 	shim.conf = c;
-	conf_free((struct conf *)old);
+	/*
+	 * Sessions waiting on Redis still point at the old rules, for at
+	 * most the old redis.timeout: free the old config after that.
+	 */
+	ev_once(shim.loop, -1, 0, old->redis_timeout_ms / 1000. + 1.,
+	    conf_retire_cb, (void *)old);
 	log_info("event=reload rules=%zu", c->nrules);
 }
 
@@ -233,6 +246,7 @@ main(int argc, char *argv[])
 
 	log_stats("exit");
 	listener_close();
+	session_shutdown_all();
 	rconn_free(shim.redis);
 	if (pid_path != NULL)
 		unlink(pid_path);

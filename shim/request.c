@@ -2,6 +2,7 @@
  * request.c: parse one shim request.  Pure code: no I/O, no allocation;
  * the results point into the caller's buffer.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,10 +17,16 @@ struct attr {
 	size_t		 len;
 };
 
+enum { ATTR_RULE, ATTR_KEY, ATTR_SUBJECT, ATTR_COST, ATTR_MODE,
+    ATTR_REQUEST };
+
 static const struct attr attrs[] = {
 	{ "rule", 4 },
 	{ "key", 3 },
 	{ "subject", 7 },
+	{ "cost", 4 },
+	{ "mode", 4 },
+	{ "request", 7 },
 };
 #define NATTRS	(sizeof(attrs) / sizeof(attrs[0]))
 
@@ -47,6 +54,88 @@ set_key(struct request *req, const char *key, size_t len)
 		req->key = key;
 		req->key_len = len;
 	}
+}
+
+static int
+parse_cost(const char *val, size_t len, long long *out)
+{
+	long long	 v = 0;
+	size_t		 i;
+
+	if (len == 0 || len > 7)
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (val[i] < '0' || val[i] > '9')
+			return -1;
+		v = v * 10 + (val[i] - '0');
+	}
+	if (v > REQUEST_COST_MAX)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Postfix policy delegation: every attribute is kept (unknown ones are
+ * Postfix's business), the block must end with an empty line, and the
+ * key is chosen later by the rule.
+ */
+static enum request_status
+parse_policy(const char *buf, size_t len, int eof, struct request *req,
+    char *err, size_t errlen)
+{
+	const char		*line = buf, *nl, *end = buf + len, *eq;
+	struct request_attr	*a;
+	size_t			 llen;
+
+	req->policy = 1;
+	for (;;) {
+		nl = memchr(line, '\n', end - line);
+		if (nl == NULL) {
+			if (!eof)
+				return REQUEST_MORE;
+			snprintf(err, errlen, "policy request without its "
+			    "closing empty line");
+			return REQUEST_ERROR;
+		}
+		llen = nl - line;
+		if (llen > 0 && line[llen - 1] == '\r')
+			llen--;
+		if (llen == 0)
+			break;
+		if ((eq = memchr(line, '=', llen)) == NULL) {
+			snprintf(err, errlen, "policy attribute without =");
+			return REQUEST_ERROR;
+		}
+		if (req->nattrs < REQUEST_ATTRS_MAX) {
+			a = &req->attrs[req->nattrs++];
+			a->name = line;
+			a->name_len = eq - line;
+			a->value = eq + 1;
+			a->value_len = llen - (eq + 1 - line);
+		}
+		line = nl + 1;
+	}
+	req->used = nl + 1 - buf;
+	a = (struct request_attr *)request_attr(req, "request");
+	if (a == NULL || a->value_len != 19 ||
+	    memcmp(a->value, "smtpd_access_policy", 19) != 0) {
+		snprintf(err, errlen, "unsupported policy request type");
+		return REQUEST_ERROR;
+	}
+	return REQUEST_DONE;
+}
+
+const struct request_attr *
+request_attr(const struct request *req, const char *name)
+{
+	size_t	 i, len = strlen(name);
+
+	for (i = 0; i < req->nattrs; i++)
+		if (req->attrs[i].name_len == len &&
+		    memcmp(req->attrs[i].name, name, len) == 0)
+			return &req->attrs[i];
+	return NULL;
 }
 
 static enum request_status
@@ -92,11 +181,11 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 		val = line + attrs[a].len + 1;
 		vlen = llen - attrs[a].len - 1;
 		switch (a) {
-		case 0:
+		case ATTR_RULE:
 			req->rule = val;
 			req->rule_len = vlen;
 			break;
-		case 1:
+		case ATTR_KEY:
 			if (vlen > KEY_MAX) {
 				snprintf(err, errlen, "key longer than %d "
 				    "bytes", KEY_MAX);
@@ -105,11 +194,30 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 			set_key(req, val, vlen);
 			have_key = 1;
 			break;
-		case 2:
+		case ATTR_SUBJECT:
 			req->subject = val;
 			req->subject_len = vlen < SUBJECT_MAX ? vlen :
 			    SUBJECT_MAX;
 			break;
+		case ATTR_COST:
+			if (parse_cost(val, vlen, &req->cost) == -1) {
+				snprintf(err, errlen, "cost must be a whole "
+				    "number from 0 to %d", REQUEST_COST_MAX);
+				return REQUEST_ERROR;
+			}
+			break;
+		case ATTR_MODE:
+			if (vlen == 4 && memcmp(val, "peek", 4) == 0)
+				req->peek = 1;
+			else if (!(vlen == 5 && memcmp(val, "count", 5) == 0)) {
+				snprintf(err, errlen, "mode must be count or "
+				    "peek");
+				return REQUEST_ERROR;
+			}
+			break;
+		case ATTR_REQUEST:
+			snprintf(err, errlen, "request= must come first");
+			return REQUEST_ERROR;
 		}
 		if (nl == NULL) {
 			line = end;
@@ -136,9 +244,13 @@ request_parse(const char *buf, size_t len, int eof, struct request *req,
 	const char	*nl;
 	size_t		 llen;
 
-	memset(req, 0, sizeof(*req));
+	/* The attribute array is large and filled only for policy requests. */
+	memset(req, 0, offsetof(struct request, attrs));
+	req->nattrs = 0;
+	req->used = 0;
 	req->rule = "default";
 	req->rule_len = 7;
+	req->cost = 1;
 
 	if (len == 0)
 		return eof ? REQUEST_EMPTY : REQUEST_MORE;
@@ -146,8 +258,14 @@ request_parse(const char *buf, size_t len, int eof, struct request *req,
 	nl = memchr(buf, '\n', len);
 	llen = nl != NULL ? (size_t)(nl - buf) : len;
 	/* Decide bare or block as soon as the first name could be seen. */
-	if (attr_of(buf, llen) != -1)
+	switch (attr_of(buf, llen)) {
+	case -1:
+		break;
+	case ATTR_REQUEST:
+		return parse_policy(buf, len, eof, req, err, errlen);
+	default:
 		return parse_block(buf, len, eof, req, err, errlen);
+	}
 	if (nl == NULL && !eof) {
 		if (len > KEY_MAX + 1) {
 			snprintf(err, errlen, "key longer than %d bytes",

@@ -23,8 +23,7 @@ extern const char script_count_lua[];	/* build/count_lua.c */
 
 struct pending {
 	struct session		*session;	/* NULL once the client left */
-	struct conf_rule	 rule;		/* a copy: reloads free rules */
-	struct request		 req;		/* points into session's buffer */
+	struct ask		 ask;		/* points into the session */
 	int			 retried;
 };
 
@@ -137,60 +136,83 @@ script_escape_key(char *dst, size_t dstlen, const char *key, size_t len)
 	return o;
 }
 
+/* Redis key names: PREFIX:[KIND:]RULE[.WINDOW]:KEY */
+static void
+script_key(char *dst, size_t len, const char *kind, const char *rule,
+    const char *suffix, const char *ekey)
+{
+	snprintf(dst, len, "%s:%s%s%s%s:%s", shim.conf->redis_prefix,
+	    kind != NULL ? kind : "", kind != NULL ? ":" : "", rule, suffix,
+	    ekey);
+}
+
+#define SCRIPT_KEYLEN	(KEY_MAX * 3 + CONF_NAME_MAX + 128)
+
 static int
 script_send(struct pending *p)
 {
 	const struct conf	*c = shim.conf;
-	const struct request	*req = &p->req;
+	const struct ask	*a = &p->ask;
+	const struct conf_rule	*r = a->rule;
+	const struct conf_limit	*l;
 	char			 ekey[KEY_MAX * 3 + 1];
-	char			 counter[sizeof(ekey) + 256];
-	char			 subjects[sizeof(ekey) + 256];
-	char			 limit[24], window[24], maxlen[24];
-	const char		*argv[16];
-	size_t			 argvlen[16];
-	size_t			 elen;
-	int			 n;
+	char			 names[3 + 2 * CONF_LIMITS_MAX][SCRIPT_KEYLEN];
+	char			 nums[4 + 3 * CONF_LIMITS_MAX][24];
+	const char		*argv[3 + 3 + 2 * CONF_LIMITS_MAX + 12 +
+				    3 * CONF_LIMITS_MAX];
+	size_t			 argvlen[sizeof(argv) / sizeof(argv[0])];
+	size_t			 i, nk = 0, nn = 0, elen;
+	int			 n = 0;
 
-	elen = script_escape_key(ekey, sizeof(ekey), req->key, req->key_len);
-	snprintf(counter, sizeof(counter), "%s:%s:%s", c->redis_prefix,
-	    p->rule.name, ekey);
-	snprintf(subjects, sizeof(subjects), "%s:subjects:%s:%s",
-	    c->redis_prefix, p->rule.name, ekey);
-	snprintf(limit, sizeof(limit), "%lld", (long long)p->rule.limit);
-	snprintf(window, sizeof(window), "%lld", (long long)p->rule.window_ms);
-	snprintf(maxlen, sizeof(maxlen), "%lld",
-	    (long long)c->events_stream_maxlen);
-
-	n = 0;
 #define ARG(s, l)	do { argv[n] = (s); argvlen[n] = (l); n++; } while (0)
 #define ARGS(s)		ARG((s), strlen(s))
+#define NUM(fmt, v)	(snprintf(nums[nn], sizeof(nums[nn]), fmt, v), nums[nn++])
+	elen = script_escape_key(ekey, sizeof(ekey), a->key, a->key_len);
+	script_key(names[nk++], SCRIPT_KEYLEN, "subjects", r->name, "", ekey);
+	snprintf(names[nk++], SCRIPT_KEYLEN, "%s", c->events_stream);
+	script_key(names[nk++], SCRIPT_KEYLEN, "override", r->name, "", ekey);
+	for (i = 0; i < r->nlimits; i++) {
+		l = &r->limits[i];
+		script_key(names[nk++], SCRIPT_KEYLEN, NULL, r->name,
+		    l->suffix, ekey);
+		script_key(names[nk++], SCRIPT_KEYLEN, "crossed", r->name,
+		    l->suffix, ekey);
+	}
+
 	ARGS("EVALSHA");
 	ARG(script_sha, 40);
-	ARGS("3");
-	ARGS(counter);
-	ARGS(subjects);
-	ARGS(c->events_stream);
-	ARGS(p->rule.name);
+	ARGS(NUM("%zu", nk));
+	for (i = 0; i < nk; i++)
+		ARGS(names[i]);
+	ARGS(r->name);
 	ARG(ekey, elen);
-	ARGS(limit);
-	ARGS(window);
-	ARGS("1");
+	ARGS(NUM("%lld", a->cost));
 	ARGS(c->hostname);
 	ARGS(c->events_channel);
-	if (req->subject != NULL)
-		ARG(req->subject, req->subject_len);
+	if (a->subject != NULL)
+		ARG(a->subject, a->subject_len);
 	else
 		ARGS("");
-	ARGS(maxlen);
-	ARGS("count");
+	ARGS(NUM("%lld", (long long)c->events_stream_maxlen));
+	ARGS(a->peek ? "peek" : "count");
+	ARGS(conf_algorithm_name(r->algorithm));
+	ARGS(r->shadow ? "1" : "0");
+	ARGS(r->count_denied ? "1" : "0");
+	ARGS(NUM("%.6g", a->factor));
+	for (i = 0; i < r->nlimits; i++) {
+		l = &r->limits[i];
+		ARGS(NUM("%lld", (long long)l->limit));
+		ARGS(NUM("%lld", (long long)l->window_ms));
+		ARGS(NUM("%lld", (long long)l->burst));
+	}
 #undef ARG
 #undef ARGS
+#undef NUM
 	return rconn_command(shim.redis, script_reply_cb, p, n, argv, argvlen);
 }
 
 struct pending *
-script_submit(struct session *s, const struct conf_rule *rule,
-    const struct request *req)
+script_submit(struct session *s, const struct ask *a)
 {
 	struct pending	*p;
 
@@ -199,8 +221,7 @@ script_submit(struct session *s, const struct conf_rule *rule,
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return NULL;
 	p->session = s;
-	p->rule = *rule;
-	p->req = *req;
+	p->ask = *a;
 	if (script_send(p) == -1) {
 		free(p);
 		return NULL;
@@ -214,17 +235,55 @@ script_detach(struct pending *p)
 	p->session = NULL;
 }
 
+/* { answer, count, ttl_ms, crossed, limit number, over, override } */
+#define SCRIPT_REPLY_LEN	7
+
 static int
 script_reply_ok(const redisReply *r)
 {
 	size_t	 i;
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != SCRIPT_REPLY_LEN)
 		return 0;
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < SCRIPT_REPLY_LEN; i++)
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			return 0;
 	return 1;
+}
+
+static void
+script_log(const struct pending *p, const redisReply *reply)
+{
+	const struct ask	*a = &p->ask;
+	long long		 answer = reply->element[0]->integer;
+	long long		 count = reply->element[1]->integer;
+	long long		 which = reply->element[4]->integer;
+	long long		 over = reply->element[5]->integer;
+	const struct conf_limit	*l;
+	char			 qkey[KEY_MAX * 4 + 1];
+
+	shim.stats.decisions++;
+	if (answer)
+		shim.stats.yes++;
+	l = &a->rule->limits[which >= 1 && (size_t)which <= a->rule->nlimits ?
+	    which - 1 : 0];
+	if (reply->element[3]->integer) {
+		shim.stats.crossings++;
+		log_info("event=crossing rule=%s key=\"%s\" count=%lld "
+		    "limit=%lld window_ms=%lld%s", a->rule->name,
+		    log_quote(qkey, sizeof(qkey), a->key, a->key_len), count,
+		    (long long)l->limit, (long long)l->window_ms,
+		    a->rule->shadow ? " shadow=yes" : "");
+	}
+	if (log_verbose())
+		log_debug("event=decision rule=%s key=\"%s\" cost=%lld "
+		    "count=%lld limit=%lld ttl_ms=%lld answer=%s%s%s%s",
+		    a->rule->name, log_quote(qkey, sizeof(qkey), a->key,
+		    a->key_len), a->cost, count, (long long)l->limit,
+		    reply->element[2]->integer, answer ? "yes" : "no",
+		    a->peek ? " mode=peek" : "",
+		    a->rule->shadow && over ? " shadow_would_answer=yes" : "",
+		    reply->element[6]->integer ? " override=redis" : "");
 }
 
 static void
@@ -232,7 +291,7 @@ script_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct pending	*p = priv;
 	redisReply	*reply = r;
-	char		 why[160], qkey[KEY_MAX * 4 + 1];
+	char		 why[160];
 
 	(void)ac;
 	if (p->session == NULL) {
@@ -264,23 +323,7 @@ script_reply_cb(redisAsyncContext *ac, void *r, void *priv)
 		free(p);
 		return;
 	}
-	shim.stats.decisions++;
-	if (reply->element[0]->integer)
-		shim.stats.yes++;
-	if (reply->element[3]->integer) {
-		shim.stats.crossings++;
-		log_info("event=crossing rule=%s key=\"%s\" count=%lld "
-		    "limit=%lld", p->rule.name, log_quote(qkey, sizeof(qkey),
-		    p->req.key, p->req.key_len),
-		    reply->element[1]->integer, (long long)p->rule.limit);
-	}
-	if (log_verbose())
-		log_debug("event=decision rule=%s key=\"%s\" count=%lld "
-		    "limit=%lld ttl_ms=%lld answer=%s", p->rule.name,
-		    log_quote(qkey, sizeof(qkey), p->req.key, p->req.key_len),
-		    reply->element[1]->integer, (long long)p->rule.limit,
-		    reply->element[2]->integer,
-		    reply->element[0]->integer ? "yes" : "no");
+	script_log(p, reply);
 	session_answer(p->session, reply->element[0]->integer != 0, NULL);
 	free(p);
 }

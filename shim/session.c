@@ -9,6 +9,8 @@
  * reading, Redis's (redis.timeout) while asking.  Everything ends in
  * session_free(), the only place a session is freed.
  */
+#include <sys/queue.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rule.h"
 #include "shim.h"
 
 /*
@@ -27,11 +30,15 @@
 enum session_state { SESSION_READING, SESSION_ASKING };
 
 struct session {
+	TAILQ_ENTRY(session)	 entry;
 	int			 fd;
 	enum session_state	 state;
 	ev_io			 io;
 	ev_timer		 timer;
 	struct pending		*pending;
+	const struct conf_rule	*rule;		/* while asking */
+	int			 policy;	/* Postfix: answer, read on */
+	size_t			 used;		/* bytes of the request asked */
 	size_t			 len;
 	size_t			 cap;
 	char			*buf;		/* small[] until it must grow */
@@ -47,6 +54,8 @@ struct warn_limit {
 	ev_tstamp	 last;
 	uint64_t	 suppressed;
 };
+
+static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
 
 static struct warn_limit warn_fail = { "fail_policy", 0, 0 };
 static struct warn_limit warn_bad = { "bad_request", 0, 0 };
@@ -84,6 +93,7 @@ session_free(struct session *s, const char *reason)
 	}
 	ev_io_stop(shim.loop, &s->io);
 	ev_timer_stop(shim.loop, &s->timer);
+	TAILQ_REMOVE(&sessions, s, entry);
 	close(s->fd);
 	if (s->buf != s->small)
 		free(s->buf);
@@ -92,19 +102,65 @@ session_free(struct session *s, const char *reason)
 	listener_session_gone();
 }
 
-/* Write the bare word and close: Exim reads until EOF. */
+static void	session_parse(struct session *, int eof);
+
+/*
+ * Exim: write the bare word and close, since Exim reads until EOF.
+ * Postfix: write "action=..." and an empty line, then read the next
+ * request on the same connection.
+ */
 static void
 session_reply(struct session *s, const char *word, const char *reason)
 {
-	size_t	 len = strlen(word);
+	char	 line[512];
+	size_t	 len;
 
+	if (s->policy) {
+		len = snprintf(line, sizeof(line), "action=%s\n\n", word);
+		if (len >= sizeof(line))
+			len = sizeof(line) - 1;
+		word = line;
+	} else
+		len = strlen(word);
 	/*
-	 * A fresh socket's send buffer always holds three bytes, so a short
-	 * write means the client is gone; there is nobody to retry for.
+	 * The answer is far smaller than a socket's send buffer, so a short
+	 * write means the client is gone or not reading: nobody to retry for.
 	 */
-	if (write(s->fd, word, len) != (ssize_t)len)
-		reason = "client gone before the answer";
-	session_free(s, reason);
+	if (write(s->fd, word, len) != (ssize_t)len) {
+		session_free(s, "client gone before the answer");
+		return;
+	}
+	if (!s->policy) {
+		session_free(s, reason);
+		return;
+	}
+	if (s->pending != NULL) {
+		script_detach(s->pending);
+		s->pending = NULL;
+	}
+	s->rule = NULL;
+	memmove(s->buf, s->buf + s->used, s->len - s->used);
+	s->len -= s->used;
+	s->used = 0;
+	s->state = SESSION_READING;
+	ev_timer_stop(shim.loop, &s->timer);
+	ev_timer_set(&s->timer, shim.conf->client_timeout_ms / 1000., 0.);
+	ev_timer_start(shim.loop, &s->timer);
+	ev_io_start(shim.loop, &s->io);
+	if (s->len > 0)
+		session_parse(s, 0);	/* Postfix may have pipelined */
+}
+
+/* What a verdict means in the client's protocol. */
+static const char *
+session_word(const struct session *s, int yes)
+{
+	if (!s->policy)
+		return yes ? "yes" : "no";
+	if (!yes)
+		return "DUNNO";
+	return s->rule != NULL ? s->rule->postfix_action :
+	    "DEFER_IF_PERMIT 4.7.1 rate limit exceeded";
 }
 
 void
@@ -112,43 +168,137 @@ session_answer(struct session *s, int verdict, const char *why)
 {
 	const char	*answer;
 
-	s->pending = NULL;	/* answered: the pending frees itself */
+	/*
+	 * s->pending stays set: session_free() detaches it.  After the Redis
+	 * timer (or at shutdown) the reply is still to come and must find no
+	 * session; from script_reply_cb() the pending is freed right after.
+	 */
 	if (verdict < 0) {
 		shim.stats.fail_policy++;
-		answer = shim.conf->redis_on_error;
+		answer = session_word(s,
+		    strcasecmp(shim.conf->redis_on_error, "yes") == 0);
 		warn_limited(&warn_fail, "reason=\"%s\" answer=%s", why,
 		    answer);
 	} else
-		answer = verdict ? "yes" : "no";
-	session_reply(s, answer, verdict < 0 ? why : "answered");
+		answer = session_word(s, verdict);
+	session_reply(s, answer, why != NULL ? why : "answered");
 }
 
 static void
 session_bad(struct session *s, const char *why)
 {
+	const char	*answer;
+
 	shim.stats.bad_requests++;
-	warn_limited(&warn_bad, "reason=\"%s\" answer=%s", why,
-	    shim.conf->redis_on_error);
-	session_reply(s, shim.conf->redis_on_error, why);
+	if (s->policy) {
+		/* Postfix's advice: on trouble, log and close. */
+		warn_limited(&warn_bad, "reason=\"%s\" action=%s", why,
+		    "close");
+		session_free(s, why);
+		return;
+	}
+	answer = session_word(s, strcasecmp(shim.conf->redis_on_error, "yes")
+	    == 0);
+	warn_limited(&warn_bad, "reason=\"%s\" answer=%s", why, answer);
+	session_reply(s, answer, why);
+}
+
+/* Postfix: the rule named by policy_context, else "postfix", else default. */
+static const struct conf_rule *
+session_policy_rule(const struct request *req)
+{
+	const struct request_attr	*a;
+	const struct conf_rule		*r;
+
+	if ((a = request_attr(req, "policy_context")) != NULL &&
+	    (r = conf_rule_find(shim.conf, a->value, a->value_len)) != NULL)
+		return r;
+	if ((r = conf_rule_find(shim.conf, "postfix", 7)) != NULL)
+		return r;
+	return conf_rule_find(shim.conf, "default", 7);
 }
 
 static void
-session_ask(struct session *s, const struct request *req)
+session_ask(struct session *s, struct request *req)
 {
-	const struct conf_rule	*rule;
-	char			 why[160], qrule[CONF_NAME_MAX * 4];
+	const struct conf_override	*ov;
+	const struct request_attr	*attr;
+	struct ask			 a;
+	char				 why[160], q[CONF_NAME_MAX * 4];
+	char				*key;
 
-	rule = conf_rule_find(shim.conf, req->rule, req->rule_len);
-	if (rule == NULL) {
+	s->used = req->used;
+	s->policy = req->policy;
+	if (req->policy) {
+		s->rule = session_policy_rule(req);
+		attr = s->rule != NULL ? request_attr(req,
+		    s->rule->postfix_key) : NULL;
+		if (attr != NULL && attr->value_len > 0) {
+			req->key = attr->value;
+			req->key_len = attr->value_len < KEY_MAX ?
+			    attr->value_len : KEY_MAX;
+		} else if (s->rule != NULL &&
+		    strcmp(s->rule->postfix_key, "sender") == 0)
+			req->key = "<>", req->key_len = 2;
+		else {
+			/* No such attribute (not authenticated...): no key. */
+			session_reply(s, "DUNNO", "no key attribute");
+			return;
+		}
+	} else
+		s->rule = conf_rule_find(shim.conf, req->rule, req->rule_len);
+	if (s->rule == NULL) {
 		snprintf(why, sizeof(why), "unknown rule %s",
-		    log_quote(qrule, sizeof(qrule), req->rule,
+		    log_quote(q, sizeof(q), req->rule,
 		    req->rule_len < CONF_NAME_MAX ? req->rule_len :
 		    CONF_NAME_MAX));
 		session_bad(s, why);
 		return;
 	}
+
+	memset(&a, 0, sizeof(a));
+	a.rule = s->rule;
+	a.key = req->key;
+	a.key_len = req->key_len;
+	/*
+	 * Normalising only shortens or lowercases, so it is done in place
+	 * in the session's buffer; "<>" is a constant and needs none.
+	 */
+	if (s->rule->normalize != 0 && req->key >= s->buf &&
+	    req->key < s->buf + s->len) {
+		key = s->buf + (req->key - s->buf);
+		a.key_len = rule_normalize(s->rule, req->key, req->key_len,
+		    key);
+	}
+	a.subject = req->subject;
+	a.subject_len = req->subject_len;
+	a.cost = req->cost;
+	a.peek = req->peek;
+	a.factor = 1;
+
+	/* Lists and config overrides need no Redis: the same everywhere. */
+	if (rule_listed(s->rule->deny, s->rule->ndeny, a.key, a.key_len)) {
+		shim.stats.listed++;
+		session_answer(s, !s->rule->shadow, "deny list");
+		return;
+	}
+	if (rule_listed(s->rule->allow, s->rule->nallow, a.key, a.key_len)) {
+		shim.stats.listed++;
+		session_answer(s, 0, "allow list");
+		return;
+	}
+	if ((ov = rule_override(s->rule, a.key, a.key_len)) != NULL) {
+		if (ov->action != OVR_FACTOR) {
+			shim.stats.listed++;
+			session_answer(s, ov->action == OVR_BLOCK &&
+			    !s->rule->shadow, "config override");
+			return;
+		}
+		a.factor = ov->factor;
+	}
+
 	ev_io_stop(shim.loop, &s->io);
-	s->pending = script_submit(s, rule, req);
+	s->pending = script_submit(s, &a);
 	if (s->pending == NULL) {
 		/* Known down: answer now rather than make Exim wait. */
 		session_answer(s, -1, "redis not connected");
@@ -185,36 +335,25 @@ session_grow(struct session *s)
 }
 
 static void
-session_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+session_parse(struct session *s, int eof)
 {
-	struct session		*s = w->data;
 	struct request		 req;
 	enum request_status	 st;
 	char			 err[160];
-	ssize_t			 n;
-	int			 eof = 0;
-
-	(void)loop;
-	(void)revents;
-	if (s->len == s->cap && session_grow(s) == -1)
-		return;
-	n = read(s->fd, s->buf + s->len, s->cap - s->len);
-	if (n == -1) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		session_free(s, strerror(errno));
-		return;
-	}
-	if (n == 0)
-		eof = 1;
-	s->len += n;
 
 	st = request_parse(s->buf, s->len, eof, &req, err, sizeof(err));
+	if (req.policy)
+		s->policy = 1;
 	switch (st) {
 	case REQUEST_DONE:
 		session_ask(s, &req);
 		return;
 	case REQUEST_EMPTY:
+		if (s->policy) {
+			/* Postfix closed its end between requests. */
+			session_free(s, "client closed");
+			return;
+		}
 		/* Connected and closed without a word: monit, a probe. */
 		session_reply(s, "no", "empty request");
 		return;
@@ -236,6 +375,27 @@ session_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void
+session_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct session	*s = w->data;
+	ssize_t		 n;
+
+	(void)loop;
+	(void)revents;
+	if (s->len == s->cap && session_grow(s) == -1)
+		return;
+	n = read(s->fd, s->buf + s->len, s->cap - s->len);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		session_free(s, strerror(errno));
+		return;
+	}
+	s->len += n;
+	session_parse(s, n == 0);
+}
+
+static void
 session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct session	*s = w->data;
@@ -247,6 +407,11 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		snprintf(why, sizeof(why), "redis did not answer in %lldms",
 		    (long long)shim.conf->redis_timeout_ms);
 		session_answer(s, -1, why);
+		return;
+	}
+	if (s->policy && s->len == 0) {
+		/* An idle Postfix connection: it reconnects when it needs. */
+		session_free(s, "idle");
 		return;
 	}
 	shim.stats.client_timeouts++;
@@ -268,11 +433,15 @@ session_new(int fd)
 	s->fd = fd;
 	s->state = SESSION_READING;
 	s->pending = NULL;
+	s->rule = NULL;
+	s->policy = 0;
+	s->used = 0;
 	s->len = 0;
 	s->buf = s->small;
 	s->cap = shim.conf->max_request < SESSION_SMALL ?
 	    shim.conf->max_request : SESSION_SMALL;
 	shim.nsessions++;
+	TAILQ_INSERT_TAIL(&sessions, s, entry);
 	ev_io_init(&s->io, session_read_cb, fd, EV_READ);
 	s->io.data = s;
 	ev_timer_init(&s->timer, session_timer_cb,
@@ -282,4 +451,18 @@ session_new(int fd)
 	ev_timer_start(shim.loop, &s->timer);
 	/* Exim writes right after connecting: the request is often here. */
 	session_read_cb(shim.loop, &s->io, EV_READ);
+}
+
+void
+session_shutdown_all(void)
+{
+	struct session	*s;
+
+	/* Clients waiting on Redis get the fail policy, not a bare EOF. */
+	while ((s = TAILQ_FIRST(&sessions)) != NULL) {
+		if (s->state == SESSION_ASKING)
+			session_answer(s, -1, "shutting down");
+		else
+			session_free(s, "shutting down");
+	}
 }

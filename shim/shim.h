@@ -5,6 +5,7 @@
  *   listener.c  accept()s on the configured sockets, caps the sessions
  *   session.c   one client connection: read, parse, ask, answer, close
  *   request.c   the request grammar (pure)
+ *   rule.c      normalisation, allow/deny lists, config overrides (pure)
  *   script.c    the Lua script: load, EVALSHA, NOSCRIPT, key escaping
  *   main.c      options, daemon life, signals, config reload
  */
@@ -20,6 +21,18 @@
 struct session;
 struct pending;
 
+/* One question for the script, built by the session from a request. */
+struct ask {
+	const struct conf_rule	*rule;	/* valid while the session is */
+	const char		*key;	/* normalised, in the session */
+	size_t			 key_len;
+	const char		*subject;
+	size_t			 subject_len;
+	long long		 cost;
+	int			 peek;
+	double			 factor;	/* config override, 1 = none */
+};
+
 struct shim_stats {
 	uint64_t	 decisions;	/* answered by the script */
 	uint64_t	 yes;
@@ -27,6 +40,7 @@ struct shim_stats {
 	uint64_t	 bad_requests;
 	uint64_t	 client_timeouts;
 	uint64_t	 crossings;
+	uint64_t	 listed;	/* answered by an allow/deny list */
 };
 
 struct shim {
@@ -47,7 +61,8 @@ void	listener_session_gone(void);	/* a slot is free again */
 
 /* session.c */
 void	session_new(int fd);
-/* The script's verdict (1 yes, 0 no) or -1 for "Redis failed". */
+void	session_shutdown_all(void);
+/* The verdict (1 yes, 0 no) or -1 for "Redis failed": why says why. */
 void	session_answer(struct session *, int verdict, const char *why);
 
 /* script.c */
@@ -59,8 +74,7 @@ void	script_down(void);
  * the fail policy at once (Redis known down); otherwise a pending request
  * that will call session_answer() unless script_detach() runs first.
  */
-struct pending *script_submit(struct session *, const struct conf_rule *,
-	    const struct request *);
+struct pending *script_submit(struct session *, const struct ask *);
 void	script_detach(struct pending *);
 /* Escape a key for a Redis key name; returns the length written. */
 size_t	script_escape_key(char *dst, size_t dstlen, const char *key,
