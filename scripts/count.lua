@@ -22,8 +22,9 @@ KEYS[3]  override   PREFIX:override:RULE:KEY   optional runtime override set
 KEYS[4+2i]  state   PREFIX:RULE[.WIN]:KEY      limit i's state: fixed: an
                                                integer count; sliding: a hash
                                                {i bucket, c count, p previous};
-                                               gcra: the theoretical arrival
-                                               time in ms.  Always with a TTL.
+                                               gcra: 1, expiring at the
+                                               theoretical arrival time.
+                                               Always with a TTL.
 KEYS[5+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
                                                one event per crossing
 
@@ -37,7 +38,8 @@ ARGV[11] count_denied: 1 adds the cost even when the answer is yes
 ARGV[12] factor from the config's per-key override (1 = none)
 ARGV[13..] per limit: limit, window in ms, burst (gcra; else ignored)
 
-Reply: { answer (1 yes, 0 no), count, ttl_ms, crossed (1 if this request
+Reply: { answer (1 yes, 0 no), count, ttl_ms (-1: not looked up),
+crossed (1 if this request
 published an event), limit number that decided (1-based, 0 none),
 over (1 if a limit is exceeded, even in shadow mode), override (0 none,
 1 allow, 2 block, 3 factor) }
@@ -50,11 +52,11 @@ number of shims publish one event per crossing.
 local subjects_key, stream, override_key = KEYS[1], KEYS[2], KEYS[3]
 local rule, key = ARGV[1], ARGV[2]
 local cost = tonumber(ARGV[3])
-local host, channel, subject = ARGV[4], ARGV[5], ARGV[6]
-local maxlen, mode, algorithm = ARGV[7], ARGV[8], ARGV[9]
+local subject, mode, algorithm = ARGV[6], ARGV[8], ARGV[9]
 local shadow = ARGV[10] == '1'
 local count_denied = ARGV[11] == '1'
 local factor = tonumber(ARGV[12])
+local n = (#ARGV - 12) / 3
 
 local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
 
@@ -63,13 +65,20 @@ local override = 0
 local ov = redis.pcall('GET', override_key)
 if type(ov) == 'string' then
   if ov == 'allow' then
-    return { 0, 0, 0, 0, 0, 0, 1 }
+    return { 0, 0, -1, 0, 0, 0, 1 }
   elseif ov == 'block' then
-    return { shadow and 0 or 1, 0, 0, 0, 0, 1, 2 }
+    return { shadow and 0 or 1, 0, -1, 0, 0, 1, 2 }
   elseif string.sub(ov, 1, 1) == 'x' and tonumber(string.sub(ov, 2)) then
     factor = tonumber(string.sub(ov, 2))
     override = 3
   end
+end
+
+-- Limit i's numbers, scaled by an override's factor.
+local function limit_of(i)
+  local l = tonumber(ARGV[10 + 3 * i])
+  if factor ~= 1 then l = math.floor(l * factor) end
+  return l
 end
 
 local now_ms
@@ -81,27 +90,100 @@ local function now()
   return now_ms
 end
 
--- A value of the wrong type (left by another tool, or by an algorithm
--- change) is replaced rather than allowed to fail every request.
+-- Record the subject under the key, with the first limit's window.
+local function record_subject(ttl)
+  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
+  if type(z) == 'table' then
+    redis.call('DEL', subjects_key)
+    redis.call('ZINCRBY', subjects_key, 1, subject)
+  end
+  if ttl < 1 then ttl = tonumber(ARGV[14]) end
+  redis.call('PEXPIRE', subjects_key, ttl)
+  local card = redis.call('ZCARD', subjects_key)
+  if card > SUBJECTS_MAX then
+    redis.call('ZREMRANGEBYRANK', subjects_key, 0, card - SUBJECTS_MAX - 1)
+  end
+end
+
+-- Announce limit i's crossing, once: only the request that creates the
+-- "crossed" marker does, and the marker lives as long as the window.
+local function announce(i, count, limit, marker_ttl)
+  if not redis.call('SET', KEYS[3 + 2 * i], '1', 'NX', 'PX', marker_ttl) then
+    return 0
+  end
+  local window = tonumber(ARGV[11 + 3 * i])
+  local t = math.floor(now() / 1000)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[7], '*',
+    'rule', rule, 'key', key, 'count', count, 'limit', limit,
+    'window_ms', window, 'time', t, 'host', ARGV[4],
+    'counter', KEYS[2 + 2 * i], 'subjects', subjects_key,
+    'algorithm', algorithm, 'limit_index', i, 'cost', cost,
+    'shadow', shadow and 1 or 0)
+  redis.call('PUBLISH', ARGV[5], cjson.encode({
+    type = 'threshold', id = id, rule = rule, key = key,
+    count = count, limit = limit, window = window / 1000,
+    limit_index = i, algorithm = algorithm, time = t, host = ARGV[4],
+    shadow = shadow,
+  }))
+  return 1
+end
+
+-- The common case, kept tight: fixed windows counting every attempt.
+-- INCRBY returns the new count, so each limit costs two calls and no
+-- read before the write.  PEXPIRE NX starts the window at the first hit
+-- and mends a key that another tool left without a TTL.
+if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
+  local decided, dcount, crossed, ttl1 = 0, 0, 0, -1
+  for i = 1, n do
+    local k = KEYS[2 + 2 * i]
+    local c = redis.pcall('INCRBY', k, cost)
+    if type(c) == 'table' then		-- not an integer: start afresh
+      redis.call('DEL', k)
+      c = redis.call('INCRBY', k, cost)
+    end
+    redis.call('PEXPIRE', k, ARGV[11 + 3 * i], 'NX')
+    local limit = limit_of(i)
+    if c > limit then
+      if decided == 0 then decided, dcount = i, c end
+      local ttl = redis.call('PTTL', k)
+      if i == 1 then ttl1 = ttl end
+      crossed = announce(i, c, limit, ttl > 0 and ttl or ARGV[11 + 3 * i])
+        + crossed
+    elseif i == 1 then
+      dcount = c
+    end
+  end
+  if subject ~= '' then
+    if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[4]) end
+    record_subject(ttl1)
+  end
+  local over = decided > 0
+  return { (over and not shadow) and 1 or 0, dcount, ttl1,
+    crossed > 0 and 1 or 0, decided, over and 1 or 0, override }
+end
+
+-- A value of the wrong type, or a string INCRBY would refuse (left by
+-- another tool, or by an algorithm change), is replaced rather than
+-- allowed to fail every request and keep the key without a TTL.
 local function get_string(k)
   local v = redis.pcall('GET', k)
-  if type(v) == 'table' then
+  if type(v) == 'table' or
+      (v and (not string.match(v, '^%-?%d+$') or #v > 18)) then
     redis.call('DEL', k)
     return nil
   end
   return v
 end
 
--- Per limit: read the state and work out what this request would make it.
+-- Everything else in two phases: work out what this request would make
+-- each limit, then commit all limits or none, so a denied request is not
+-- half counted.
 local limits = {}
-local n = (#ARGV - 12) / 3
 for i = 1, n do
   local lim = {
-    limit = math.floor(tonumber(ARGV[10 + 3 * i]) * factor),
+    limit = limit_of(i),
     window = tonumber(ARGV[11 + 3 * i]),
-    burst = math.floor(tonumber(ARGV[12 + 3 * i]) * factor),
     state = KEYS[2 + 2 * i],
-    crossed = KEYS[3 + 2 * i],
   }
   if algorithm == 'fixed' then
     local c = tonumber(get_string(lim.state)) or 0
@@ -110,10 +192,11 @@ for i = 1, n do
   elseif algorithm == 'sliding' then
     -- Sliding-window counter: the previous bucket's count, weighted by
     -- how much of it still lies inside the window, plus this bucket's.
-    if redis.call('TYPE', lim.state).ok ~= 'hash' then
+    local h = redis.pcall('HMGET', lim.state, 'i', 'c', 'p')
+    if h.err then
       redis.call('DEL', lim.state)
+      h = {}
     end
-    local h = redis.call('HMGET', lim.state, 'i', 'c', 'p')
     local idx = math.floor(now() / lim.window)
     local bi, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
     if bi ~= idx then
@@ -129,14 +212,19 @@ for i = 1, n do
   else
     -- GCRA: one emission interval per unit of cost; the theoretical
     -- arrival time may run ahead of now by at most the burst tolerance.
+    -- The key expires exactly at the TAT, so its TTL is the state and
+    -- the value is a shared small integer: no memory for a timestamp.
+    local burst = tonumber(ARGV[12 + 3 * i])
+    if factor ~= 1 then burst = math.floor(burst * factor) end
     local interval = lim.window / lim.limit
-    local tat = tonumber(get_string(lim.state)) or now()
-    if tat < now() then tat = now() end
+    local pttl = redis.call('PTTL', lim.state)
+    local tat = now()
+    if pttl > 0 then tat = now() + pttl end
     local new_tat = tat + cost * interval
-    lim.new_tat = math.ceil(new_tat)
-    lim.over = new_tat - now() > lim.burst * interval
+    lim.new_ttl = math.max(math.ceil(new_tat - now()), 1)
+    lim.over = new_tat - now() > burst * interval
     lim.count = math.ceil((new_tat - now()) / interval)
-    lim.ttl = lim.new_tat - now()
+    lim.ttl = math.max(pttl, 0)
   end
   limits[i] = lim
 end
@@ -146,77 +234,49 @@ for i = 1, n do
   if limits[i].over and not over then over, decided = true, i end
 end
 
+-- TTLs are looked up only where something needs them.
+local function ttl_of(lim)
+  if not lim.ttl then lim.ttl = redis.call('PTTL', lim.state) end
+  return lim.ttl
+end
+
 if mode == 'peek' then
   local lim = limits[decided > 0 and decided or 1]
-  local ttl = lim.ttl or redis.call('PTTL', lim.state)
-  return { (over and not shadow) and 1 or 0, lim.count - cost, ttl, 0,
+  return { (over and not shadow) and 1 or 0, lim.count - cost, ttl_of(lim), 0,
     decided, over and 1 or 0, override }
 end
 
--- Commit: all limits or none, so a denied request is not half counted.
 if not over or count_denied then
   for i = 1, n do
     local lim = limits[i]
     if algorithm == 'fixed' then
       redis.call('INCRBY', lim.state, cost)
       redis.call('PEXPIRE', lim.state, lim.window, 'NX')
-      lim.ttl = redis.call('PTTL', lim.state)
     elseif algorithm == 'sliding' then
       redis.call('HSET', lim.state, 'i', lim.idx, 'c', lim.c + cost,
         'p', lim.p)
       -- Kept until the next bucket no longer needs it as "previous".
       redis.call('PEXPIRE', lim.state, lim.ttl + lim.window)
     else
-      redis.call('SET', lim.state, lim.new_tat, 'PX', math.max(lim.ttl, 1))
+      redis.call('SET', lim.state, 1, 'PX', lim.new_ttl)
+      lim.ttl = lim.new_ttl
     end
-  end
-else
-  for i = 1, n do
-    local lim = limits[i]
-    if not lim.ttl then lim.ttl = redis.call('PTTL', lim.state) end
   end
 end
 
-local first = limits[1]
 if subject ~= '' then
-  if redis.call('TYPE', subjects_key).ok ~= 'zset' then
-    redis.call('DEL', subjects_key)
-  end
-  redis.call('ZINCRBY', subjects_key, 1, subject)
-  local wttl = first.ttl
-  if wttl == nil or wttl < 1 then wttl = first.window end
-  redis.call('PEXPIRE', subjects_key, wttl)
-  local card = redis.call('ZCARD', subjects_key)
-  if card > SUBJECTS_MAX then
-    redis.call('ZREMRANGEBYRANK', subjects_key, 0, card - SUBJECTS_MAX - 1)
-  end
+  record_subject(ttl_of(limits[1]))
 end
 
 local crossed = 0
 for i = 1, n do
   local lim = limits[i]
-  -- The marker lives as long as this limit's window, so one crossing
-  -- gives one event whatever the number of requests and shims.
-  local mttl = (algorithm == 'fixed' and lim.ttl and lim.ttl > 0) and lim.ttl
-    or lim.window
-  if lim.over and redis.call('SET', lim.crossed, '1', 'NX', 'PX', mttl) then
-    crossed = 1
-    local t = math.floor(now() / 1000)
-    local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-      'rule', rule, 'key', key, 'count', lim.count, 'limit', lim.limit,
-      'window_ms', lim.window, 'time', t, 'host', host,
-      'counter', lim.state, 'subjects', subjects_key,
-      'algorithm', algorithm, 'limit_index', i, 'cost', cost,
-      'shadow', shadow and 1 or 0)
-    redis.call('PUBLISH', channel, cjson.encode({
-      type = 'threshold', id = id, rule = rule, key = key,
-      count = lim.count, limit = lim.limit, window = lim.window / 1000,
-      limit_index = i, algorithm = algorithm, time = t, host = host,
-      shadow = shadow,
-    }))
+  if lim.over then
+    crossed = crossed + announce(i, lim.count, lim.limit,
+      (algorithm == 'fixed' and ttl_of(lim) > 0) and lim.ttl or lim.window)
   end
 end
 
 local lim = limits[decided > 0 and decided or 1]
-return { (over and not shadow) and 1 or 0, lim.count, lim.ttl or -1, crossed,
-  decided, over and 1 or 0, override }
+return { (over and not shadow) and 1 or 0, lim.count, lim.ttl or -1,
+  crossed > 0 and 1 or 0, decided, over and 1 or 0, override }

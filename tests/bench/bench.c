@@ -19,7 +19,9 @@
  * that long too.
  */
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE		/* accept4 on glibc */
+#endif
 
 #include <sys/types.h>
 #include <sys/resource.h>
@@ -42,7 +44,7 @@
 #define FLOOR_REQUEST_MAX	4096	/* bytes without a newline: give up */
 #define FLOOR_PAUSE		0.1	/* s to stop accepting after EMFILE */
 
-#define LOAD_LINE_MAX		64	/* "bench-4294967295@example.org\n" */
+#define LOAD_LINE_MAX		160	/* "rule=R\nkey=bench-N@example.org\n\n" */
 #define LOAD_ANSWER_MAX		64	/* a longer answer is an error */
 #define LOAD_RETRY_DELAY	0.001	/* s before retrying a full backlog */
 #define LOAD_TIMEOUT_NS		5000000000ULL	/* Exim's {5s} */
@@ -310,6 +312,7 @@ static struct {
 	struct ev_loop	*loop;
 	struct sockaddr_un sun;
 	unsigned long	 nkeys;
+	const char	*rule;		/* -r: ask under this rule */
 	struct client	*clients;
 	int		 nclients;
 	enum load_phase	 phase;
@@ -509,8 +512,13 @@ client_start(struct client *c)
 	if (ld.phase == PH_DONE)
 		return;
 	key = (unsigned long)random() % ld.nkeys;
-	len = snprintf(c->line, sizeof(c->line), "bench-%lu@example.org\n",
-	    key);
+	/* Exim's bare line, or an attribute block naming a rule (-r). */
+	if (ld.rule != NULL)
+		len = snprintf(c->line, sizeof(c->line),
+		    "rule=%s\nkey=bench-%lu@example.org\n\n", ld.rule, key);
+	else
+		len = snprintf(c->line, sizeof(c->line),
+		    "bench-%lu@example.org\n", key);
 	c->linelen = (size_t)len;
 	c->off = 0;
 	c->anslen = 0;
@@ -649,7 +657,8 @@ load_report(void)
 			    ld.e_answer;
 	double		secs = (double)(ld.t_end - ld.t_start) / NS_PER_S;
 
-	qsort(ld.lat, ld.nlat, sizeof(*ld.lat), cmp_u64);
+	if (ld.nlat > 0)
+		qsort(ld.lat, ld.nlat, sizeof(*ld.lat), cmp_u64);
 	printf("decisions=%llu seconds=%.3f rate=%.1f/s p50_us=%.1f "
 	    "p99_us=%.1f max_us=%.1f yes=%llu no=%llu errors=%llu "
 	    "retries=%llu\n",
@@ -683,7 +692,7 @@ load_main(const char *path, int conc, double duration, unsigned long nkeys,
 	ld.nclients = conc;
 	if ((ld.clients = calloc((size_t)conc, sizeof(*ld.clients))) == NULL)
 		err(1, "calloc");
-	srandom((unsigned int)(getpid() ^ now_ns()));
+	srandom((unsigned int)((uint64_t)getpid() ^ now_ns()));
 
 	ld.duration = duration;
 	ev_timer_init(&ld.end, end_cb, duration, 0.);
@@ -740,7 +749,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: sw-bench floor -s SOCK\n"
 	    "       sw-bench load -s SOCK -c CONCURRENCY -d SECONDS "
-	    "[-k NKEYS] [-w WARMUP]\n");
+	    "[-k NKEYS] [-r RULE] [-w WARMUP]\n");
 	exit(2);
 }
 
@@ -786,7 +795,7 @@ main(int argc, char *argv[])
 	mode = argv[1];
 	argc--;
 	argv++;
-	while ((ch = getopt(argc, argv, "c:d:k:s:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:d:k:r:s:w:")) != -1) {
 		switch (ch) {
 		case 'c':
 			conc = parse_long(optarg, 1, 100000, "-c");
@@ -796,6 +805,11 @@ main(int argc, char *argv[])
 			break;
 		case 'k':
 			nkeys = parse_long(optarg, 1, 1000000000, "-k");
+			break;
+		case 'r':
+			if (strlen(optarg) > 64)
+				usage();
+			ld.rule = optarg;
 			break;
 		case 's':
 			path = optarg;
@@ -815,12 +829,12 @@ main(int argc, char *argv[])
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	if (strcmp(mode, "floor") == 0) {
-		if (conc != -1 || duration != -1)
+		if (conc != -1 || duration >= 0)
 			usage();
 		return floor_main(path);
 	}
 	if (strcmp(mode, "load") == 0) {
-		if (conc == -1 || duration == -1)
+		if (conc == -1 || duration < 0)
 			usage();
 		return load_main(path, (int)conc, duration,
 		    (unsigned long)nkeys, warmup);

@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+#
+# run.sh: the driver behind `make bench`.  Starts a private Redis, the shim
+# and the floor server (sw-bench floor: same protocol, no Redis) in a temp
+# dir, drives both with the Exim-like load generator at a few concurrencies,
+# and prints a table plus a verdict against the target.  The verdict is
+# informative: the exit status is non-zero only when something broke.
+#
+# Run from anywhere after `make`; paths are taken from the repo root.
+#
+# Environment:
+#   BENCH_SECONDS   measured seconds per run (default 5)
+#   BENCH_WARMUP    unmeasured seconds before each run (default 1)
+#   BENCH_KEYS      distinct sender addresses (default 10000)
+#   BENCH_SHIM_BIN  shim binary (default build/senderwatch-shim)
+#   BENCH_BIN       sw-bench binary (default build/sw-bench)
+#   BENCH_USER      user the shim drops to when run as root (default nobody)
+
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+
+SECS=${BENCH_SECONDS:-5}
+WARMUP=${BENCH_WARMUP:-1}
+NKEYS=${BENCH_KEYS:-10000}
+SHIM=${BENCH_SHIM_BIN:-build/senderwatch-shim}
+SWB=${BENCH_BIN:-build/sw-bench}
+CONCS=(1 8 32)
+
+# The target, per docs: at this concurrency the shim keeps this share of the
+# floor's rate, with this p99.
+TARGET_CONC=32
+TARGET_RATIO=0.60
+TARGET_P99_US=2000
+
+die() {
+	echo "bench: $*" >&2
+	exit 1
+}
+
+for b in "$SHIM" "$SWB"; do
+	[[ -x $b ]] || die "$b: not found or not executable (run make first)"
+done
+for b in redis-server redis-cli; do
+	command -v "$b" >/dev/null || die "$b: not in PATH"
+done
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/sw-bench.XXXXXX")
+PIDS=()
+
+# Stop what we started, politely first: a shim that ignores SIGTERM must
+# not leave `make bench` hanging.
+stop_pid() {
+	local pid=$1 i
+	kill "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 50; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	local pid
+	for pid in ${PIDS[@]+"${PIDS[@]}"}; do
+		stop_pid "$pid"
+	done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Show the end of a daemon's log after it failed, then give up.
+die_log() {
+	local what=$1 log=$2
+	echo "bench: $what" >&2
+	if [[ -s $log ]]; then
+		echo "--- last lines of $(basename "$log"):" >&2
+		tail -n 20 "$log" >&2
+	fi
+	exit 1
+}
+
+# Poll "$@" every 50 ms, at most TRIES times; give up early once PID is
+# gone, since a dead daemon will not start answering.
+wait_until() {
+	local tries=$1 pid=$2 i
+	shift 2
+	for ((i = 0; i < tries; i++)); do
+		"$@" && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+redis_up() {
+	[[ $(redis-cli -s "$T/redis.sock" ping 2>/dev/null) == PONG ]]
+}
+
+# A socket is ready once it has answered a real decision, not merely once
+# the path exists: the listener may be bound before the loop runs.
+answers() {
+	local out
+	[[ -S $1 ]] || return 1
+	out=$("$SWB" load -s "$1" -c 1 -d 0.1 2>/dev/null) || return 1
+	(($(field decisions "$out") > 0))
+}
+
+# The value of NAME in a sw-bench line of key=value pairs.
+field() {
+	local kv
+	for kv in $2; do
+		if [[ $kv == "$1="* ]]; then
+			kv=${kv#*=}
+			echo "${kv%/s}"
+			return
+		fi
+	done
+	echo 0
+}
+
+alive() {
+	kill -0 "$1" 2>/dev/null
+}
+
+check_alive() {
+	alive "$REDIS_PID" || die_log "redis-server exited" "$T/redis.log"
+	alive "$SHIM_PID" || die_log "senderwatch-shim exited" "$T/shim.log"
+	alive "$FLOOR_PID" || die_log "sw-bench floor exited" "$T/floor.log"
+}
+
+rss() {
+	local kb
+	kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null) ||
+		true
+	if [[ -n $kb ]]; then
+		awk -v kb="$kb" 'BEGIN { printf "%.1f MB", kb / 1024 }'
+	else
+		echo "unknown"
+	fi
+}
+
+# --- start the daemons ------------------------------------------------------
+
+# As root the shim insists on dropping to a user, who must then reach Redis'
+# socket and read its config inside our private dir.
+SOCKPERM=700
+USER_LINE=
+if (($(id -u) == 0)); then
+	BENCH_USER=${BENCH_USER:-nobody}
+	id "$BENCH_USER" >/dev/null 2>&1 ||
+		die "running as root: user $BENCH_USER does not exist (set BENCH_USER)"
+	chmod 711 "$T"
+	SOCKPERM=777
+	USER_LINE="  user: $BENCH_USER"
+fi
+
+redis-server --port 0 --unixsocket "$T/redis.sock" \
+	--unixsocketperm "$SOCKPERM" \
+	--save '' --appendonly no --daemonize no --dir "$T" \
+	>"$T/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_until 200 "$REDIS_PID" redis_up ||
+	die_log "redis-server did not answer PING" "$T/redis.log"
+
+# A limit nobody reaches: answers stay "no" as for most real senders, and
+# every decision still costs the full script.
+cat >"$T/shim.yaml" <<EOF
+shim:
+  listen: [ $T/shim.sock ]
+  socket_mode: "0666"
+  client_timeout: 2s
+  max_clients: 4096
+$USER_LINE
+redis:
+  address: unix:$T/redis.sock
+  timeout: 100ms
+  on_error: "no"
+events:
+  channel: senderwatch:events
+rules:
+  default: { limit: 1000000, window: 300s }
+  one: { limit: 1000000, window: 300s }
+  three:
+    limits:
+      - { limit: 1000000, window: 5m }
+      - { limit: 1000000, window: 1h }
+      - { limit: 1000000, window: 1d }
+EOF
+
+"$SHIM" -f -c "$T/shim.yaml" -p "$T/shim.pid" >"$T/shim.log" 2>&1 &
+SHIM_PID=$!
+PIDS+=("$SHIM_PID")
+wait_until 200 "$SHIM_PID" answers "$T/shim.sock" ||
+	die_log "senderwatch-shim did not answer on $T/shim.sock" "$T/shim.log"
+
+"$SWB" floor -s "$T/floor.sock" >"$T/floor.log" 2>&1 &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_until 200 "$FLOOR_PID" answers "$T/floor.sock" ||
+	die_log "sw-bench floor did not answer on $T/floor.sock" "$T/floor.log"
+
+# --- measure ----------------------------------------------------------------
+
+declare -A RES
+
+# Every process here shares the machine: on few CPUs the shim's figures
+# include competing with Redis and the load generator.
+echo "bench: $(nproc) CPUs, ${SECS}s per run after ${WARMUP}s warmup," \
+	"$NKEYS keys, shim pid $SHIM_PID"
+
+run_load() {
+	local name=$1 sock=$2 conc=$3 out
+	out=$("$SWB" load -s "$sock" -c "$conc" -d "$SECS" -w "$WARMUP" \
+		-k "$NKEYS" ${4:+-r "$4"} 2>"$T/load.err") ||
+		die "sw-bench load failed: $(cat "$T/load.err")"
+	printf '%-5s c=%-3s %s\n' "$name" "$conc" "$out"
+	if [[ -s $T/load.err ]]; then
+		sed 's/^/            /' "$T/load.err"
+	fi
+	RES[$name,$conc]=$out
+	check_alive
+}
+
+for c in "${CONCS[@]}"; do
+	run_load floor "$T/floor.sock" "$c"
+	run_load shim "$T/shim.sock" "$c"
+done
+
+# --- report -----------------------------------------------------------------
+
+echo
+printf '%11s | %13s | %17s | %13s | %17s | %10s\n' concurrency \
+	"floor dec/s" "floor p50/p99 us" "shim dec/s" "shim p50/p99 us" \
+	"shim/floor"
+printf '%s\n' "------------+---------------+-------------------+---------------+-------------------+-----------"
+for c in "${CONCS[@]}"; do
+	f=${RES[floor,$c]}
+	s=${RES[shim,$c]}
+	awk -v c="$c" \
+	    -v fr="$(field rate "$f")" -v f50="$(field p50_us "$f")" \
+	    -v f99="$(field p99_us "$f")" \
+	    -v sr="$(field rate "$s")" -v s50="$(field p50_us "$s")" \
+	    -v s99="$(field p99_us "$s")" 'BEGIN {
+		printf "%11s | %13.0f | %17s | %13.0f | %17s | %10s\n", c, fr,
+		    sprintf("%.0f/%.0f", f50, f99), sr,
+		    sprintf("%.0f/%.0f", s50, s99),
+		    (fr > 0 ? sprintf("%.2f", sr / fr) : "n/a")
+	}'
+done
+for c in "${CONCS[@]}"; do
+	for n in floor shim; do
+		e=$(field errors "${RES[$n,$c]}")
+		r=$(field retries "${RES[$n,$c]}")
+		if ((e > 0 || r > 0)); then
+			echo "note: $n at c=$c had $e errors, $r connect retries"
+		fi
+	done
+done
+echo
+
+# With -f the shim should be the process we started; trust its pid file only
+# if it names a live process.
+pid=$SHIM_PID
+if [[ -r $T/shim.pid ]]; then
+	p=$(head -n 1 "$T/shim.pid")
+	if [[ $p =~ ^[0-9]+$ ]] && alive "$p"; then
+		pid=$p
+	fi
+fi
+echo "shim RSS: $(rss "$pid")   (floor RSS: $(rss "$FLOOR_PID"))"
+mem=$(redis-cli -s "$T/redis.sock" info memory | tr -d '\r' |
+	awk -F: '$1 == "used_memory_human" { print $2 }')
+keys=$(redis-cli -s "$T/redis.sock" dbsize | tr -d '\r')
+echo "redis used_memory_human: ${mem:-unknown}   keys (DBSIZE): ${keys:-unknown}"
+echo
+
+f=${RES[floor,$TARGET_CONC]:-}
+s=${RES[shim,$TARGET_CONC]:-}
+if [[ -z $f || -z $s ]]; then
+	verdict="n/a (no run at c=$TARGET_CONC)"
+else
+	verdict=$(awk -v fr="$(field rate "$f")" -v sr="$(field rate "$s")" \
+	    -v p99="$(field p99_us "$s")" -v ratio="$TARGET_RATIO" \
+	    -v max="$TARGET_P99_US" 'BEGIN {
+		ok = fr > 0 && sr / fr >= ratio && p99 < max
+		printf "%s (shim at %.0f%% of floor, p99 %.2f ms)\n",
+		    (ok ? "PASS" : "FAIL"), (fr > 0 ? 100 * sr / fr : 0),
+		    p99 / 1000
+	}')
+fi
+echo "target: at c=$TARGET_CONC shim >= 60% of floor decisions/s and" \
+	"p99 < 2 ms: $verdict"
+
+# --- one window against three: still one round trip -------------------------
+
+echo
+echo "rules: one window against three windows (attribute blocks), c=$TARGET_CONC"
+# Alternate so drift in the machine's load hits both alike.
+run_load one "$T/shim.sock" "$TARGET_CONC" one
+run_load three "$T/shim.sock" "$TARGET_CONC" three
+run_load one2 "$T/shim.sock" "$TARGET_CONC" one
+run_load three2 "$T/shim.sock" "$TARGET_CONC" three
+verdict=$(awk -v a="$(field rate "${RES[one,$TARGET_CONC]}")" \
+    -v b="$(field rate "${RES[one2,$TARGET_CONC]}")" \
+    -v c="$(field rate "${RES[three,$TARGET_CONC]}")" \
+    -v d="$(field rate "${RES[three2,$TARGET_CONC]}")" 'BEGIN {
+	one = (a + b) / 2; three = (c + d) / 2
+	printf "one window %.0f/s, three windows %.0f/s: three at %.0f%% of one: %s\n",
+	    one, three, 100 * three / one, (three >= 0.85 * one ? "PASS" : "FAIL")
+}')
+echo "target: three windows within 15% of one: $verdict"
+
+# --- Redis memory per tracked key --------------------------------------------
+
+echo
+/usr/bin/python3 tests/bench/memory.py "${BENCH_MEMORY_KEYS:-100000}"
