@@ -116,7 +116,7 @@ unit: $(UNIT_BIN)
 	@sh tests/run-unit.sh $(UNIT_BIN)
 
 integration: all
-	python3 -m pytest -q tests/integration
+	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)

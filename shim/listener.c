@@ -47,6 +47,7 @@ listener_unix(const char *path, const struct conf *c, char *err,
 {
 	struct sockaddr_un	 sun;
 	struct group		*gr;
+	struct stat		 st;
 	int			 fd, probe;
 
 	memset(&sun, 0, sizeof(sun));
@@ -66,6 +67,14 @@ listener_unix(const char *path, const struct conf *c, char *err,
 			return -1;
 		}
 		close(probe);
+	}
+	/*
+	 * Only a socket is stale: a typo in shim.listen must not make a root
+	 * daemon delete whatever file the path names.
+	 */
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s: exists and is not a socket", path);
+		return -1;
 	}
 	if (unlink(path) == -1 && errno != ENOENT) {
 		snprintf(err, errlen, "%s: cannot remove stale socket: %s",

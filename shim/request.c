@@ -169,7 +169,7 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 			/* The name is the client's: quote it for the log. */
 			log_quote(name, sizeof(name), line,
 			    val != NULL ? (size_t)(val - line) : llen);
-			snprintf(err, errlen, "unknown attribute \"%s\"", name);
+			snprintf(err, errlen, "unknown attribute %s", name);
 			return REQUEST_ERROR;
 		}
 		if (seen & (1 << a)) {

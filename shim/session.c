@@ -105,6 +105,25 @@ session_free(struct session *s, const char *reason)
 static void	session_parse(struct session *, int eof);
 
 /*
+ * Input left unread at close() makes the kernel reset the connection (Unix
+ * and TCP alike), and the client then loses the answer just written: a
+ * too-long request would get a read error instead of the on_error word.
+ * Read what the client has already sent; the bound keeps a flooding
+ * client from holding us.  Only refusals need it: a request that parsed
+ * was read to its end, and an unread EOF does not reset anything.
+ */
+static void
+session_drain(int fd)
+{
+	char	 buf[4096];
+	int	 i;
+
+	for (i = 0; i < 64; i++)
+		if (read(fd, buf, sizeof(buf)) <= 0)
+			break;
+}
+
+/*
  * Exim: write the bare word and close, since Exim reads until EOF.
  * Postfix: write "action=..." and an empty line, then read the next
  * request on the same connection.
@@ -200,6 +219,7 @@ session_bad(struct session *s, const char *why)
 	answer = session_word(s, strcasecmp(shim.conf->redis_on_error, "yes")
 	    == 0);
 	warn_limited(&warn_bad, "reason=\"%s\" answer=%s", why, answer);
+	session_drain(s->fd);
 	session_reply(s, answer, why);
 }
 

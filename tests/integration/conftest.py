@@ -220,5 +220,12 @@ def make_shim(tmp, redis):
         return d, sock
 
     yield make
+    # A crash after the last assertion (a late Redis reply hitting freed
+    # memory, say) must fail the test too.
+    died = [(d.name, d.proc.poll()) for d in started
+            if d.proc is not None and d.proc.poll() is not None]
+    logs = {d.name: d.log()[-3000:] for d in started}
     for d in started:
         d.stop()
+    assert not died, "shim exited during the test: %s\n%s" % (
+        died, "\n".join(logs[n] for n, _ in died))

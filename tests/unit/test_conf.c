@@ -147,7 +147,8 @@ test_good(void)
 	CHECK((r = conf_rule_find(c, "ip", 2)) != NULL &&
 	    r->limits[0].limit == 0 && r->limits[0].window_ms == 3600000);
 	CHECK((r = conf_rule_find(c, "per-day_2", 9)) != NULL &&
-	    r->limits[0].limit == 1000 && r->limits[0].window_ms == 2 * 86400000LL);
+	    r->limits[0].limit == 1000 &&
+	    r->limits[0].window_ms == 2 * 86400000LL);
 	/* Lookups take a length: a prefix or a longer name is no match. */
 	CHECK(conf_rule_find(c, "defaul", 6) == NULL);
 	CHECK(conf_rule_find(c, "ipx", 3) == NULL);
@@ -400,7 +401,8 @@ test_errors(void)
 	    ":4: rules.ip: given twice");
 	BAD("rules:\n  default:\n    limit: 1\n    window: 1s\n    limit: 2\n",
 	    ":5: rules.default.limit: given twice");
-	BAD("rules:\n  default:\n    limit: 1\n    window: 1s\n    window: 2s\n",
+	BAD("rules:\n  default:\n    limit: 1\n    window: 1s\n"
+	    "    window: 2s\n",
 	    ":5: rules.default.window: given twice");
 	BAD(RULES_OK "  ip: { limit: 1, window: 1s, bucket: 3 }\n",
 	    ":3: rules.ip: unknown option \"bucket\"");
@@ -467,6 +469,184 @@ test_errors(void)
 	}
 }
 
+/* Rule options beyond { limit, window }: several limits, algorithms... */
+static void
+test_rule_options(void)
+{
+	struct conf		*c;
+	const struct conf_rule	*r;
+	char			 err[CONF_ERRLEN], buf[32];
+
+	c = conf_load(put(
+	    "rules:\n"
+	    "  default: { limit: 20, window: 300s }\n"
+	    "  multi:\n"
+	    "    limits:\n"
+	    "      - { limit: 5, window: 1m }\n"
+	    "      - { limit: 100, window: 1h, burst: 7 }\n"
+	    "    algorithm: sliding\n"
+	    "    mode: shadow\n"
+	    "    postfix: { key: sasl_username,\n"
+	    "               action: \"REJECT 5.7.1 slow\" }\n"
+	    "  bucket: { limit: 10, window: 1m, algorithm: gcra, "
+	    "count_denied: yes }\n"), err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("  error: %s\n", err);
+		return;
+	}
+	/* The article's rule: one fixed window, every attempt counted. */
+	r = conf_rule_find(c, "default", 7);
+	CHECK(r != NULL && r->nlimits == 1 && r->limits[0].suffix[0] == '\0');
+	CHECK(r != NULL && r->algorithm == ALG_FIXED && r->count_denied == 1 &&
+	    r->shadow == 0 && r->limits[0].burst == 20);
+	CHECK(r != NULL && streq(r->postfix_key, "sender") &&
+	    streq(r->postfix_action, "DEFER_IF_PERMIT 4.7.1 too much mail "
+	    "from this sender, try again later"));
+	r = conf_rule_find(c, "multi", 5);
+	CHECK(r != NULL && r->nlimits == 2);
+	if (r != NULL && r->nlimits == 2) {
+		CHECK(r->limits[0].limit == 5 && r->limits[0].window_ms == 60000
+		    && r->limits[0].burst == 5);
+		CHECK(r->limits[1].limit == 100 &&
+		    r->limits[1].window_ms == 3600000 &&
+		    r->limits[1].burst == 7);
+		/* Each limit counts under its own key name. */
+		CHECK(streq(r->limits[0].suffix, ".1m"));
+		CHECK(streq(r->limits[1].suffix, ".1h"));
+		CHECK(r->algorithm == ALG_SLIDING && r->shadow == 1);
+		/* Rate algorithms don't count what they refuse by default. */
+		CHECK(r->count_denied == 0);
+		CHECK(streq(r->postfix_key, "sasl_username") &&
+		    streq(r->postfix_action, "REJECT 5.7.1 slow"));
+	}
+	r = conf_rule_find(c, "bucket", 6);
+	CHECK(r != NULL && r->algorithm == ALG_GCRA && r->count_denied == 1);
+	conf_free(c);
+
+	CHECK(streq(conf_algorithm_name(ALG_FIXED), "fixed"));
+	CHECK(streq(conf_algorithm_name(ALG_SLIDING), "sliding"));
+	CHECK(streq(conf_algorithm_name(ALG_GCRA), "gcra"));
+#define FMT(ms, want) (conf_format_duration((ms), buf, sizeof(buf)), \
+			    streq(buf, (want)))
+	CHECK(FMT(300000, "5m"));
+	CHECK(FMT(90000, "90s"));
+	CHECK(FMT(1500, "1500ms"));
+	CHECK(FMT(7200000, "2h"));
+	CHECK(FMT(86400000, "1d"));
+#undef FMT
+
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, limits: [ { limit: 2, "
+	    "window: 2s } ] }\n",
+	    ":3: rules.ip: give limit and window, or limits, not both");
+	BAD(RULES_OK "  ip:\n    limits: [ { limit: 1, window: 60s }, "
+	    "{ limit: 9, window: 1m } ]\n",
+	    ":4: rules.ip.limits: two limits with the same window");
+	BAD(RULES_OK "  ip: { limits: [] }\n",
+	    ":3: rules.ip.limits: must be a list of { limit, window }");
+	BAD(RULES_OK "  ip:\n    limits:\n"
+	    "      - { limit: 1, window: 1s }\n"
+	    "      - { limit: 1, window: 2s }\n"
+	    "      - { limit: 1, window: 3s }\n"
+	    "      - { limit: 1, window: 4s }\n"
+	    "      - { limit: 1, window: 5s }\n"
+	    "      - { limit: 1, window: 6s }\n"
+	    "      - { limit: 1, window: 7s }\n"
+	    "      - { limit: 1, window: 8s }\n"
+	    "      - { limit: 1, window: 9s }\n",
+	    ":5: rules.ip.limits: at most 8");
+	BAD(RULES_OK "  ip:\n    limits:\n      - { limit: 1, window: 1s }\n"
+	    "      - { limit: 2 }\n",
+	    ":6: rules.ip: window is required");
+	BAD(RULES_OK "  ip:\n    limits:\n      - { limit: 1, window: 1s, "
+	    "burts: 3 }\n",
+	    ":5: rules.ip: unknown option \"burts\"");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, burst: 0 }\n",
+	    ":3: rules.ip.burst: must be a whole number, 1 or more");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, algorithm: leaky }\n",
+	    ":3: rules.ip.algorithm: must be fixed, sliding or gcra");
+	BAD(RULES_OK "  ip: { limit: 0, window: 1s, algorithm: gcra }\n",
+	    ":3: rules.ip: gcra needs limits of 1 or more");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, mode: dry-run }\n",
+	    ":3: rules.ip.mode: must be enforce or shadow");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, count_denied: maybe }\n",
+	    ":3: rules.ip.count_denied: must be yes or no");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, algorithm: gcra,\n"
+	    "        algorithm: fixed }\n",
+	    ":4: rules.ip.algorithm: given twice");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, normalize: [ upper ] }\n",
+	    ":3: rules.ip.normalize: \"upper\" is not lowercase, "
+	    "lowercase_domain or strip_tag");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, allow: [ 10.0.0.0/33 ] }\n",
+	    ":3: rules.ip.allow: bad prefix length in \"10.0.0.0/33\"");
+	BAD(RULES_OK "  ip: { limit: 1, window: 1s, deny: \"*@x.example\" }\n",
+	    ":3: rules.ip.deny: must be a list");
+	BAD(RULES_OK "  ip:\n    limit: 1\n    window: 1s\n"
+	    "    override: { a@example.org: x0 }\n",
+	    ":6: rules.ip.override: \"x0\" is not a factor such as x2 or x0.5");
+	BAD(RULES_OK "  ip:\n    limit: 1\n    window: 1s\n"
+	    "    override: { a@example.org: pass }\n",
+	    ":6: rules.ip.override: \"pass\" must be allow, block or xFACTOR");
+	BAD(RULES_OK "  ip:\n    limit: 1\n    window: 1s\n"
+	    "    postfix: { key: \"bad key\" }\n",
+	    ":6: rules.ip.postfix.key: not a policy attribute name");
+	BAD(RULES_OK "  crossed: { limit: 1, window: 1s }\n",
+	    ":3: rules.crossed: the name is reserved");
+	BAD(RULES_OK "  override: { limit: 1, window: 1s }\n",
+	    ":3: rules.override: the name is reserved");
+}
+
+/* Passwords kept in a file of their own, out of the readable config. */
+static void
+test_secrets(void)
+{
+	struct conf	*c;
+	char		 err[CONF_ERRLEN], secret[sizeof(path)], text[512];
+	char		 want[CONF_ERRLEN];
+	FILE		*fp;
+
+	snprintf(secret, sizeof(secret), "%s/secret", tmpdir);
+	if ((fp = fopen(secret, "w")) == NULL) {
+		perror(secret);
+		exit(2);
+	}
+	fputs("s3cret\r\nsecond line is ignored\n", fp);
+	fclose(fp);
+	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: %s\n"
+	    "alerts:\n  smtp_password_file: %s\n", secret, secret);
+	c = conf_load(put(text), err, sizeof(err));
+	CHECK(c != NULL && streq(c->redis_password, "s3cret") &&
+	    streq(c->alerts_smtp_password, "s3cret"));
+	conf_free(c);
+
+	BAD(RULES_OK "redis:\n  password_file: secret\n",
+	    ":4: redis.password_file: must be an absolute path");
+	snprintf(text, sizeof(text), RULES_OK "redis:\n  password: x\n"
+	    "  password_file: %s\n", secret);
+	BAD(text, ":5: redis.password_file: the password is given twice");
+	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: %s\n"
+	    "  password: x\n", secret);
+	BAD(text, ":5: redis.password: the password is given twice");
+
+	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: "
+	    "%s/nope\n", tmpdir);
+	snprintf(want, sizeof(want), ":4: redis.password_file: %s/nope: No "
+	    "such file or directory", tmpdir);
+	BAD(text, want);
+	if ((fp = fopen(secret, "w")) == NULL) {
+		perror(secret);
+		exit(2);
+	}
+	fputs("\nlater\n", fp);
+	fclose(fp);
+	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: %s\n",
+	    secret);
+	snprintf(want, sizeof(want), ":4: redis.password_file: %s: empty "
+	    "first line", secret);
+	BAD(text, want);
+	unlink(secret);
+}
+
 /* The shipped reference config, found from this binary's place. */
 static void
 test_reference(const char *argv0)
@@ -515,6 +695,8 @@ main(int argc, char *argv[])
 	test_defaults();
 	test_durations();
 	test_errors();
+	test_rule_options();
+	test_secrets();
 	test_reference(argv[0]);
 
 	for (i = 0; i < nfiles; i++) {
