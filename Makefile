@@ -125,6 +125,7 @@ test: deps-test
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/bench/run.sh
+	@/usr/bin/python3 tests/bench/alert_latency.py -n 50
 
 clean:
 	rm -rf $(B)

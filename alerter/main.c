@@ -225,6 +225,7 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	warn_conf(c);
+	daemon_ready();
 	log_info("event=start version=%s config=%s redis=%s stream=%s "
 	    "group=%s consumer=%s via=%s digest_wait_ms=%lld digest_max=%d",
 	    SW_VERSION, conf_path, c->redis_address, c->events_stream,

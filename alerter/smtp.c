@@ -307,6 +307,9 @@ smtp_send(const char *msg, size_t len, const char *from, char *const *rcpts,
 	curl_easy_setopt(job->easy, CURLOPT_USE_SSL,
 	    tls[c->alerts_smtp_starttls < 0 || c->alerts_smtp_starttls > 2 ?
 	    2 : c->alerts_smtp_starttls]);
+	if (c->alerts_smtp_cafile != NULL)
+		curl_easy_setopt(job->easy, CURLOPT_CAINFO,
+		    c->alerts_smtp_cafile);
 	if (c->alerts_smtp_username != NULL) {
 		curl_easy_setopt(job->easy, CURLOPT_USERNAME,
 		    c->alerts_smtp_username);

@@ -91,6 +91,7 @@ static const struct opt alerts_opts[] = {
 	{ "smtp_password",	OPT_STRING,	O(alerts_smtp_password), 0, 0 },
 	{ "smtp_password_file",	OPT_SECRET,	O(alerts_smtp_password), 0, 0 },
 	{ "smtp_starttls",	OPT_STARTTLS,	O(alerts_smtp_starttls), 0, 0 },
+	{ "smtp_cafile",	OPT_STRING,	O(alerts_smtp_cafile), 0, 0 },
 	{ "smtp_timeout",	OPT_DURATION,	O(alerts_smtp_timeout_ms), 100, 600000 },
 	{ "sendmail",		OPT_LIST,	O(alerts_sendmail), 0, 0 },
 	{ "report_command",	OPT_LIST,	O(alerts_report_command), 0, 0 },
@@ -1190,6 +1191,7 @@ conf_free(struct conf *c)
 	free(c->alerts_smtp);
 	free(c->alerts_smtp_username);
 	free(c->alerts_smtp_password);
+	free(c->alerts_smtp_cafile);
 	free(c->alerts_consumer);
 	free(c);
 }

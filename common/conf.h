@@ -115,6 +115,7 @@ struct conf {
 	char		*alerts_smtp_username;
 	char		*alerts_smtp_password;
 	int		 alerts_smtp_starttls;	/* 0 no, 1 try, 2 required */
+	char		*alerts_smtp_cafile;	/* NULL: the system's CAs */
 	int64_t		 alerts_smtp_timeout_ms;
 	char	       **alerts_sendmail;	/* argv, NULL-terminated, or NULL */
 	char	       **alerts_report_command;	/* argv, NULL-terminated, or NULL */

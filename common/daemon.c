@@ -75,18 +75,40 @@ daemon_drop(const char *user, const char *group, char *err, size_t errlen)
 	return 0;
 }
 
+/* The child's end of the pipe its parent waits on; -1 when not detached. */
+static int	daemon_ready_fd = -1;
+
 int
 daemon_detach(char *err, size_t errlen)
 {
 	pid_t	 pid;
-	int	 fd;
+	ssize_t	 n;
+	int	 fd, p[2];
+	char	 c = 0;
 
+	/*
+	 * The parent waits until the child says it is set up (pidfile
+	 * written, privileges dropped), so that whoever started us — systemd
+	 * with Type=forking, an init script — sees the pidfile at once and a
+	 * failed start as a non-zero exit.
+	 */
+	if (pipe2(p, O_CLOEXEC) == -1) {
+		snprintf(err, errlen, "pipe: %s", strerror(errno));
+		return -1;
+	}
 	if ((pid = fork()) == -1) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
 		return -1;
 	}
-	if (pid != 0)
-		_exit(0);
+	if (pid != 0) {
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n == -1 && errno == EINTR);
+		_exit(n == 1 && c == 'R' ? 0 : 1);
+	}
+	close(p[0]);
+	daemon_ready_fd = p[1];
 	if (setsid() == -1) {
 		snprintf(err, errlen, "setsid: %s", strerror(errno));
 		return -1;
@@ -103,4 +125,15 @@ daemon_detach(char *err, size_t errlen)
 		return -1;
 	}
 	return 0;
+}
+
+void
+daemon_ready(void)
+{
+	if (daemon_ready_fd == -1)
+		return;
+	while (write(daemon_ready_fd, "R", 1) == -1 && errno == EINTR)
+		;
+	close(daemon_ready_fd);
+	daemon_ready_fd = -1;
 }

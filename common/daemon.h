@@ -15,7 +15,11 @@ int	daemon_pidfile(const char *path, char *err, size_t errlen);
  */
 int	daemon_drop(const char *user, const char *group, char *err,
 	    size_t errlen);
-/* Detach from the terminal; the parent exits once the child is set up. */
+/*
+ * Detach from the terminal.  The parent waits and exits 0 when the child
+ * calls daemon_ready(), 1 if the child exits first.
+ */
 int	daemon_detach(char *err, size_t errlen);
+void	daemon_ready(void);
 
 #endif

@@ -19,8 +19,13 @@
 #include "log.h"
 #include "rconn.h"
 
+/*
+ * The cap bounds how long decisions stay on the fail policy after Redis is
+ * back: it must stay well under the promised second.  A refused connect
+ * every half second costs nothing, even over TCP.
+ */
 #define RCONN_BACKOFF_MIN	0.05
-#define RCONN_BACKOFF_MAX	2.0
+#define RCONN_BACKOFF_MAX	0.5
 #define RCONN_CONNECT_TIMEOUT	1.0
 
 enum rconn_state { RCONN_DOWN, RCONN_CONNECTING, RCONN_READY };

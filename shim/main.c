@@ -237,6 +237,7 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	listener_start();
+	daemon_ready();
 	log_info("event=start version=%s config=%s rules=%zu redis=%s "
 	    "timeout_ms=%lld on_error=%s", SW_VERSION, conf_path, c->nrules,
 	    c->redis_address, (long long)c->redis_timeout_ms,
