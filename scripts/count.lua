@@ -29,7 +29,8 @@ KEYS[5+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
                                                one event per crossing
 
 ARGV[1]  rule name          ARGV[2]  key as escaped in the key names
-ARGV[3]  cost (>= 1)        ARGV[4]  reporting host
+ARGV[3]  cost (>= 0; with mode=peek, 0 asks whether the key is over already)
+ARGV[4]  reporting host
 ARGV[5]  events channel     ARGV[6]  subject to record, or ""
 ARGV[7]  stream MAXLEN ~    ARGV[8]  mode: "count", or "peek" (read only)
 ARGV[9]  algorithm: fixed | sliding | gcra
@@ -39,9 +40,9 @@ ARGV[12] factor from the config's per-key override (1 = none)
 ARGV[13..] per limit: limit, window in ms, burst (gcra; else ignored)
 
 Reply: { answer (1 yes, 0 no), count, ttl_ms (-1: not looked up),
-crossed (1 if this request
-published an event), limit number that decided (1-based, 0 none),
-over (1 if a limit is exceeded, even in shadow mode), override (0 none,
+crossed (1 if this request published an event), limit number that decided
+(1-based, 0 none), over (1 if a limit is exceeded, even in shadow mode),
+override (0 none,
 1 allow, 2 block, 3 factor) }
 
 Exactly once: a limit's crossing is announced only by the request that
