@@ -59,7 +59,7 @@ RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
 	     valgrind clang libclang-rt-14-dev
 
-.PHONY: all deps deps-test run test unit integration bench fuzz clean
+.PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean
 
 all: $(BINS) $(B)/sw-bench
 
@@ -126,6 +126,18 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/bench/run.sh
 	@/usr/bin/python3 tests/bench/alert_latency.py -n 50
+
+# libFuzzer on the request parser and the config loader, for longer.
+fuzz: deps-test
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-300} sh tests/fuzz/run.sh
+
+# The shim under valgrind through faults and bad input; then the whole
+# integration suite with both daemons under valgrind.
+valgrind: deps-test
+	@$(MAKE) --no-print-directory all
+	@sh tests/valgrind.sh
+	@SW_VALGRIND=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+	    tests/integration
 
 clean:
 	rm -rf $(B)

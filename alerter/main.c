@@ -23,23 +23,11 @@
 
 struct alerter alerter;
 
-static const char	*conf_path = "/etc/senderwatch/config.yaml";
-static const char	*pid_path;
+static struct daemon_opts opts = {
+	.name = "senderwatch-alerter",
+	.conf_path = "/etc/senderwatch/config.yaml",
+};
 static int		 shutting_down;
-
-static void
-usage(FILE *fp)
-{
-	fprintf(fp, "usage: senderwatch-alerter [-fnvVh] [-c config] "
-	    "[-p pidfile]\n"
-	    "  -c FILE  configuration (default %s)\n"
-	    "  -f       stay in the foreground, log to stderr\n"
-	    "  -n       check the configuration and exit\n"
-	    "  -p FILE  write the pid to FILE\n"
-	    "  -v       log every event read\n"
-	    "  -V       print the version and exit\n"
-	    "  -h       this help\n", conf_path);
-}
 
 /* What the alerter needs beyond what conf_load() checks for both. */
 static int
@@ -91,7 +79,7 @@ reload(void)
 	const struct conf	*old = alerter.conf;
 	char			 err[CONF_ERRLEN];
 
-	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL ||
+	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL ||
 	    check_conf(c, err, sizeof(err)) == -1) {
 		log_err("event=reload_failed error=\"%s\" action=keep_old", err);
 		conf_free(c);
@@ -140,72 +128,33 @@ main(int argc, char *argv[])
 				    SIGUSR1, SIGQUIT };
 	struct conf		*c;
 	char			 err[CONF_ERRLEN];
-	int			 ch, foreground = 0, check = 0, verbose = 0;
+	int			 rc;
 	size_t			 i;
 
-	while ((ch = getopt(argc, argv, "c:fhnp:vV")) != -1) {
-		switch (ch) {
-		case 'c':
-			conf_path = optarg;
-			break;
-		case 'f':
-			foreground = 1;
-			break;
-		case 'n':
-			check = 1;
-			break;
-		case 'p':
-			pid_path = optarg;
-			break;
-		case 'v':
-			verbose++;
-			break;
-		case 'V':
-			printf("senderwatch-alerter %s\n", SW_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
+	if (daemon_options(argc, argv, &opts, &rc) == -1)
+		return rc;
 
-	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL ||
+	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL ||
 	    check_conf(c, err, sizeof(err)) == -1) {
 		fprintf(stderr, "senderwatch-alerter: %s\n", err);
 		conf_free(c);
 		return 1;
 	}
-	if (check) {
+	if (opts.check) {
 		printf("%s: configuration OK (alerts to %zu, cc %zu, via %s)\n",
-		    conf_path, c->alerts_nto, c->alerts_ncc,
+		    opts.conf_path, c->alerts_nto, c->alerts_ncc,
 		    c->alerts_sendmail != NULL ? "sendmail" : "smtp");
 		conf_free(c);
 		return 0;
 	}
 	alerter.conf = c;
-	log_init("senderwatch-alerter", foreground);
-	log_set_verbose(verbose);
+	log_init(opts.name, opts.foreground);
+	log_set_verbose(opts.verbose);
 	signal(SIGPIPE, SIG_IGN);
 
 	/* The default loop: only it can watch children (ev_child). */
 	alerter.loop = ev_default_loop(EVFLAG_AUTO);
-	if (!foreground && daemon_detach(err, sizeof(err)) == -1) {
-		log_err("event=fatal error=\"%s\"", err);
-		return 1;
-	}
-	if (pid_path != NULL && daemon_pidfile(pid_path, err, sizeof(err))
-	    == -1) {
-		log_err("event=fatal error=\"%s\"", err);
-		return 1;
-	}
-	if (daemon_drop(c->user, c->group, err, sizeof(err)) == -1) {
+	if (daemon_start(&opts, c, err, sizeof(err)) == -1) {
 		log_err("event=fatal error=\"%s\"", err);
 		fprintf(stderr, "senderwatch-alerter: %s\n", err);
 		return 1;
@@ -228,7 +177,7 @@ main(int argc, char *argv[])
 	daemon_ready();
 	log_info("event=start version=%s config=%s redis=%s stream=%s "
 	    "group=%s consumer=%s via=%s digest_wait_ms=%lld digest_max=%d",
-	    SW_VERSION, conf_path, c->redis_address, c->events_stream,
+	    SW_VERSION, opts.conf_path, c->redis_address, c->events_stream,
 	    c->events_group, c->alerts_consumer,
 	    c->alerts_sendmail != NULL ? "sendmail" : "smtp",
 	    (long long)c->alerts_digest_wait_ms, c->alerts_digest_max);
@@ -242,8 +191,8 @@ main(int argc, char *argv[])
 	events_free();
 	smtp_free();
 	log_stats("exit");
-	if (pid_path != NULL)
-		unlink(pid_path);
+	if (opts.pid_path != NULL)
+		unlink(opts.pid_path);
 	conf_free((struct conf *)alerter.conf);
 	ev_loop_destroy(alerter.loop);
 	return 0;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "conf.h"
 #include "daemon.h"
 
 int
@@ -136,4 +137,73 @@ daemon_ready(void)
 		;
 	close(daemon_ready_fd);
 	daemon_ready_fd = -1;
+}
+
+static void
+daemon_usage(FILE *fp, const struct daemon_opts *o)
+{
+	fprintf(fp, "usage: %s [-fnvVh] [-c config] [-p pidfile]\n"
+	    "  -c FILE  configuration (default %s)\n"
+	    "  -f       stay in the foreground, log to stderr\n"
+	    "  -n       check the configuration and exit\n"
+	    "  -p FILE  write the pid to FILE\n"
+	    "  -v       log every decision and event\n"
+	    "  -V       print the version and exit\n"
+	    "  -h       this help\n", o->name, o->conf_path);
+}
+
+int
+daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc)
+{
+	int	 ch;
+
+	while ((ch = getopt(argc, argv, "c:fhnp:vV")) != -1) {
+		switch (ch) {
+		case 'c':
+			o->conf_path = optarg;
+			break;
+		case 'f':
+			o->foreground = 1;
+			break;
+		case 'n':
+			o->check = 1;
+			break;
+		case 'p':
+			o->pid_path = optarg;
+			break;
+		case 'v':
+			o->verbose++;
+			break;
+		case 'V':
+			printf("%s %s\n", o->name, SW_VERSION);
+			*rc = 0;
+			return -1;
+		case 'h':
+			daemon_usage(stdout, o);
+			*rc = 0;
+			return -1;
+		default:
+			daemon_usage(stderr, o);
+			*rc = 2;
+			return -1;
+		}
+	}
+	if (optind != argc) {
+		daemon_usage(stderr, o);
+		*rc = 2;
+		return -1;
+	}
+	return 0;
+}
+
+int
+daemon_start(const struct daemon_opts *o, const struct conf *c, char *err,
+    size_t errlen)
+{
+	if (!o->foreground && daemon_detach(err, errlen) == -1)
+		return -1;
+	if (o->pid_path != NULL && daemon_pidfile(o->pid_path, err, errlen)
+	    == -1)
+		return -1;
+	return daemon_drop(c->user, c->group, err, errlen);
 }

@@ -21,22 +21,10 @@
 
 struct shim shim;
 
-static const char	*conf_path = "/etc/senderwatch/config.yaml";
-static const char	*pid_path;
-
-static void
-usage(FILE *fp)
-{
-	fprintf(fp, "usage: senderwatch-shim [-fnvVh] [-c config] "
-	    "[-p pidfile]\n"
-	    "  -c FILE  configuration (default %s)\n"
-	    "  -f       stay in the foreground, log to stderr\n"
-	    "  -n       check the configuration and exit\n"
-	    "  -p FILE  write the pid to FILE\n"
-	    "  -v       log every decision\n"
-	    "  -V       print the version and exit\n"
-	    "  -h       this help\n", conf_path);
-}
+static struct daemon_opts opts = {
+	.name = "senderwatch-shim",
+	.conf_path = "/etc/senderwatch/config.yaml",
+};
 
 static void
 redis_ready(struct rconn *rc, void *arg)
@@ -85,11 +73,37 @@ same_listen(const struct conf *a, const struct conf *b)
 	return 1;
 }
 
+/*
+ * A config replaced by a reload, kept while sessions may still use its
+ * rules.  Listed, so that an exit before the delay frees it too.
+ */
+struct retired {
+	struct conf	*conf;
+	ev_timer	 timer;
+	struct retired	*next;
+};
+
+static struct retired	*retired;
+
 static void
-conf_retire_cb(int revents, void *arg)
+retired_free(struct retired *r)
 {
+	struct retired	**pp;
+
+	for (pp = &retired; *pp != r; pp = &(*pp)->next)
+		;
+	*pp = r->next;
+	ev_timer_stop(shim.loop, &r->timer);
+	conf_free(r->conf);
+	free(r);
+}
+
+static void
+retired_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
 	(void)revents;
-	conf_free(arg);
+	retired_free(w->data);
 }
 
 static void
@@ -97,9 +111,10 @@ reload(void)
 {
 	struct conf	*c;
 	const struct conf *old = shim.conf;
+	struct retired	*r;
 	char		 err[CONF_ERRLEN];
 
-	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL) {
+	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL) {
 		log_err("event=reload_failed error=\"%s\" action=keep_old", err);
 		return;
 	}
@@ -112,8 +127,15 @@ reload(void)
 	 * Sessions waiting on Redis still point at the old rules, for at
 	 * most the old redis.timeout: free the old config after that.
 	 */
-	ev_once(shim.loop, -1, 0, old->redis_timeout_ms / 1000. + 1.,
-	    conf_retire_cb, (void *)old);
+	if ((r = malloc(sizeof(*r))) == NULL)
+		return;		/* kept for ever: better than freed too soon */
+	r->conf = (struct conf *)old;
+	r->next = retired;
+	retired = r;
+	ev_timer_init(&r->timer, retired_cb,
+	    old->redis_timeout_ms / 1000. + 1., 0.);
+	r->timer.data = r;
+	ev_timer_start(shim.loop, &r->timer);
 	log_info("event=reload rules=%zu", c->nrules);
 }
 
@@ -143,60 +165,29 @@ main(int argc, char *argv[])
 				    SIGUSR1, SIGQUIT };
 	struct conf		*c;
 	char			 err[CONF_ERRLEN];
-	int			 ch, foreground = 0, check = 0, verbose = 0;
+	int			 rc;
 	size_t			 i;
 
-	while ((ch = getopt(argc, argv, "c:fhnp:vV")) != -1) {
-		switch (ch) {
-		case 'c':
-			conf_path = optarg;
-			break;
-		case 'f':
-			foreground = 1;
-			break;
-		case 'n':
-			check = 1;
-			break;
-		case 'p':
-			pid_path = optarg;
-			break;
-		case 'v':
-			verbose++;
-			break;
-		case 'V':
-			printf("senderwatch-shim %s\n", SW_VERSION);
-			return 0;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-
-	if ((c = conf_load(conf_path, err, sizeof(err))) == NULL) {
+	if (daemon_options(argc, argv, &opts, &rc) == -1)
+		return rc;
+	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "senderwatch-shim: %s\n", err);
 		return 1;
 	}
-	if (check) {
-		printf("%s: configuration OK (%zu rules)\n", conf_path,
+	if (opts.check) {
+		printf("%s: configuration OK (%zu rules)\n", opts.conf_path,
 		    c->nrules);
 		conf_free(c);
 		return 0;
 	}
 	if (c->nlisten == 0) {
 		fprintf(stderr, "senderwatch-shim: %s: shim.listen: no "
-		    "address to listen on\n", conf_path);
+		    "address to listen on\n", opts.conf_path);
 		return 1;
 	}
 	shim.conf = c;
-	log_init("senderwatch-shim", foreground);
-	log_set_verbose(verbose);
+	log_init(opts.name, opts.foreground);
+	log_set_verbose(opts.verbose);
 	signal(SIGPIPE, SIG_IGN);
 
 	shim.loop = ev_default_loop(EVFLAG_AUTO);
@@ -205,18 +196,7 @@ main(int argc, char *argv[])
 		listener_close();
 		return 1;
 	}
-	if (!foreground && daemon_detach(err, sizeof(err)) == -1) {
-		log_err("event=fatal error=\"%s\"", err);
-		listener_close();
-		return 1;
-	}
-	if (pid_path != NULL && daemon_pidfile(pid_path, err, sizeof(err))
-	    == -1) {
-		log_err("event=fatal error=\"%s\"", err);
-		listener_close();
-		return 1;
-	}
-	if (daemon_drop(c->user, c->group, err, sizeof(err)) == -1) {
+	if (daemon_start(&opts, c, err, sizeof(err)) == -1) {
 		log_err("event=fatal error=\"%s\"", err);
 		fprintf(stderr, "senderwatch-shim: %s\n", err);
 		listener_close();
@@ -239,8 +219,8 @@ main(int argc, char *argv[])
 	listener_start();
 	daemon_ready();
 	log_info("event=start version=%s config=%s rules=%zu redis=%s "
-	    "timeout_ms=%lld on_error=%s", SW_VERSION, conf_path, c->nrules,
-	    c->redis_address, (long long)c->redis_timeout_ms,
+	    "timeout_ms=%lld on_error=%s", SW_VERSION, opts.conf_path,
+	    c->nrules, c->redis_address, (long long)c->redis_timeout_ms,
 	    c->redis_on_error);
 
 	ev_run(shim.loop, 0);
@@ -249,8 +229,10 @@ main(int argc, char *argv[])
 	listener_close();
 	session_shutdown_all();
 	rconn_free(shim.redis);
-	if (pid_path != NULL)
-		unlink(pid_path);
+	while (retired != NULL)
+		retired_free(retired);
+	if (opts.pid_path != NULL)
+		unlink(opts.pid_path);
 	conf_free((struct conf *)shim.conf);
 	ev_loop_destroy(shim.loop);
 	return 0;

@@ -1,8 +1,10 @@
 #!/bin/sh
 # run-all.sh UNIT_BIN...: what `make test` runs.  The unit test binaries
-# first, then the integration tests (real redis-server, shim and Exim)
-# under Debian's python3, then one closing line "N passed, N failed" that
-# sums both.  Exit status: 0 only when nothing failed.
+# first, then the integration tests (real redis-server, daemons, Exim, an
+# SMTP receiver) under Debian's python3, then a bounded fuzzing run
+# (FUZZ_SECONDS, default 20) and the shim under valgrind, then one closing
+# line "N passed, N failed" that sums them all.  Exit status: 0 only when
+# nothing failed.
 #
 # pytest runs without its cache plugin and Python without bytecode files,
 # so a test run leaves nothing behind in the checkout.
@@ -56,6 +58,35 @@ if [ "$rc" -ne 0 ] && [ "$ifl" -eq 0 ]; then
 	ifl=1
 fi
 
-echo "unit: $up passed, $uf failed; integration: $ip passed, $ifl failed"
-echo "$((up + ip)) passed, $((uf + ifl)) failed"
-[ $((uf + ifl)) -eq 0 ]
+# --- fuzzing and valgrind: each prints "NAME: N passed, N failed" ------------
+
+extra() {
+	name=$1
+	shift
+	echo "== $name"
+	{
+		"$@" 2>&1
+		echo $? >"$tmp/x.rc"
+	} | tee "$tmp/x.out"
+	last=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$tmp/x.out" |
+	    tail -n 1)
+	p=$(field passed "$last")
+	f=$(field failed "$last")
+	if [ -z "$p" ] || [ -z "$f" ] ||
+	    { [ "$(cat "$tmp/x.rc")" -ne 0 ] && [ "$f" -eq 0 ]; }; then
+		echo "run-all: $name gave no clean summary: counted as 1 failure"
+		p=${p:-0}
+		f=1
+	fi
+	xp=$((xp + p))
+	xf=$((xf + f))
+}
+xp=0
+xf=0
+extra fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" sh "$root/tests/fuzz/run.sh"
+extra valgrind sh "$root/tests/valgrind.sh"
+
+echo "unit: $up passed, $uf failed; integration: $ip passed, $ifl failed;" \
+    "fuzz and valgrind: $xp passed, $xf failed"
+echo "$((up + ip + xp)) passed, $((uf + ifl + xf)) failed"
+[ $((uf + ifl + xf)) -eq 0 ]

@@ -19,6 +19,10 @@ BUILD = os.path.join(ROOT, "build")
 SHIM = os.path.join(BUILD, "senderwatch-shim")
 ALERTER = os.path.join(BUILD, "senderwatch-alerter")
 
+# SW_VALGRIND=1 runs every daemon under valgrind: memory errors and
+# definite or indirect leaks at exit fail the test that started it.
+VALGRIND = os.environ.get("SW_VALGRIND") == "1"
+
 # The daemons refuse to run as root without a user to switch to; the tests
 # run as root in CI, so they switch to nobody and every file they touch
 # must be reachable by nobody.
@@ -139,11 +143,16 @@ class Daemon:
 
     def start(self, wait=None):
         self.logf = open(self.logpath, "ab")
-        self.proc = subprocess.Popen(
-            [self.binary, "-f", "-v", "-c", self.conf, "-p", self.pidfile] + self.extra,
-            stdout=self.logf, stderr=subprocess.STDOUT)
+        cmd = [self.binary, "-f", "-v", "-c", self.conf, "-p", self.pidfile] + self.extra
+        if VALGRIND:
+            self.vglog = self.logpath + ".valgrind"
+            cmd = ["valgrind", "-q", "--vgdb=no", "--leak-check=full",
+                   "--show-leak-kinds=definite,indirect",
+                   "--errors-for-leak-kinds=definite,indirect",
+                   "--error-exitcode=99", "--log-file=" + self.vglog] + cmd
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
         if wait is not None:
-            wait_for(wait, what=self.name + " to start")
+            wait_for(wait, timeout=50 if VALGRIND else 5, what=self.name + " to start")
         return self
 
     def log(self):
@@ -163,6 +172,10 @@ class Daemon:
                 self.proc.wait()
         rc = self.proc.returncode if self.proc else None
         self.proc = None
+        if VALGRIND and rc == 99:
+            with open(self.vglog) as f:
+                raise AssertionError("valgrind found errors in %s:\n%s"
+                                     % (self.name, f.read()[-5000:]))
         return rc
 
 

@@ -16,6 +16,7 @@
 
 #include "conf.h"
 #include "shim.h"
+#include "check.h"
 
 /*
  * The Makefile links every shim object but main.o; session.c and
@@ -23,23 +24,9 @@
  */
 struct shim shim;
 
-static int	 npassed, nfailed;
 static char	 tmpdir[] = "/tmp/sw-test-conf-XXXXXX";
 static char	 path[sizeof(tmpdir) + 32];
 static unsigned	 nfiles;
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok) {
-		npassed++;
-		return;
-	}
-	nfailed++;
-	printf("FAIL test_conf.c:%d: %s\n", line, what);
-}
-
-#define CHECK(cond)	check((cond) != 0, #cond, __LINE__)
 
 static int
 streq(const char *a, const char *b)
@@ -308,12 +295,12 @@ bad(const char *text, const char *want, int line)
 	c = conf_load(put(text), err, sizeof(err));
 	snprintf(full, sizeof(full), "%s%s", path, want);
 	if (c != NULL) {
-		check(0, "conf_load() failed", line);
+		check_at(0, "conf_load() failed", __FILE__, line);
 		printf("  it loaded; wanted: %s\n", full);
 		conf_free(c);
 		return;
 	}
-	check(strcmp(err, full) == 0, "error message", line);
+	check_at(strcmp(err, full) == 0, "error message", __FILE__, line);
 	if (strcmp(err, full) != 0)
 		printf("  got:  %s\n  want: %s\n", err, full);
 }
@@ -704,6 +691,5 @@ main(int argc, char *argv[])
 		unlink(file);
 	}
 	rmdir(tmpdir);
-	printf("%d passed, %d failed\n", npassed, nfailed);
-	return nfailed == 0 ? 0 : 1;
+	return check_done();
 }

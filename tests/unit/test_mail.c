@@ -16,21 +16,8 @@
 #include "buf.h"
 #include "conf.h"
 #include "mail.h"
+#include "check.h"
 
-static int	npassed, nfailed;
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok) {
-		npassed++;
-		return;
-	}
-	nfailed++;
-	printf("FAIL test_mail.c:%d: %s\n", line, what);
-}
-
-#define CHECK(cond)	check((cond) != 0, #cond, __LINE__)
 
 static int
 contains(const struct buf *b, const char *s)
@@ -850,6 +837,5 @@ main(void)
 	test_single();
 	test_hostile();
 	test_digest();
-	printf("%d passed, %d failed\n", npassed, nfailed);
-	return nfailed == 0 ? 0 : 1;
+	return check_done();
 }

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "request.h"
 #include "shim.h"
+#include "check.h"
 
 /*
  * The Makefile links every shim object but main.o; session.c and
@@ -21,20 +22,6 @@
  */
 struct shim shim;
 
-static int	npassed, nfailed;
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok) {
-		npassed++;
-		return;
-	}
-	nfailed++;
-	printf("FAIL test_request.c:%d: %s\n", line, what);
-}
-
-#define CHECK(cond)	check((cond) != 0, #cond, __LINE__)
 
 /* Compare a (pointer, length) field with expected bytes. */
 static int
@@ -515,6 +502,5 @@ main(void)
 	test_policy();
 	test_escape_key();
 	test_log_quote();
-	printf("%d passed, %d failed\n", npassed, nfailed);
-	return nfailed == 0 ? 0 : 1;
+	return check_done();
 }

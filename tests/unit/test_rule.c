@@ -11,21 +11,8 @@
 
 #include "conf.h"
 #include "rule.h"
+#include "check.h"
 
-static int	npassed, nfailed;
-
-static void
-check(int ok, const char *what, int line)
-{
-	if (ok) {
-		npassed++;
-		return;
-	}
-	nfailed++;
-	printf("FAIL test_rule.c:%d: %s\n", line, what);
-}
-
-#define CHECK(cond)	check((cond) != 0, #cond, __LINE__)
 
 static const char config[] =
     "rules:\n"
@@ -134,6 +121,5 @@ main(void)
 	CHECK(rule_override(def, "bob@example.org", 15) == NULL);
 
 	conf_free(c);
-	printf("%d passed, %d failed\n", npassed, nfailed);
-	return nfailed != 0;
+	return check_done();
 }
