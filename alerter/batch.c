@@ -100,33 +100,6 @@ ids_str(char *dst, size_t len, const struct batch *b)
 	return dst;
 }
 
-/*
- * A reason for a log value in double quotes: a relay's or a command's
- * words, kept readable (spaces stay) but unable to end the value or the
- * line.
- */
-static const char *
-quote_reason(char *dst, size_t len, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char	 c;
-	size_t		 o = 0;
-
-	for (; *s != '\0' && o + 5 < len; s++) {
-		c = (unsigned char)*s;
-		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-			dst[o++] = (char)c;
-		else {
-			dst[o++] = '\\';
-			dst[o++] = 'x';
-			dst[o++] = hex[c >> 4];
-			dst[o++] = hex[c & 15];
-		}
-	}
-	dst[o] = '\0';
-	return dst;
-}
-
 static void
 envelope_free(struct batch *b)
 {
@@ -235,7 +208,7 @@ send_failed(struct batch *b, const char *why)
 	failing = 1;
 	log_warn("event=mail_failed ids=%s events=%zu attempt=%u "
 	    "reason=\"%s\" retry_in_ms=%lld", ids_str(ids, sizeof(ids), b),
-	    b->n, b->attempts, quote_reason(q, sizeof(q), why),
+	    b->n, b->attempts, log_quote(q, sizeof(q), why, strlen(why)),
 	    (long long)b->backoff_ms);
 	if (drain_fn != NULL) {
 		drain_done();

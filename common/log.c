@@ -84,7 +84,7 @@ log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
 		return dst;
 	for (i = 0; i < srclen; i++) {
 		c = (unsigned char)src[i];
-		if (c >= 0x21 && c < 0x7f && c != '"' && c != '\\') {
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
 			if (o + 1 >= dstlen)
 				break;
 			dst[o++] = (char)c;

@@ -18,9 +18,10 @@ void	log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
 void	log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 
 /*
- * Quote an untrusted byte string for a log value: printable ASCII is kept,
- * everything else (and " and \) becomes \xNN, so one client can't forge log
- * lines or break key=value parsing.  Truncated to fit; returns dst.
+ * Quote an untrusted byte string for a log value in double quotes:
+ * printable ASCII and spaces are kept, everything else (and " and \)
+ * becomes \xNN, so one client can't forge log lines or end the value.
+ * Truncated to fit; returns dst.
  */
 char	*log_quote(char *dst, size_t dstlen, const char *src, size_t srclen);
 

@@ -4,7 +4,6 @@ senderwatch daemons, each in a private temporary directory.
 Every wait here polls a condition with a deadline; nothing sleeps and hopes.
 """
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -61,6 +60,32 @@ def ask(path, data, timeout=5.0):
             out += b
     finally:
         s.close()
+
+
+def log_lines(daemon, what):
+    """The daemon's log lines that contain what."""
+    return [l for l in daemon.log().splitlines() if what in l]
+
+
+def stats(shim):
+    """The shim's counters, from the line SIGUSR1 makes it log."""
+    before = len(log_lines(shim, "event=stats "))
+    shim.signal(signal.SIGUSR1)
+    wait_for(lambda: len(log_lines(shim, "event=stats ")) > before,
+             what="the stats line")
+    line = log_lines(shim, "event=stats ")[-1]
+    return {k: int(v) for k, v in
+            (kv.split("=", 1) for kv in line.split() if "=" in kv)
+            if v.isdigit()}
+
+
+def rss_kb(pid):
+    """A process's resident memory in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 @pytest.fixture

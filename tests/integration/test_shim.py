@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (SHIM, Daemon, ask, shim_config, wait_for,
-                      write_config)
+from conftest import (SHIM, Daemon, ask, log_lines, shim_config, stats,
+                      wait_for, write_config)
 
 PREFIX = "senderwatch"
 STREAM = "senderwatch:stream"
@@ -157,20 +157,6 @@ def timed_ask(sock, data):
     return out, time.monotonic() - t
 
 
-def log_lines(shim, what):
-    return [l for l in shim.log().splitlines() if what in l]
-
-
-def stats(shim):
-    """The shim's counters, from the line SIGUSR1 makes it log."""
-    before = len(log_lines(shim, "event=stats "))
-    shim.signal(signal.SIGUSR1)
-    wait_for(lambda: len(log_lines(shim, "event=stats ")) > before,
-             what="the stats line")
-    line = log_lines(shim, "event=stats ")[-1]
-    return {k: int(v) for k, v in
-            (kv.split("=", 1) for kv in line.split() if "=" in kv)
-            if v.isdigit()}
 
 
 def stream_entries(rdb):
