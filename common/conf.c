@@ -330,9 +330,11 @@ set_opt(struct parse *p, const struct opt *o, const char *section,
 	case OPT_ANSWER:
 		if (*s == '\0')
 			return fail(p, n, "%s: must not be empty", what);
-		if (o->type == OPT_NAME && !valid_name(s))
-			return fail(p, n, "%s: \"%s\" may only contain letters, "
-			    "digits and _ . : @ -", what, s);
+		if (o->type == OPT_NAME && (!valid_name(s) ||
+		    strlen(s) > CONF_NAME_LEN))
+			return fail(p, n, "%s: \"%.*s\" may only contain letters, "
+			    "digits and _ . : @ - (at most %d)", what, 64, s,
+			    CONF_NAME_LEN);
 		if (o->type == OPT_ANSWER && strcasecmp(s, "yes") != 0 &&
 		    strcasecmp(s, "no") != 0)
 			return fail(p, n, "%s: must be \"yes\" or \"no\" "
@@ -945,7 +947,7 @@ set_defaults(struct conf *c)
 	c->alerts_smtp_starttls = 1;
 	if (gethostname(host, sizeof(host)) == -1)
 		strcpy(host, "localhost");
-	host[sizeof(host) - 1] = '\0';
+	host[CONF_NAME_LEN] = '\0';	/* names are bounded everywhere */
 #define DUP(f, v) if (c->f == NULL && (c->f = strdup(v)) == NULL) return -1
 	DUP(hostname, host);
 	DUP(alerts_consumer, host);
@@ -957,6 +959,48 @@ set_defaults(struct conf *c)
 	DUP(events_group, "senderwatch-alerters");
 	DUP(alerts_subject, "Mail Abuse Alert");
 #undef DUP
+	return 0;
+}
+
+/* A string that names Redis keys: PREFIX:[KIND:]RULE[SUFFIX]: */
+static char *
+key_head(const struct conf *c, const char *kind, const char *rule,
+    const char *suffix)
+{
+	char	*s;
+
+	if (asprintf(&s, "%s:%s%s%s%s:", c->redis_prefix, kind,
+	    *kind != '\0' ? ":" : "", rule, suffix) == -1)
+		return NULL;
+	return s;
+}
+
+/*
+ * What every request of a rule sends the same: key name heads and the
+ * limits as text, made once here rather than per request.
+ */
+static int
+rule_prepare(const struct conf *c, struct conf_rule *r)
+{
+	struct conf_limit	*l;
+	size_t			 i;
+
+	if ((r->subjects_head = key_head(c, "subjects", r->name, "")) == NULL ||
+	    (r->override_head = key_head(c, "override", r->name, "")) == NULL)
+		return -1;
+	for (i = 0; i < r->nlimits; i++) {
+		l = &r->limits[i];
+		if ((l->state_head = key_head(c, "", r->name, l->suffix)) ==
+		    NULL || (l->crossed_head = key_head(c, "crossed", r->name,
+		    l->suffix)) == NULL)
+			return -1;
+		snprintf(l->text[0], sizeof(l->text[0]), "%lld",
+		    (long long)l->limit);
+		snprintf(l->text[1], sizeof(l->text[1]), "%lld",
+		    (long long)l->window_ms);
+		snprintf(l->text[2], sizeof(l->text[2]), "%lld",
+		    (long long)l->burst);
+	}
 	return 0;
 }
 
@@ -975,6 +1019,8 @@ post_validate(struct parse *p, const yaml_node_t *root)
 	if (i == c->nrules)
 		return fail(p, root, "rules: a rule named \"default\" is "
 		    "needed (bare requests are counted under it)");
+	if (strlen(c->redis_prefix) > 64)
+		return fail(p, root, "redis.prefix: at most 64 characters");
 	if (c->redis_username != NULL && c->redis_password == NULL)
 		return fail(p, root, "redis.username needs redis.password");
 	if (strncmp(c->redis_address, "unix:", 5) != 0 &&
@@ -993,6 +1039,9 @@ post_validate(struct parse *p, const yaml_node_t *root)
 	if (c->alerts_smtp == NULL && c->alerts_sendmail == NULL &&
 	    (c->alerts_smtp = strdup("localhost:25")) == NULL)
 		return fail(p, root, "out of memory");
+	for (i = 0; i < c->nrules; i++)
+		if (rule_prepare(c, &c->rules[i]) == -1)
+			return fail(p, root, "out of memory");
 	return 0;
 }
 
@@ -1121,6 +1170,12 @@ conf_rule_free(struct conf_rule *r)
 		free(r->deny[i].text);
 	for (i = 0; i < r->noverrides; i++)
 		free(r->overrides[i].key);
+	for (i = 0; i < r->nlimits; i++) {
+		free(r->limits[i].state_head);
+		free(r->limits[i].crossed_head);
+	}
+	free(r->subjects_head);
+	free(r->override_head);
 	free(r->allow);
 	free(r->deny);
 	free(r->overrides);

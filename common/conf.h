@@ -13,6 +13,7 @@
 #define CONF_ERRLEN	512
 #define CONF_NAME_MAX	64		/* rule names: [A-Za-z0-9_-] */
 #define KEY_MAX		512		/* bytes of a key, before escaping */
+#define CONF_NAME_LEN	128		/* host, channel, stream, prefix... */
 
 #define CONF_LIMITS_MAX	8		/* limits per rule, checked at once */
 
@@ -48,6 +49,10 @@ struct conf_limit {
 	int64_t		 window_ms;
 	int64_t		 burst;		/* gcra: bucket size; default limit */
 	char		 suffix[24];	/* ".5m" in multi-limit key names */
+	/* Filled once at load, so a request only copies bytes: */
+	char		 text[3][24];	/* limit, window_ms, burst as text */
+	char		*state_head;	/* "PREFIX:RULE[.5m]:" */
+	char		*crossed_head;	/* "PREFIX:crossed:RULE[.5m]:" */
 };
 
 struct conf_rule {
@@ -64,6 +69,8 @@ struct conf_rule {
 	size_t		 noverrides;
 	char		 postfix_key[CONF_NAME_MAX];	/* policy attribute */
 	char		*postfix_action;		/* over the limit */
+	char		*subjects_head;	/* "PREFIX:subjects:RULE:" */
+	char		*override_head;	/* "PREFIX:override:RULE:" */
 };
 
 struct conf_listen {

@@ -373,11 +373,13 @@ rconn_reset(struct rconn *rc, const char *why)
 		rconn_drop(rc, why);
 }
 
-int
-rconn_command(struct rconn *rc, redisCallbackFn *fn, void *priv, int argc,
-    const char **argv, const size_t *argvlen)
+/* Queue a command: argv, or RESP already formatted (cmd, len). */
+static int
+rconn_queue(struct rconn *rc, redisCallbackFn *fn, void *priv, int argc,
+    const char **argv, const size_t *argvlen, const char *cmd, size_t len)
 {
 	struct rconn_call	*call;
+	int			 rv;
 
 	if (rc->state != RCONN_READY)
 		return -1;
@@ -386,12 +388,31 @@ rconn_command(struct rconn *rc, redisCallbackFn *fn, void *priv, int argc,
 	call->rc = rc;
 	call->fn = fn;
 	call->priv = priv;
-	if (redisAsyncCommandArgv(rc->ac, rconn_call_cb, call, argc, argv,
-	    argvlen) != REDIS_OK) {
+	if (cmd != NULL)
+		rv = redisAsyncFormattedCommand(rc->ac, rconn_call_cb, call,
+		    cmd, len);
+	else
+		rv = redisAsyncCommandArgv(rc->ac, rconn_call_cb, call, argc,
+		    argv, argvlen);
+	if (rv != REDIS_OK) {
 		free(call);
 		return -1;
 	}
 	if (rc->inflight++ == 0)
 		rc->last_reply = ev_now(rc->loop);	/* the wait starts now */
 	return 0;
+}
+
+int
+rconn_command(struct rconn *rc, redisCallbackFn *fn, void *priv, int argc,
+    const char **argv, const size_t *argvlen)
+{
+	return rconn_queue(rc, fn, priv, argc, argv, argvlen, NULL, 0);
+}
+
+int
+rconn_formatted(struct rconn *rc, redisCallbackFn *fn, void *priv,
+    const char *cmd, size_t len)
+{
+	return rconn_queue(rc, fn, priv, 0, NULL, NULL, cmd, len);
 }

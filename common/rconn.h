@@ -44,6 +44,10 @@ int		 rconn_is_ready(const struct rconn *);
 int		 rconn_command(struct rconn *, redisCallbackFn *fn, void *priv,
 		    int argc, const char **argv, const size_t *argvlen);
 
+/* The same with a command already in RESP, as resp_* in script.c make. */
+int		 rconn_formatted(struct rconn *, redisCallbackFn *fn, void *priv,
+		    const char *cmd, size_t len);
+
 /* The raw context, for SUBSCRIBE, whose callback runs many times. */
 redisAsyncContext *rconn_context(struct rconn *);
 

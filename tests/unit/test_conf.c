@@ -415,7 +415,7 @@ test_errors(void)
 	    ":4: shim.listen: must not be empty");
 	BAD(RULES_OK "redis:\n  prefix: \"sw prefix\"\n",
 	    ":4: redis.prefix: \"sw prefix\" may only contain letters, digits "
-	    "and _ . : @ -");
+	    "and _ . : @ - (at most 128)");
 	BAD(RULES_OK "redis:\n  username: sw\n",
 	    ":1: redis.username needs redis.password");
 	BAD(RULES_OK "redis:\n  address: localhost\n",
