@@ -59,7 +59,8 @@ RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
 	     valgrind clang libclang-rt-14-dev
 
-.PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean
+.PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean \
+	FORCE
 
 all: $(BINS) $(B)/sw-bench
 
@@ -69,11 +70,19 @@ $(B)/senderwatch-shim: $(SHIM_OBJ) $(COMMON_OBJ)
 $(B)/senderwatch-alerter: $(ALERTER_OBJ) $(COMMON_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
 
-$(B)/sw-bench: tests/bench/bench.c
+$(B)/sw-bench: tests/bench/bench.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) -std=c11 $(WARN) $(CFLAGS) $(LDFLAGS) -o $@ $< -lev -lm
 
-$(B)/%.o: %.c
+# Objects depend on the flags they were built with: `make SAN=1` after a
+# plain build rebuilds everything instead of mixing the two.
+FLAGS_NOW := $(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS)
+$(B)/.flags: FORCE
+	@mkdir -p $(@D)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+FORCE:
+
+$(B)/%.o: %.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
@@ -84,7 +93,7 @@ $(B)/count_lua.c: scripts/count.lua
 	    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $$0 "\\n\"" } \
 	    END { print ";" }' $< > $@
 
-$(B)/count_lua.o: $(B)/count_lua.c
+$(B)/count_lua.o: $(B)/count_lua.c $(B)/.flags
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-variable-declarations \
 	    -c -o $@ $<
 
