@@ -99,27 +99,34 @@ def parse_replies(out):
     return replies
 
 
+def exim_dirs(d, name):
+    """A private Exim's directory, spool and log directory, and the user
+    and group it runs as: as root, -bh and -bs switch to exim_user, which
+    must own the spool and the log directory."""
+    top = os.path.join(d, name)
+    spool = os.path.join(top, "spool")
+    logdir = os.path.join(top, "log")
+    if os.geteuid() == 0:
+        user, group = "nobody", "nogroup"
+    else:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+    for p in (top, spool, logdir):
+        os.makedirs(p, exist_ok=True)
+    if os.geteuid() == 0:
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+        for p in (spool, logdir):
+            os.chown(p, uid, gid)
+    return top, spool, logdir, user, group
+
+
 class Exim:
     def __init__(self, d, snippet, sock, name="exim"):
         """An Exim in d/name whose RCPT ACL is deploy/exim/snippet with its
         socket path replaced by sock."""
         text = snippet_text(snippet)
         assert text.count(SNIPPET_SOCK) == 1, snippet
-        self.dir = os.path.join(d, name)
-        spool = os.path.join(self.dir, "spool")
-        logdir = os.path.join(self.dir, "log")
-        # As root, -bh runs as exim_user: it must own its directories.
-        if os.geteuid() == 0:
-            user, group = "nobody", "nogroup"
-        else:
-            user = pwd.getpwuid(os.getuid()).pw_name
-            group = grp.getgrgid(os.getgid()).gr_name
-        for p in (self.dir, spool, logdir):
-            os.makedirs(p, exist_ok=True)
-        if os.geteuid() == 0:
-            uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
-            for p in (spool, logdir):
-                os.chown(p, uid, gid)
+        self.dir, spool, logdir, user, group = exim_dirs(d, name)
         self.conf = os.path.join(self.dir, "exim.conf")
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(user=user, group=group, spool=spool,

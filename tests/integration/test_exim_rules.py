@@ -11,9 +11,7 @@ the assertions are on SMTP reply codes, Exim's LOG lines, the shim's log
 and what Redis holds.
 """
 import base64
-import grp
 import os
-import pwd
 import re
 import subprocess
 import time
@@ -21,7 +19,7 @@ import time
 import pytest
 
 from conftest import ROOT, SHIM, shim_config
-from exim import EXIM, SNIPPET_SOCK, Session, snippet_text
+from exim import EXIM, SNIPPET_SOCK, Session, exim_dirs, snippet_text
 
 SNIPPETS = ["senderwatch-subjects.acl", "senderwatch-auth-user.acl",
             "senderwatch-client-ip.acl", "senderwatch-sender.acl",
@@ -105,21 +103,7 @@ class RuleExim:
         assert parts, snippet
         acls = {acl: parts.get(acl, "").replace(SNIPPET_SOCK, sock)
                 for acl in ("acl_smtp_rcpt", "acl_smtp_data")}
-        self.dir = os.path.join(d, name)
-        spool = os.path.join(self.dir, "spool")
-        logdir = os.path.join(self.dir, "log")
-        # As root, Exim runs as exim_user: it must own its directories.
-        if os.geteuid() == 0:
-            user, group = "nobody", "nogroup"
-        else:
-            user = pwd.getpwuid(os.getuid()).pw_name
-            group = grp.getgrgid(os.getgid()).gr_name
-        for p in (self.dir, spool, logdir):
-            os.makedirs(p, exist_ok=True)
-        if os.geteuid() == 0:
-            uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
-            for p in (spool, logdir):
-                os.chown(p, uid, gid)
+        self.dir, spool, logdir, user, group = exim_dirs(d, name)
         self.conf = os.path.join(self.dir, "exim.conf")
         with open(self.conf, "w") as f:
             f.write(CONFIG.format(user=user, group=group, spool=spool,
