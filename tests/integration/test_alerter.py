@@ -25,8 +25,8 @@ import time
 
 import pytest
 
-from conftest import (ALERTER, RUN_USER, Daemon, ask, wait_for,
-                      write_config)
+from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask,
+                      shim_answers, shim_config, wait_for, write_config)
 
 # Another build of the alerter (make B=/tmp/san SAN=1 ...) can be tested
 # with SW_ALERTER=/tmp/san/senderwatch-alerter.
@@ -544,6 +544,81 @@ def test_smtp_down_then_back(make_shim, make_alerter, tmp, redis):
                          r"reason=\"[^\"]*\" retry_in_ms=250", alerter.log())
     finally:
         relay.stop()
+
+
+def test_smtp_relay_hanging(make_shim, make_alerter, tmp, redis):
+    """A relay that accepts connections and never says a word: each
+    attempt ends at smtp_timeout and is retried; the mail goes out once a
+    working relay answers on that port."""
+    shim, sock = make_shim()
+    hang = socket.socket()
+    hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    port = hang.getsockname()[1]
+    alerter = make_alerter(port=port, smtp_timeout="300ms", retry_max="300ms")
+    cross(sock, "hung@example.org")
+    wait_for(lambda: alerter.log().count("event=mail_failed") >= 2,
+             what="attempts to end at the timeout")
+    assert re.search(r"event=mail_failed .*reason=\"[^\"]*[Tt]ime", alerter.log())
+    hang.close()
+    relay = Sink(tmp, "relay")
+    relay.port = port
+    relay.start()
+    try:
+        assert_each_once(redis, relay, 1)
+    finally:
+        relay.stop()
+
+
+class DurableRedis(Redis):
+    """A redis-server that keeps its data across a kill -9 (AOF, fsync on
+    every write), as a production Redis for senderwatch should."""
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.sock,
+             "--unixsocketperm", "777", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", self.dir,
+             "--logfile", self.log])
+        wait_for(self.ping, what="redis-server to answer")
+        return self
+
+
+def test_redis_restarted_under_the_alerter(make_alerter, tmp):
+    """Redis killed with mails pending (the relay is down too) and
+    restarted: every crossing is mailed once, before and after."""
+    r = DurableRedis(tmp, "durable").start()
+    conf, sock = shim_config(tmp, r.sock, name="dshim")
+    shim = Daemon(SHIM, conf, tmp, "dshim")
+    relay = Sink(tmp, "relay").start()
+    try:
+        shim.start(wait=lambda: shim_answers(sock) and "script_loaded" in shim.log())
+        alerter = make_alerter(start=False, redis_sock=r.sock, port=relay.port,
+                               retry_max="300ms")
+        alerter.start(wait=lambda: numsub(r) == 1)
+        for k in ("a", "b", "c"):
+            cross(sock, k + "@example.org")
+        assert_each_once(r, relay, 3)
+        # Two more while the relay is down: they stay pending...
+        relay.stop()
+        cross(sock, "d@example.org")
+        cross(sock, "e@example.org")
+        wait_for(lambda: alerter.log().count("event=mail_failed") >= 1,
+                 what="a failed send")
+        # ...when Redis dies and comes back with its data.
+        r.kill(signal.SIGKILL)
+        r.start()
+        wait_for(lambda: "script_loaded" in shim.log().split("event=redis_down")[-1],
+                 what="the shim to reload its script")
+        relay.start()
+        cross(sock, "f@example.org")
+        assert_each_once(r, relay, 6)
+        assert alerter.proc.poll() is None and shim.proc.poll() is None
+    finally:
+        shim.stop()
+        relay.stop()
+        r.stop()
 
 
 def test_temporary_rejection_is_retried(make_shim, make_alerter, tmp, redis):
