@@ -47,37 +47,62 @@ struct session {
 
 /*
  * Rate-limited warnings: one client or one outage must not flood syslog.
- * The first of a kind is logged at once, the rest as a count every 10 s.
+ * The first of a kind is logged at once; the rest are counted, and the
+ * count is logged with the next one ten seconds on, or by a timer when the
+ * flood has stopped, so the last burst is never silent.
  */
+#define WARN_PERIOD	10.
+
 struct warn_limit {
 	const char	*event;
 	ev_tstamp	 last;
 	uint64_t	 suppressed;
+	char		 msg[512];	/* the last one suppressed */
+	ev_timer	 flush;
 };
 
 static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
 
-static struct warn_limit warn_fail = { "fail_policy", 0, 0 };
-static struct warn_limit warn_bad = { "bad_request", 0, 0 };
-static struct warn_limit warn_timeout = { "client_timeout", 0, 0 };
+static struct warn_limit warn_fail = { .event = "fail_policy" };
+static struct warn_limit warn_bad = { .event = "bad_request" };
+static struct warn_limit warn_timeout = { .event = "client_timeout" };
+
+static void
+warn_flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct warn_limit	*wl = w->data;
+
+	(void)revents;
+	if (wl->suppressed == 0)
+		return;
+	log_warn("event=%s %s suppressed=%llu", wl->event, wl->msg,
+	    (unsigned long long)wl->suppressed);
+	wl->suppressed = 0;
+	wl->last = ev_now(loop);
+}
 
 static void
 warn_limited(struct warn_limit *wl, const char *fmt, const char *a,
     const char *b)
 {
 	ev_tstamp	 now = ev_now(shim.loop);
-	char		 msg[512];
 
-	if (wl->last != 0 && now - wl->last < 10.) {
-		wl->suppressed++;
+	snprintf(wl->msg, sizeof(wl->msg), fmt, a, b);
+	if (wl->last != 0 && now - wl->last < WARN_PERIOD) {
+		if (wl->suppressed++ == 0) {
+			ev_timer_init(&wl->flush, warn_flush_cb,
+			    WARN_PERIOD - (now - wl->last), 0.);
+			wl->flush.data = wl;
+			ev_timer_start(shim.loop, &wl->flush);
+		}
 		return;
 	}
-	snprintf(msg, sizeof(msg), fmt, a, b);
+	ev_timer_stop(shim.loop, &wl->flush);
 	if (wl->suppressed > 0)
-		log_warn("event=%s %s suppressed=%llu", wl->event, msg,
+		log_warn("event=%s %s suppressed=%llu", wl->event, wl->msg,
 		    (unsigned long long)wl->suppressed);
 	else
-		log_warn("event=%s %s", wl->event, msg);
+		log_warn("event=%s %s", wl->event, wl->msg);
 	wl->last = now;
 	wl->suppressed = 0;
 }

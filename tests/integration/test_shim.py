@@ -695,3 +695,16 @@ def test_not_a_socket_is_left_alone(redis, tmp):
         d.stop()
     assert open(sock).read() == "precious\n"
     assert "%s: exists and is not a socket" % sock in d.log()
+
+
+def test_suppressed_warnings_are_counted_when_the_flood_stops(make_shim, redis):
+    """A burst of refusals logs one line at once, and the count of the rest
+    when the ten-second period ends, even if nothing else comes."""
+    shim, sock = make_shim()
+    for _ in range(3):
+        assert ask(sock, "rule=nope\nkey=x@example.org\n\n") == b"no"
+    assert len(log_lines(shim, "event=bad_request")) == 1
+    wait_for(lambda: any("suppressed=2" in l
+                         for l in log_lines(shim, "event=bad_request")),
+             timeout=15, what="the count of the suppressed warnings")
+    assert len(log_lines(shim, "event=bad_request")) == 2
