@@ -129,7 +129,7 @@ integration: all
 
 test: deps-test
 	@$(MAKE) --no-print-directory all $(UNIT_BIN)
-	@sh tests/run-all.sh $(UNIT_BIN)
+	@SW_SAN=$(SAN) sh tests/run-all.sh $(UNIT_BIN)
 
 bench: deps
 	@$(MAKE) --no-print-directory all

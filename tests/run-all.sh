@@ -85,29 +85,34 @@ extra() {
 xp=0
 xf=0
 extra fuzz env FUZZ_SECONDS="${FUZZ_SECONDS:-20}" sh "$root/tests/fuzz/run.sh"
-extra valgrind sh "$root/tests/valgrind.sh"
+if [ -n "${SW_SAN:-}" ]; then
+	# Sanitizer builds and valgrind do not mix: ASan is the memory check.
+	echo "== valgrind: skipped (the daemons are built with sanitizers)"
+else
+	extra valgrind sh "$root/tests/valgrind.sh"
 
-# The integration suite once more with both daemons under valgrind: memory
-# errors or leaks at exit fail the test that started the daemon.  Timing
-# and memory bounds skip themselves there.
-echo "== integration under valgrind (SW_VALGRIND=1)"
-{
-	SW_VALGRIND=1 PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -rfEs \
-	    -p no:cacheprovider "$root/tests/integration" 2>&1
-	echo $? >"$tmp/vg.rc"
-} | tee "$tmp/vg.out"
-last=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|errors|skipped)' \
-    "$tmp/vg.out" | tail -n 1)
-vp=$(field passed "$last")
-vf=$(field failed "$last")
-ve=$(field error "$last")
-vf=$((${vf:-0} + ${ve:-0}))
-if [ "$(cat "$tmp/vg.rc" 2>/dev/null || echo 1)" -ne 0 ] && [ "$vf" -eq 0 ]; then
-	echo "run-all: pytest under valgrind failed to run: counted as 1 failure"
-	vf=1
+	# The integration suite once more with both daemons under valgrind: memory
+	# errors or leaks at exit fail the test that started the daemon.  Timing
+	# and memory bounds skip themselves there.
+	echo "== integration under valgrind (SW_VALGRIND=1)"
+	{
+		SW_VALGRIND=1 PYTHONDONTWRITEBYTECODE=1 "$python" -m pytest -q -rfEs \
+		    -p no:cacheprovider "$root/tests/integration" 2>&1
+		echo $? >"$tmp/vg.rc"
+	} | tee "$tmp/vg.out"
+	last=$(grep -E '^(=+ )?[0-9]+ (passed|failed|error|errors|skipped)' \
+	    "$tmp/vg.out" | tail -n 1)
+	vp=$(field passed "$last")
+	vf=$(field failed "$last")
+	ve=$(field error "$last")
+	vf=$((${vf:-0} + ${ve:-0}))
+	if [ "$(cat "$tmp/vg.rc" 2>/dev/null || echo 1)" -ne 0 ] && [ "$vf" -eq 0 ]; then
+		echo "run-all: pytest under valgrind failed to run: counted as 1 failure"
+		vf=1
+	fi
+	xp=$((xp + ${vp:-0}))
+	xf=$((xf + vf))
 fi
-xp=$((xp + ${vp:-0}))
-xf=$((xf + vf))
 
 echo "unit: $up passed, $uf failed; integration: $ip passed, $ifl failed;" \
     "fuzz and valgrind: $xp passed, $xf failed"
