@@ -88,6 +88,88 @@ def rss_kb(pid):
     raise AssertionError("no VmRSS for pid %d" % pid)
 
 
+class RespError(Exception):
+    pass
+
+
+class Resp:
+    """A binary-safe Redis client on a raw socket: redis-cli mangles keys
+    with NUL and CR, and pub/sub needs a connection that stays open."""
+
+    def __init__(self, path, timeout=5.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+
+    def _fill(self):
+        b = self.sock.recv(65536)
+        if not b:
+            raise ConnectionError("redis closed the connection")
+        self.buf += b
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RespError(rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise RespError("unexpected reply %r" % line)
+
+    def cmd(self, *args):
+        self.send(*args)
+        return self.read()
+
+    def keys(self):
+        """Every key name, exactly as stored (bytes), via SCAN."""
+        cursor, found = b"0", set()
+        while True:
+            cursor, batch = self.cmd("SCAN", cursor, "COUNT", 1000)
+            found.update(batch)
+            if cursor == b"0":
+                return found
+
+
+@pytest.fixture
+def rdb(redis):
+    """A binary-safe connection to the test's redis-server."""
+    r = Resp(redis.sock)
+    yield r
+    r.close()
+
+
 @pytest.fixture
 def tmp(request):
     d = tempfile.mkdtemp(prefix="sw-test-")
