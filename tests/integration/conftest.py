@@ -72,7 +72,7 @@ def stats(shim):
     before = len(log_lines(shim, "event=stats "))
     shim.signal(signal.SIGUSR1)
     wait_for(lambda: len(log_lines(shim, "event=stats ")) > before,
-             what="the stats line")
+             timeout=50 if VALGRIND else 5, what="the stats line")
     line = log_lines(shim, "event=stats ")[-1]
     return {k: int(v) for k, v in
             (kv.split("=", 1) for kv in line.split() if "=" in kv)
