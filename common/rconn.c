@@ -354,12 +354,6 @@ rconn_is_ready(const struct rconn *rc)
 	return rc->state == RCONN_READY;
 }
 
-unsigned
-rconn_inflight(const struct rconn *rc)
-{
-	return rc->inflight;
-}
-
 redisAsyncContext *
 rconn_context(struct rconn *rc)
 {

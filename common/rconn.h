@@ -54,7 +54,4 @@ redisAsyncContext *rconn_context(struct rconn *);
 /* Drop the connection now and reconnect after the backoff. */
 void		 rconn_reset(struct rconn *, const char *why);
 
-/* Commands sent and not answered yet. */
-unsigned	 rconn_inflight(const struct rconn *);
-
 #endif

@@ -34,15 +34,11 @@ redis_ready(struct rconn *rc, void *arg)
 	script_ready();
 }
 
-static void
-redis_down(struct rconn *rc, void *arg)
-{
-	(void)rc;
-	(void)arg;
-	script_down();
-}
-
-static const struct rconn_cb redis_cb = { redis_ready, redis_down };
+/*
+ * No "down" callback: requests in flight get NULL replies from hiredis and
+ * new ones are answered by the fail policy while rconn is not ready.
+ */
+static const struct rconn_cb redis_cb = { redis_ready, NULL };
 
 static void
 log_stats(const char *event)
@@ -207,7 +203,6 @@ main(int argc, char *argv[])
 		ev_signal_init(&sigs[i], signal_cb, signums[i]);
 		ev_signal_start(shim.loop, &sigs[i]);
 	}
-	script_init();
 	shim.redis = rconn_new(shim.loop, c, "shim", &redis_cb, NULL,
 	    /* a hung server: drop after this many seconds without a reply */
 	    c->redis_timeout_ms * 20 / 1000. > 1. ?

@@ -92,18 +92,6 @@ script_ready(void)
 	rconn_command(shim.redis, script_group_cb, NULL, 6, argv, NULL);
 }
 
-void
-script_down(void)
-{
-	/* Nothing to do: pending requests get NULL replies from hiredis. */
-}
-
-int
-script_init(void)
-{
-	return 0;
-}
-
 size_t
 script_escape_key(char *dst, size_t dstlen, const char *key, size_t len)
 {

@@ -66,9 +66,7 @@ void	session_shutdown_all(void);
 void	session_answer(struct session *, int verdict, const char *why);
 
 /* script.c */
-int	script_init(void);
 void	script_ready(void);		/* Redis (re)connected */
-void	script_down(void);
 /*
  * Ask Redis about req on behalf of s.  Returns NULL when the answer must be
  * the fail policy at once (Redis known down); otherwise a pending request

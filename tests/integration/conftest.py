@@ -40,6 +40,16 @@ def wait_for(cond, timeout=5.0, what="condition", interval=0.01):
         time.sleep(interval)
 
 
+def read_all(s):
+    """Read a socket until the peer closes it, as Exim's readsocket does."""
+    out = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            return out
+        out += b
+
+
 def ask(path, data, timeout=5.0):
     """Talk to the shim like Exim's readsocket: connect, write, shut the
     write side, read to EOF.  Returns the bytes read."""
@@ -52,12 +62,7 @@ def ask(path, data, timeout=5.0):
         if data:
             s.sendall(data)
         s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                return out
-            out += b
+        return read_all(s)
     finally:
         s.close()
 

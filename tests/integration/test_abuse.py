@@ -27,8 +27,8 @@ import time
 
 import pytest
 
-from conftest import (RUN_USER, SHIM, Daemon, ask, log_lines, rss_kb,
-                      shim_answers, stats, wait_for, write_config)
+from conftest import (RUN_USER, SHIM, Daemon, ask, log_lines, read_all,
+                      rss_kb, shim_answers, stats, wait_for, write_config)
 
 # Under valgrind (SW_VALGRIND=1) memory and latency figures are valgrind's:
 # the tests bound by them are skipped there, the others wait longer.
@@ -144,15 +144,6 @@ def connect(sock, deadline=10.0):
             if time.monotonic() > end:
                 raise
             time.sleep(0.001)
-
-
-def read_all(s):
-    out = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            return out
-        out += b
 
 
 def raw_log(shim):

@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import (RUN_USER, SHIM, Daemon, ask, log_lines, shim_answers,
-                      wait_for, write_config)
+from conftest import (RUN_USER, SHIM, Daemon, ask, log_lines, read_all,
+                      shim_answers, wait_for, write_config)
 
 
 def free_port():
@@ -99,16 +99,10 @@ def test_tcp_listener_and_redis_over_tcp_with_select(tmp, tcp_redis, daemons):
     daemons.append(start(tmp, "tcp", conf))
 
     def ask_tcp(data):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        while True:
-            b = s.recv(100)
-            if not b:
-                s.close()
-                return out
-            out += b
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            return read_all(s)
     assert [ask_tcp(b"tcp@example.org\n") for _ in range(3)] == [b"no", b"no", b"yes"]
     assert r.cli("-n", 3, "GET", "senderwatch:default:tcp@example.org") == "3"
     assert r.cli("-n", 0, "EXISTS", "senderwatch:default:tcp@example.org") == "0"
