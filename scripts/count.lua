@@ -29,7 +29,8 @@ KEYS[5+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
                                                one event per crossing
 
 ARGV[1]  rule name          ARGV[2]  key as escaped in the key names
-ARGV[3]  cost (>= 0; with mode=peek, 0 asks whether the key is over already)
+ARGV[3]  cost: plain digits, 0 to 999999999 (with mode=peek, 0 asks
+         whether the key is over already)
 ARGV[4]  reporting host
 ARGV[5]  events channel     ARGV[6]  subject to record, or ""
 ARGV[7]  stream MAXLEN ~    ARGV[8]  mode: "count", or "peek" (read only)
@@ -58,6 +59,16 @@ local shadow = ARGV[10] == '1'
 local count_denied = ARGV[11] == '1'
 local factor = tonumber(ARGV[12])
 local n = (#ARGV - 12) / 3
+
+-- INCRBY is given ARGV[3] as written: turning a Lua number back into a
+-- string (sprintf "%.14g") cost more per window than the INCRBY itself.
+-- So the cost must be plain digits INCRBY accepts, or counting stops here
+-- rather than mistaking INCRBY's refusal for a corrupt counter.
+local cost_arg = ARGV[3]
+if not (cost_arg == '0' or (#cost_arg <= 9 and
+    string.match(cost_arg, '^[1-9]%d*$'))) then
+  return redis.error_reply('ERR cost must be a whole number from 0 to 999999999')
+end
 
 local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
 
@@ -137,10 +148,10 @@ if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
   local decided, dcount, crossed, ttl1 = 0, 0, 0, -1
   for i = 1, n do
     local k = KEYS[2 + 2 * i]
-    local c = redis.pcall('INCRBY', k, cost)
+    local c = redis.pcall('INCRBY', k, cost_arg)
     if type(c) == 'table' then		-- not an integer: start afresh
       redis.call('DEL', k)
-      c = redis.call('INCRBY', k, cost)
+      c = redis.call('INCRBY', k, cost_arg)
     end
     redis.call('PEXPIRE', k, ARGV[11 + 3 * i], 'NX')
     local limit = limit_of(i)
@@ -251,7 +262,7 @@ if not over or count_denied then
   for i = 1, n do
     local lim = limits[i]
     if algorithm == 'fixed' then
-      redis.call('INCRBY', lim.state, cost)
+      redis.call('INCRBY', lim.state, cost_arg)
       redis.call('PEXPIRE', lim.state, lim.window, 'NX')
     elseif algorithm == 'sliding' then
       redis.call('HSET', lim.state, 'i', lim.idx, 'c', lim.c + cost,

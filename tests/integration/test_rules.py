@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 
-from conftest import ROOT, ask, wait_for
+from conftest import ROOT, Resp, ask, wait_for
 
 RULES = """\
   default: { limit: 3, window: 60s }
@@ -20,6 +20,11 @@ RULES = """\
       - { limit: 2, window: 400ms }
       - { limit: 5, window: 1h }
   fixed: { limit: 2, window: 300ms }
+  three:
+    limits:
+      - { limit: 1, window: 5m }
+      - { limit: 2, window: 1h }
+      - { limit: 3, window: 1d }
   costly: { limit: 5, window: 60s }
   strict: { limit: 2, window: 60s, count_denied: no }
   slide: { algorithm: sliding, limit: 3, window: 1s }
@@ -79,6 +84,30 @@ def test_several_limits_any_exceeded_says_yes_and_event_names_it(make_shim, redi
     li = [lines[i + 1] for i, l in enumerate(lines) if l.endswith('"limit_index"')]
     # one event per limit per window: the short window twice, the hour once
     assert [x.split()[-1].strip('"') for x in li] == ["1", "1", "2"]
+
+
+def test_three_windows_are_one_command_each_request(make_shim, redis):
+    """However many windows a rule has, a decision is one EVALSHA from the
+    shim: what Redis runs inside the script is MONITOR's "lua" client."""
+    _, sock = make_shim(rules=RULES)
+    mon = Resp(redis.sock)
+    assert mon.cmd("MONITOR") == "OK"
+    # no, then over the 5 m window, then over two of them: all three paths
+    assert answers(sock, "three", "t", 4) == ["no", "yes", "yes", "yes"]
+    marker = Resp(redis.sock)
+    marker.cmd("ECHO", "end-of-test")
+    lines = []
+    while not lines or "end-of-test" not in lines[-1]:
+        lines.append(mon.read())
+    marker.close()
+    mon.close()
+    from_shim = [l for l in lines[:-1] if "lua]" not in l]
+    assert len(from_shim) == 4, from_shim
+    assert all('"EVALSHA"' in l for l in from_shim), from_shim
+    # each of them counted all three windows
+    for w in ("5m", "1h", "1d"):
+        assert redis.cli("GET", "senderwatch:three.%s:t" % w) == "4"
+    assert sum('"INCRBY"' in l for l in lines) == 12
 
 
 def test_fixed_window_starts_at_first_hit_and_expires(make_shim, redis):
@@ -218,6 +247,29 @@ def test_runtime_overrides_appear_announce_and_expire(make_shim, redis):
     assert answers(sock, "default", "erin@example.org", 1) == ["yes"]
     redis.cli("SET", "senderwatch:override:default:fay@example.org", "x2", "EX", "60")
     assert answers(sock, "default", "fay@example.org", 7) == ["no"] * 6 + ["yes"]
+
+
+def test_count_lua_by_hand_as_the_readme_shows(redis):
+    """The README's redis-cli --eval line works, and a cost INCRBY would
+    refuse is an error that leaves the counter alone."""
+    def run(cost):
+        return subprocess.run(
+            ["redis-cli", "-s", redis.sock, "--eval",
+             os.path.join(ROOT, "scripts", "count.lua"),
+             "senderwatch:subjects:default:alice@example.org", "senderwatch:stream",
+             "senderwatch:override:default:alice@example.org",
+             "senderwatch:default:alice@example.org",
+             "senderwatch:crossed:default:alice@example.org", ",",
+             "default", "alice@example.org", cost, "mta1", "senderwatch:events",
+             "", "10000", "count", "fixed", "0", "1", "1", "20", "300000", "20"],
+            capture_output=True, text=True).stdout.split()
+    assert run("1") == ["0", "1", "-1", "0", "0", "0", "0"]
+    assert run("19") == ["0", "20", "-1", "0", "0", "0", "0"]
+    for bad in ("1.5", "007", "-1", "1e3", "x"):
+        assert "cost must be a whole number" in " ".join(run(bad)), bad
+    assert redis.cli("GET", "senderwatch:default:alice@example.org") == "20"
+    assert 0 < int(redis.cli("PTTL", "senderwatch:default:alice@example.org")) <= 300000
+    assert run("1")[:2] == ["1", "21"]
 
 
 def test_bad_rule_attributes_are_refused(make_shim, redis):
