@@ -191,8 +191,14 @@ session_reply(struct session *s, const char *word, const char *reason)
 	ev_timer_set(&s->timer, shim.conf->client_timeout_ms / 1000., 0.);
 	ev_timer_start(shim.loop, &s->timer);
 	ev_io_start(shim.loop, &s->io);
+	/*
+	 * Postfix may have pipelined the next request.  Parse it from the
+	 * loop, not from here: answers that need no Redis (lists, bad input)
+	 * would otherwise recurse once per request still in the buffer.
+	 * Stopping the watcher (session_free) cancels the fed event.
+	 */
 	if (s->len > 0)
-		session_parse(s, 0);	/* Postfix may have pipelined */
+		ev_feed_event(shim.loop, &s->io, EV_CUSTOM);
 }
 
 /* What a verdict means in the client's protocol. */
@@ -426,7 +432,10 @@ session_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 	ssize_t		 n;
 
 	(void)loop;
-	(void)revents;
+	if (revents & EV_CUSTOM) {	/* from session_reply() */
+		session_parse(s, 0);
+		return;
+	}
 	if (s->len == s->cap && session_grow(s) == -1)
 		return;
 	n = read(s->fd, s->buf + s->len, s->cap - s->len);

@@ -340,3 +340,26 @@ def test_postfix_pipelined_requests_each_get_an_answer(make_shim, redis):
     s.close()
     assert buf.split(b"\n\n")[:3] == [b"action=DUNNO", b"action=DUNNO",
                                       b"action=REJECT 5.7.1 slow down"]
+
+
+def test_postfix_pipelined_answers_without_redis_in_order(make_shim, redis):
+    """Pipelined requests that lists answer at once (no Redis) are each
+    answered, in order, on the one connection."""
+    _, sock = make_shim(rules=RULES)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(sock)
+    deny = b"request=smtpd_access_policy\npolicy_context=users\nsender=spammer@example.net\n\n"
+    allow = b"request=smtpd_access_policy\npolicy_context=users\nsender=x@trusted.example\n\n"
+    s.sendall((deny + allow) * 50)
+    buf = b""
+    while buf.count(b"\n\n") < 100:
+        b = s.recv(65536)
+        assert b
+        buf += b
+    s.close()
+    assert buf.split(b"\n\n")[:100] == [
+        b"action=DEFER_IF_PERMIT 4.7.1 too much mail from this sender, "
+        b"try again later",
+        b"action=DUNNO"] * 50
+    assert redis.cli("EXISTS", "senderwatch:users:spammer@example.net") == "0"
