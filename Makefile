@@ -57,7 +57,7 @@ RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
 	     libyaml-dev libcurl4-openssl-dev redis-server redis-tools \
 	     python3 python3-aiosmtpd
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
-	     valgrind clang libclang-rt-14-dev
+	     valgrind clang libclang-rt-14-dev openssl
 
 .PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean \
 	FORCE

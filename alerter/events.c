@@ -10,6 +10,12 @@
  * timer and the batcher (when it has room again) all trigger a read, so a
  * lost wake-up only costs up to a poll period.
  *
+ * Losses.  The shim caps the stream (events.stream_maxlen).  If every
+ * alerter is away long enough, the cap trims entries no alerter ever read,
+ * and XREADGROUP then skips over the gap without a word.  So reads of new
+ * entries go through read_script, which first works out how many entries
+ * the group missed that way, atomically with the read, and we log them.
+ *
  * Claiming.  Entries pending for another consumer for longer than
  * alerts.claim_idle belong to an alerter that died: XAUTOCLAIM takes them.
  *
@@ -68,6 +74,55 @@ static const char own_script[] =
     "end\n"
     "return out\n";
 
+/*
+ * KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] count.
+ * Reply: { lost, the reply of XREADGROUP ... STREAMS stream > }, where lost
+ * is how many entries trimmed off the head of the stream the group never
+ * read (-1: the group keeps no read counter, so it cannot be told).
+ * entries-added less the group's entries-read is everything added since
+ * the last entry the group read; when the oldest entry left is newer than
+ * that one, whatever of it is no longer in the stream was trimmed unread.
+ * A group made with "$" on an empty stream has read nothing but shows no
+ * counter until its first read.
+ */
+static const char read_script[] =
+    "local stream, group = KEYS[1], ARGV[1]\n"
+    "local function fields(a)\n"
+    "  local f = {}\n"
+    "  for i = 1, #a, 2 do f[a[i]] = a[i + 1] end\n"
+    "  return f\n"
+    "end\n"
+    "local function after(a, b)\n"
+    "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+    "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+    "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"
+    "  return am > bm or (am == bm and as > bs)\n"
+    "end\n"
+    "local lost = 0\n"
+    "local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)\n"
+    "if ok then\n"
+    "  for _, g in ipairs(groups) do\n"
+    "    local gf = fields(g)\n"
+    "    if gf['name'] == group then\n"
+    "      local sf = fields(redis.call('XINFO', 'STREAM', stream))\n"
+    "      local first, read = sf['first-entry'], gf['entries-read']\n"
+    "      if not read and gf['last-delivered-id'] == '0-0' then\n"
+    "        read = 0\n"
+    "      end\n"
+    "      if not read then\n"
+    "        lost = -1\n"
+    "      elseif sf['length'] == 0 or\n"
+    "          (first and after(first[1], gf['last-delivered-id'])) then\n"
+    "        lost = math.max(sf['entries-added'] - read - sf['length'], 0)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local r = redis.pcall('XREADGROUP', 'GROUP', group, ARGV[2], 'COUNT',\n"
+    "  ARGV[3], 'STREAMS', stream, '>')\n"
+    "if type(r) == 'table' and r.err then return r end\n"
+    "return { lost, r }\n";
+
 static struct {
 	struct rconn	*cmd;		/* commands */
 	struct rconn	*sub;		/* SUBSCRIBE: wake-ups only */
@@ -88,6 +143,7 @@ static struct {
 	ev_tstamp	 next_claim;
 	ev_tstamp	 next_group;	/* NOGROUP: when to recreate it */
 	int		 read_error_logged;
+	int		 lost_unknown_logged;
 	ev_timer	 poll;
 	ev_timer	 keep;
 } es;
@@ -374,6 +430,33 @@ read_entries(const redisReply *reply)
 	return s->element[1];
 }
 
+/*
+ * read_script's reply: log what the group lost to trimming and return the
+ * XREADGROUP reply inside, or NULL if the reply is not what it sends.
+ */
+static redisReply *
+read_lost(redisReply *reply)
+{
+	long long	 lost;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER)
+		return NULL;
+	lost = reply->element[0]->integer;
+	if (lost > 0) {
+		alerter.stats.events_lost += (uint64_t)lost;
+		log_err("event=events_trimmed lost=%lld stream=%s group=%s "
+		    "reason=\"trimmed from the stream before any alerter read "
+		    "them: raise events.stream_maxlen\"", lost, es.stream,
+		    es.group);
+	} else if (lost < 0 && !es.lost_unknown_logged++)
+		log_warn("event=events_trimmed_unknown stream=%s group=%s "
+		    "reason=\"the group keeps no read counter (set by "
+		    "XGROUP SETID?): entries trimmed unread cannot be "
+		    "counted\"", es.stream, es.group);
+	return reply->element[1];
+}
+
 static void
 read_cb(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -403,6 +486,12 @@ read_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	}
 	es.read_error_logged = 0;
+	if (!es.read_pel && (reply = read_lost(reply)) == NULL) {
+		log_warn("event=read_failed stream=%s reason=\"unexpected "
+		    "reply shape\"", es.stream);
+		es.reading = 0;
+		return;
+	}
 	entries = read_entries(reply);
 	n = entries != NULL ? entries->elements : 0;
 	if (es.read_pel) {
@@ -440,6 +529,7 @@ read_kick(void)
 	const char	*argv[9];
 	char		 count[24];
 	size_t		 room;
+	int		 argc;
 
 	if (alerter.stopping || !rconn_is_ready(es.cmd))
 		return;
@@ -453,16 +543,28 @@ read_kick(void)
 	if (room > READ_MAX)
 		room = READ_MAX;
 	snprintf(count, sizeof(count), "%zu", room);
-	argv[0] = "XREADGROUP";
-	argv[1] = "GROUP";
-	argv[2] = es.group;
-	argv[3] = es.consumer;
-	argv[4] = "COUNT";
-	argv[5] = count;
-	argv[6] = "STREAMS";
-	argv[7] = es.stream;
-	argv[8] = es.pel_done ? ">" : es.pel_cursor;
-	if (rconn_command(es.cmd, read_cb, NULL, 9, argv, NULL) == 0) {
+	if (es.pel_done) {
+		argv[0] = "EVAL";
+		argv[1] = read_script;
+		argv[2] = "1";
+		argv[3] = es.stream;
+		argv[4] = es.group;
+		argv[5] = es.consumer;
+		argv[6] = count;
+		argc = 7;
+	} else {
+		argv[0] = "XREADGROUP";
+		argv[1] = "GROUP";
+		argv[2] = es.group;
+		argv[3] = es.consumer;
+		argv[4] = "COUNT";
+		argv[5] = count;
+		argv[6] = "STREAMS";
+		argv[7] = es.stream;
+		argv[8] = es.pel_cursor;
+		argc = 9;
+	}
+	if (rconn_command(es.cmd, read_cb, NULL, argc, argv, NULL) == 0) {
 		es.reading = 1;
 		es.read_again = 0;
 		es.read_pel = !es.pel_done;

@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -79,6 +80,7 @@ class Store:
             "peer": str(session.peer),
             "auth": session.auth_data.login.decode()
             if isinstance(session.auth_data, LoginPassword) else None,
+            "tls": session.ssl is not None,
         }
         for ext, data in ((".eml", envelope.original_content),
                           (".json", json.dumps(meta).encode())):
@@ -109,25 +111,32 @@ def main():
                     help="seconds to wait before answering the data")
     ap.add_argument("--auth", metavar="USER:PASS",
                     help="require AUTH with this login")
+    ap.add_argument("--tls", metavar="CERT,KEY",
+                    help="offer STARTTLS with this certificate and key")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     store = Store(args.dir, args.reject, args.delay)
-    auth = {}
+    opts = {}
     if args.auth:
         user, _, password = args.auth.partition(":")
-        auth = dict(authenticator=authenticator(user.encode(),
+        opts = dict(authenticator=authenticator(user.encode(),
                                                 password.encode()),
                     auth_required=True, auth_require_tls=False)
+    if args.tls:
+        cert, _, key = args.tls.partition(",")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        opts["tls_context"] = ctx
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # A restarted sink must get its port back at once.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     server = loop.run_until_complete(loop.create_server(
         lambda: Session(store, hostname="sink.test", ident="smtp_sink",
-                        decode_data=False, **auth),
+                        decode_data=False, **opts),
         sock=sock))
     port = server.sockets[0].getsockname()[1]
     print("listening %s %d" % (args.host, port), flush=True)

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask,
+from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask, stats,
                       shim_answers, shim_config, wait_for, write_config)
 
 # Another build of the alerter (make B=/tmp/san SAN=1 ...) can be tested
@@ -70,7 +70,7 @@ class Sink:
         self.proc = None
         os.makedirs(self.dir, exist_ok=True)
 
-    def start(self, reject=0, delay=0, auth=None):
+    def start(self, reject=0, delay=0, auth=None, tls=None):
         with open(self.out, "w"):
             pass
         args = [sys.executable, SINK, "--port", str(self.port),
@@ -81,6 +81,8 @@ class Sink:
             args += ["--delay", str(delay)]
         if auth:
             args += ["--auth", auth]
+        if tls:
+            args += ["--tls", tls]
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(args, stdout=out,
                                          stderr=subprocess.STDOUT)
@@ -373,6 +375,34 @@ def test_down_alerter_catches_up(make_shim, make_alerter, sink, redis):
     assert sink.mails() == []
     alerter.start()
     assert_each_once(redis, sink, 3)
+
+
+def test_entries_trimmed_unread_are_counted(make_shim, make_alerter, sink,
+                                            redis):
+    """While every alerter is away the stream's cap may trim crossings no
+    alerter read: the next read logs how many, the rest are mailed, and
+    trimming what was read is no loss."""
+    shim, sock = make_shim()
+    alerter = make_alerter(port=sink.port)
+    assert alerter.stop() == 0
+    for k in ("a@example.org", "b@example.org", "c@example.org"):
+        cross(sock, k)
+    # What the cap (events.stream_maxlen) does: drop the oldest entries.
+    assert redis.cli("XTRIM", STREAM, "MAXLEN", "1") == "2"
+    cross(sock, "d@example.org")
+    alerter.start()
+    assert_each_once(redis, sink, 2)
+    log = alerter.log()
+    assert log.count("event=events_trimmed ") == 1, log
+    assert "event=events_trimmed lost=2 stream=%s group=%s " % (STREAM, GROUP) \
+        in log
+    # Everything read and mailed, then trimmed: nothing is lost.
+    assert redis.cli("XTRIM", STREAM, "MAXLEN", "0") == "2"
+    cross(sock, "e@example.org")
+    (e,) = stream_ids(redis)
+    wait_for(lambda: e in mailed_ids(sink), what="the mail about e")
+    assert alerter.log().count("event=events_trimmed") == 1
+    assert stats(alerter)["events_lost"] == 2
 
 
 def test_killed_alerter_resends_its_pending(make_shim, make_alerter, sink,
@@ -677,6 +707,60 @@ def test_starttls_required_is_never_skipped(make_shim, make_alerter, sink,
              what="refusals to send without TLS")
     assert sink.mails() == []
     assert len(pending_of(redis, "alerter")) == 1
+
+
+def make_ca(d, name):
+    """A private CA (openssl, as an admin would) and a certificate it signs
+    for the relay at 127.0.0.1: returns (ca.pem, "cert,key")."""
+    def ossl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True,
+                       capture_output=True)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=%s test CA" % name, "-keyout", name + "-ca.key",
+         "-out", name + "-ca.pem")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", name + "-relay.key", "-out", name + "-relay.csr")
+    with open(os.path.join(d, name + "-san.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-days", "1", "-in", name + "-relay.csr",
+         "-CA", name + "-ca.pem", "-CAkey", name + "-ca.key",
+         "-CAcreateserial", "-extfile", name + "-san.cnf",
+         "-out", name + "-relay.pem")
+    return (os.path.join(d, name + "-ca.pem"),
+            "%s,%s" % (os.path.join(d, name + "-relay.pem"),
+                       os.path.join(d, name + "-relay.key")))
+
+
+def test_starttls_with_a_private_ca(make_shim, make_alerter, tmp, redis):
+    """smtp_starttls: yes with smtp_cafile: the relay's certificate is
+    checked against that CA; one from another CA is refused and the mail
+    waits (pending) rather than go out to a relay that may be anyone."""
+    ca, relay_cert = make_ca(tmp, "good")
+    other_ca, _ = make_ca(tmp, "other")
+    relay = Sink(tmp, "tls").start(tls=relay_cert)
+    try:
+        shim, sock = make_shim()
+        wrong = make_alerter("wrong", port=relay.port, retry_max="300ms",
+                             extra="  smtp_starttls: \"yes\"\n"
+                                   "  smtp_cafile: %s\n" % other_ca)
+        cross(sock, "tls@example.org")
+        wait_for(lambda: wrong.log().count("event=mail_failed") >= 2,
+                 what="refusals of a certificate from another CA")
+        assert "certificate" in wrong.log().lower(), wrong.log()
+        assert relay.mails() == []
+        assert len(pending_of(redis, "wrong")) == 1
+        assert wrong.stop() == 0
+
+        right = make_alerter("right", port=relay.port,
+                             extra="  smtp_starttls: \"yes\"\n"
+                                   "  smtp_cafile: %s\n" % ca)
+        ids = assert_each_once(redis, relay, 1)
+        (m,) = relay.mails()
+        assert m.meta["tls"] is True
+        assert m.ids == ids
+        assert "event=mail_sent" in right.log()
+    finally:
+        relay.stop()
 
 
 def test_burst_is_one_digest(make_shim, make_alerter, sink, redis):
