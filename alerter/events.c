@@ -16,6 +16,14 @@
  * entries go through read_script, which first works out how many entries
  * the group missed that way, atomically with the read, and we log them.
  *
+ * One process per consumer name.  Two alerters that share a consumer name
+ * share its pending list, so each would mail what the other is sending.
+ * So reading waits for a lease, PREFIX:alerter:CONSUMER, that we renew
+ * every POLL_S and that lapses LEASE_MS after its holder stops renewing.
+ * A lease held by this host's earlier process (its pid gone: a crash or a
+ * restart) is taken over at once; one held by a live process is not, and
+ * says so in the log until that alerter goes away.
+ *
  * Claiming.  Entries pending for another consumer for longer than
  * alerts.claim_idle belong to an alerter that died: XAUTOCLAIM takes them.
  *
@@ -32,10 +40,12 @@
  */
 #include <errno.h>
 #include <search.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alerter.h"
 #include "log.h"
@@ -45,6 +55,8 @@
 #define OWN_MAX		1000	/* ids per ownership script call */
 #define POLL_S		1.0	/* read even without a wake-up this often */
 #define CMD_HUNG_S	10.0	/* drop the command connection after this */
+#define LEASE_MS	3000	/* a consumer-name lease lapses after this */
+#define LEASE_LOG_S	60.0	/* repeat "name in use" this often */
 
 /*
  * KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3..] entry ids.
@@ -123,6 +135,17 @@ static const char read_script[] =
     "if type(r) == 'table' and r.err then return r end\n"
     "return { lost, r }\n";
 
+/*
+ * KEYS[1] lease; ARGV[1] us ("host pid"), ARGV[2] ttl ms, ARGV[3] a holder
+ * we may replace (our own dead process), or "".  Reply: "" once the lease
+ * is ours for ttl ms, else the holder's value.
+ */
+static const char lease_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and v ~= ARGV[1] and v ~= ARGV[3] then return v end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return ''\n";
+
 static struct {
 	struct rconn	*cmd;		/* commands */
 	struct rconn	*sub;		/* SUBSCRIBE: wake-ups only */
@@ -144,6 +167,12 @@ static struct {
 	ev_tstamp	 next_group;	/* NOGROUP: when to recreate it */
 	int		 read_error_logged;
 	int		 lost_unknown_logged;
+	char		*lease_key;
+	char		 lease_me[320];	/* "host pid" */
+	char		 lease_stale[320];	/* our dead process's, or "" */
+	int		 lease;		/* ours: reading may go on */
+	int		 leasing;	/* a lease call in flight */
+	ev_tstamp	 lease_logged;	/* last "name in use" line */
 	ev_timer	 poll;
 	ev_timer	 keep;
 } es;
@@ -531,7 +560,7 @@ read_kick(void)
 	size_t		 room;
 	int		 argc;
 
-	if (alerter.stopping || !rconn_is_ready(es.cmd))
+	if (alerter.stopping || !rconn_is_ready(es.cmd) || !es.lease)
 		return;
 	if (es.reading) {
 		es.read_again = 1;
@@ -637,7 +666,7 @@ claim_kick(void)
 	size_t		 room;
 
 	if (alerter.stopping || !rconn_is_ready(es.cmd) || es.claiming ||
-	    !es.pel_done || es.autoclaim_broken ||
+	    !es.lease || !es.pel_done || es.autoclaim_broken ||
 	    ev_now(alerter.loop) < es.next_claim)
 		return;
 	if ((room = batch_room()) == 0)
@@ -822,12 +851,116 @@ keep_schedule(void)
 	ev_timer_start(alerter.loop, &es.keep);
 }
 
+static void	lease_kick(void);
+
+/* Is holder "HOST PID" a process of this host that no longer runs? */
+static int
+lease_holder_gone(const char *holder, size_t len)
+{
+	const char	*sp;
+	size_t		 hlen;
+	long		 pid;
+	char		 num[24], *end;
+
+	if ((sp = memchr(holder, ' ', len)) == NULL)
+		return 0;
+	hlen = strchr(es.lease_me, ' ') - es.lease_me;
+	if ((size_t)(sp - holder) != hlen ||
+	    memcmp(holder, es.lease_me, hlen) != 0 ||
+	    len - (sp + 1 - holder) >= sizeof(num))
+		return 0;
+	memcpy(num, sp + 1, len - (sp + 1 - holder));
+	num[len - (sp + 1 - holder)] = '\0';
+	pid = strtol(num, &end, 10);
+	if (*end != '\0' || pid <= 0)
+		return 0;
+	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+static void
+lease_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	redisReply	*reply = r;
+	char		 q[sizeof(es.lease_me) * 4];
+	ev_tstamp	 now = ev_now(alerter.loop);
+
+	(void)ac;
+	(void)priv;
+	es.leasing = 0;
+	if (reply == NULL || alerter.stopping) {
+		es.lease = 0;	/* taken again before reading on reconnect */
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		/* A guard must not stop the alerts: go on without it. */
+		if (!es.lease)
+			log_warn("event=lease_failed key=%s reason=\"%s\" "
+			    "action=read_anyway", es.lease_key, reply->str);
+		es.lease = 1;
+		read_kick();
+		return;
+	}
+	if (reply->type != REDIS_REPLY_STRING)
+		return;
+	if (reply->len == 0) {
+		es.lease_stale[0] = '\0';
+		if (!es.lease) {
+			if (es.lease_logged > 0)
+				log_info("event=consumer_free consumer=%s",
+				    es.consumer);
+			es.lease_logged = 0;
+			es.lease = 1;
+			read_kick();
+			claim_kick();
+		}
+		return;
+	}
+	es.lease = 0;
+	if (lease_holder_gone(reply->str, reply->len) &&
+	    reply->len < sizeof(es.lease_stale)) {
+		/* Our own earlier process: take its lease over now. */
+		memcpy(es.lease_stale, reply->str, reply->len);
+		es.lease_stale[reply->len] = '\0';
+		lease_kick();
+		return;
+	}
+	if (es.lease_logged == 0 || now - es.lease_logged >= LEASE_LOG_S) {
+		es.lease_logged = now;
+		log_err("event=consumer_in_use consumer=%s holder=\"%s\" "
+		    "reason=\"another alerter reads as this consumer: give "
+		    "each alerter its own alerts.consumer\" action=wait",
+		    es.consumer, log_quote(q, sizeof(q), reply->str,
+		    reply->len));
+	}
+}
+
+static void
+lease_kick(void)
+{
+	const char	*argv[7];
+	char		 ttl[24];
+
+	if (alerter.stopping || !rconn_is_ready(es.cmd) || es.leasing)
+		return;
+	snprintf(ttl, sizeof(ttl), "%d", LEASE_MS);
+	argv[0] = "EVAL";
+	argv[1] = lease_script;
+	argv[2] = "1";
+	argv[3] = es.lease_key;
+	argv[4] = es.lease_me;
+	argv[5] = ttl;
+	argv[6] = es.lease_stale;
+	if (rconn_command(es.cmd, lease_cb, NULL, 7, argv, NULL) == 0)
+		es.leasing = 1;
+}
+
 static void
 poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
+	lease_kick();
 	read_kick();
 	claim_kick();
 }
@@ -842,8 +975,9 @@ cmd_ready(struct rconn *rc, void *arg)
 	es.pel_resumed = 0;
 	snprintf(es.pel_cursor, sizeof(es.pel_cursor), "0");
 	es.reading = es.claiming = 0;
+	es.lease = es.leasing = 0;
 	group_create();
-	read_kick();
+	lease_kick();		/* reading starts once the lease is ours */
 	batch_redis_ready();
 }
 
@@ -900,10 +1034,22 @@ int
 events_init(char *err, size_t errlen)
 {
 	const struct conf	*c = alerter.conf;
+	char			 host[256];
 
 	if ((es.stream = strdup(c->events_stream)) == NULL ||
 	    (es.group = strdup(c->events_group)) == NULL ||
 	    (es.consumer = strdup(c->alerts_consumer)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (gethostname(host, sizeof(host)) == -1)
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(es.lease_me, sizeof(es.lease_me), "%s %ld", host,
+	    (long)getpid());
+	if (asprintf(&es.lease_key, "%s:alerter:%s", c->redis_prefix,
+	    es.consumer) == -1) {
+		es.lease_key = NULL;
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -963,4 +1109,5 @@ events_free(void)
 	free(es.group);
 	free(es.consumer);
 	free(es.channel);
+	free(es.lease_key);
 }

@@ -482,6 +482,59 @@ def test_two_alerters_one_mail_per_crossing(make_shim, make_alerter, sink,
     assert sum(sent) == len(sink.mails())
 
 
+def test_one_process_per_consumer_name(make_shim, make_alerter, sink,
+                                        redis):
+    """A second alerter configured with a consumer name already in use
+    waits (and says so) instead of mailing the first one's events; it
+    takes over once the first is gone.  A restart of the same alerter is
+    not kept waiting by its own earlier lease."""
+    shim, sock = make_shim()
+    first = make_alerter("first", port=sink.port, consumer="mx1")
+    lease = "senderwatch:alerter:mx1"
+    wait_for(lambda: redis.cli("GET", lease).endswith(" %d" % first.proc.pid),
+             what="the first alerter's lease")
+    assert 0 < int(redis.cli("PTTL", lease)) <= 3000
+    second = make_alerter("second", port=sink.port, consumer="mx1")
+    wait_for(lambda: "event=consumer_in_use consumer=mx1" in second.log(),
+             what="the second alerter to see the name in use")
+    for k in ("a@example.org", "b@example.org", "c@example.org"):
+        cross(sock, k)
+    assert_each_once(redis, sink, 3)
+    assert "event=mail_sent" not in second.log()
+    assert "event=event_" not in second.log()
+
+    # Gone: its pid on this host no longer runs, so no wait for the lapse.
+    assert first.stop() == 0
+    wait_for(lambda: "event=consumer_free consumer=mx1" in second.log(),
+             timeout=10, what="the second alerter to take over")
+    cross(sock, "d@example.org")
+    assert_each_once(redis, sink, 4)
+    assert "event=mail_sent" in second.log()
+
+    # Stopped and started again: its own lease does not hold it up.
+    in_use = second.log().count("event=consumer_in_use")
+    assert second.stop() == 0
+    second.start(wait=lambda: second.log().count("event=redis_up "
+                                                 "conn=alerter ") == 2)
+    cross(sock, "e@example.org")
+    assert_each_once(redis, sink, 5)
+    assert second.log().count("event=consumer_in_use") == in_use
+    assert redis.cli("GET", lease).endswith(" %d" % second.proc.pid)
+
+    # Held from another host: wait until that lease lapses unrenewed.
+    assert second.stop() == 0
+    redis.cli("SET", lease, "mx9.example 4242", "PX", "1500")
+    second.start(wait=lambda: second.log().count("event=redis_up "
+                                                 "conn=alerter ") == 3)
+    wait_for(lambda: second.log().count("event=consumer_in_use") > in_use,
+             what="the wait for the other host's lease")
+    assert 'holder="mx9.example 4242"' in second.log()
+    cross(sock, "f@example.org")
+    wait_for(lambda: second.log().count("event=consumer_free") == 2,
+             timeout=10, what="the lapse of the other host's lease")
+    assert_each_once(redis, sink, 6)
+
+
 def test_dead_alerter_is_taken_over(make_shim, make_alerter, sink, redis):
     shim, sock = make_shim()
     a1 = make_alerter("a1", port=sink.port, digest_wait="30s")
