@@ -13,6 +13,7 @@ and what Redis holds.
 import base64
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -427,6 +428,70 @@ def test_sender_normalised(make_shim, redis, tmp):
     assert keys(redis, "senderwatch:sender:*") == [
         "senderwatch:sender:alice@example.org",
         "senderwatch:sender:bob@example.org"]
+
+
+DEBIAN_EXIM = "/etc/exim4"
+UPDATE_EXIM = "/usr/sbin/update-exim4.conf"
+
+
+class DebianExim(RuleExim):
+    """Debian's own split configuration, set up the way the snippets'
+    headers tell an admin: the RCPT part pasted into a copy of
+    conf.d/acl/30_exim4-config_check_rcpt right after its first statement
+    (local submissions), ahead of the accepts for relay hosts and
+    authenticated users; my_hosts in conf.d/main; the relay network in
+    update-exim4.conf.conf; the file made by update-exim4.conf."""
+
+    def __init__(self, d, snippet, sock, name="debian"):
+        top = os.path.join(d, name)
+        shutil.copytree(os.path.join(DEBIAN_EXIM, "conf.d"),
+                        os.path.join(top, "conf.d"))
+        with open(os.path.join(DEBIAN_EXIM, "update-exim4.conf.conf")) as f:
+            dc = f.read()
+        for k, v in (("dc_eximconfig_configtype", "internet"),
+                     ("dc_relay_nets", "192.0.2.0/24"),
+                     ("dc_use_split_config", "true")):
+            dc = re.sub(r"(?m)^%s=.*$" % k, "%s='%s'" % (k, v), dc)
+        with open(os.path.join(top, "update-exim4.conf.conf"), "w") as f:
+            f.write(dc)
+        with open(os.path.join(top, "conf.d", "main", "000_localmacros"),
+                  "w") as f:
+            f.write("hostlist my_hosts = 192.0.2.0/24\n")
+        rcpt = os.path.join(top, "conf.d", "acl",
+                            "30_exim4-config_check_rcpt")
+        with open(rcpt) as f:
+            acl = f.read()
+        first = "  accept\n    hosts = :\n    control = dkim_disable_verify\n"
+        assert acl.count(first) == 1, "Debian's check_rcpt has changed"
+        part = sections(snippet_text(snippet))["acl_smtp_rcpt"]
+        with open(rcpt, "w") as f:
+            f.write(acl.replace(first, first + "\n" +
+                                part.replace(SNIPPET_SOCK, sock) + "\n"))
+        self.dir = top
+        self.conf = os.path.join(top, "exim4.conf")
+        r = subprocess.run([UPDATE_EXIM, "-d", top, "-o", self.conf],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(UPDATE_EXIM),
+                    reason="Debian's exim4-config is not installed")
+def test_sender_in_debian_split_config(make_shim, redis, tmp):
+    """Mail relayed for my_hosts is counted and deferred over the limit,
+    though Debian's ACL accepts relay hosts a few statements later."""
+    shim, sock = make_shim(rules=RULES)
+    exim = DebianExim(tmp, "senderwatch-sender.acl", sock)
+    assert exim.verify().returncode == 0
+    assert exim.session("Alice@example.org").rcpt_codes == [250]
+    assert exim.session("alice+x@example.org").rcpt_codes == [250]
+    s = exim.session("alice@example.org")
+    assert s.rcpt_codes == [451] and s.rcpt[0].text == DEFER
+    assert s.logged("senderwatch: sender over the limit"), s.log
+    assert redis.cli("GET", "senderwatch:sender:alice@example.org") == "3"
+    # from outside my_hosts: not counted (and not relayed either)
+    assert exim.session("alice@example.org", host="198.51.100.7"
+                        ).rcpt_codes[0] >= 500
+    assert redis.cli("GET", "senderwatch:sender:alice@example.org") == "3"
 
 
 def test_recipients_per_day_costs_each_recipient(make_shim, redis, tmp):
