@@ -857,24 +857,19 @@ static void	lease_kick(void);
 static int
 lease_holder_gone(const char *holder, size_t len)
 {
-	const char	*sp;
-	size_t		 hlen;
-	long		 pid;
-	char		 num[24], *end;
+	/* "HOST " is ours up to and with the space. */
+	size_t	 hlen = strchr(es.lease_me, ' ') + 1 - es.lease_me;
+	char	 num[24], *end;
+	long	 pid;
 
-	if ((sp = memchr(holder, ' ', len)) == NULL)
+	if (len <= hlen || len - hlen >= sizeof(num) ||
+	    memcmp(holder, es.lease_me, hlen) != 0)
 		return 0;
-	hlen = strchr(es.lease_me, ' ') - es.lease_me;
-	if ((size_t)(sp - holder) != hlen ||
-	    memcmp(holder, es.lease_me, hlen) != 0 ||
-	    len - (sp + 1 - holder) >= sizeof(num))
-		return 0;
-	memcpy(num, sp + 1, len - (sp + 1 - holder));
-	num[len - (sp + 1 - holder)] = '\0';
+	memcpy(num, holder + hlen, len - hlen);
+	num[len - hlen] = '\0';
 	pid = strtol(num, &end, 10);
-	if (*end != '\0' || pid <= 0)
-		return 0;
-	return kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+	return *end == '\0' && pid > 0 && kill((pid_t)pid, 0) == -1 &&
+	    errno == ESRCH;
 }
 
 static void

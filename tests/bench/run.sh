@@ -214,15 +214,21 @@ PIN=
 echo "bench: $(nproc) CPUs, ${SECS}s per run after ${WARMUP}s warmup," \
 	"$NKEYS keys, shim pid $SHIM_PID"
 
-# Redis's CPU time so far, in clock ticks (utime + stime).
+# Redis's CPU time so far, in clock ticks (utime + stime), and the
+# decisions it has run (EVALSHA calls, warmups included like the time).
 redis_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"
+}
+redis_evalsha() {
+	redis-cli -s "$T/redis.sock" info commandstats | tr -d '\r' |
+	    awk -F'[:=,]' '$1 == "cmdstat_evalsha" { n = $3 } END { print n + 0 }'
 }
 HZ=$(getconf CLK_TCK)
 
 run_load() {
-	local name=$1 sock=$2 conc=$3 out t0
+	local name=$1 sock=$2 conc=$3 out t0 e0
 	t0=$(redis_ticks)
+	e0=$(redis_evalsha)
 	# $PIN (unquoted: empty, or a taskset prefix) places the load generator.
 	out=$($PIN "$SWB" load -s "$sock" -c "$conc" -d "$SECS" -w "$WARMUP" \
 		-k "$NKEYS" ${4:+-r "$4"} 2>"$T/load.err") ||
@@ -232,15 +238,9 @@ run_load() {
 		sed 's/^/            /' "$T/load.err"
 	fi
 	RES[$name,$conc]=$out
-	# Redis CPU per decision, warmup included in both the time and the
-	# count (the load generator's warmup decisions are not reported, so
-	# take them at the measured rate: close enough for a per-decision cost).
 	REDIS_US[$name]=$(awk -v t="$(($(redis_ticks) - t0))" -v hz="$HZ" \
-	    -v n="$(field decisions "$out")" -v r="$(field rate "$out")" \
-	    -v secs="$SECS" -v w="$WARMUP" 'BEGIN {
-		d = n * (secs + w) / secs
-		printf "%.1f", (d > 0 ? t * 1e6 / hz / d : 0)
-	}')
+	    -v n="$(($(redis_evalsha) - e0))" \
+	    'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
 	check_alive
 }
 
@@ -323,19 +323,25 @@ echo "target: at c=$TARGET_CONC shim >= 60% of floor decisions/s and" \
 # and the load generator on the other.  The same runs with all three
 # sharing both cores follow, and Redis's CPU per decision in each, which is
 # what a Redis sized for the cluster must budget for extra windows.
-ratio_line() {
-	awk -v a="$(field rate "${RES[$1,$TARGET_CONC]}")" \
-	    -v b="$(field rate "${RES[${1}2,$TARGET_CONC]}")" \
-	    -v c="$(field rate "${RES[$2,$TARGET_CONC]}")" \
-	    -v d="$(field rate "${RES[${2}2,$TARGET_CONC]}")" \
-	    -v ra="${REDIS_US[$1]}" -v rb="${REDIS_US[${1}2]}" \
-	    -v rc="${REDIS_US[$2]}" -v rd="${REDIS_US[${2}2]}" \
-	    -v what="$3" 'BEGIN {
-		one = (a + b) / 2; three = (c + d) / 2
-		printf "%s: one window %.0f/s, three windows %.0f/s: three at %.0f%% of one; Redis CPU per decision %.1f us and %.1f us\n",
-		    what, one, three, (one > 0 ? 100 * three / one : 0),
-		    (ra + rb) / 2, (rc + rd) / 2
-	}'
+# The mean of runs NAME and NAME2: their rate, or Redis's CPU per decision.
+mean_rate() {
+	echo $((($(field rate "${RES[$1,$TARGET_CONC]}" | cut -d. -f1) +
+	    $(field rate "${RES[${1}2,$TARGET_CONC]}" | cut -d. -f1)) / 2))
+}
+mean_us() {
+	awk -v a="${REDIS_US[$1]}" -v b="${REDIS_US[${1}2]}" \
+	    'BEGIN { printf "%.1f", (a + b) / 2 }'
+}
+
+# rules_report ONE THREE WHAT: print the comparison, leave it in RATIO (%).
+rules_report() {
+	local one three
+	one=$(mean_rate "$1")
+	three=$(mean_rate "$2")
+	RATIO=$((one > 0 ? 100 * three / one : 0))
+	echo "$3: one window $one/s, three windows $three/s: three at" \
+	    "$RATIO% of one; Redis CPU per decision $(mean_us "$1") us and" \
+	    "$(mean_us "$2") us"
 }
 
 verdict="n/a (needs 2 CPUs and taskset)"
@@ -354,13 +360,10 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
 	PIN=
 	taskset -pc 0-$(($(nproc) - 1)) "$REDIS_PID" >/dev/null
 	taskset -pc 0-$(($(nproc) - 1)) "$SHIM_PID" >/dev/null
-	pinned=$(ratio_line pone pthree "Redis on its own core")
-	echo "$pinned"
-	verdict=$(awk -v l="$pinned" 'BEGIN {
-		match(l, /three at [0-9]+%/)
-		pct = substr(l, RSTART + 9, RLENGTH - 10) + 0
-		printf "%s (three at %d%% of one)", (pct >= 85 ? "PASS" : "FAIL"), pct
-	}')
+	rules_report pone pthree "Redis on its own core"
+	verdict="PASS"
+	((RATIO >= 85)) || verdict="FAIL"
+	verdict="$verdict (three at $RATIO% of one)"
 fi
 
 echo
@@ -369,7 +372,7 @@ run_load one "$T/shim.sock" "$TARGET_CONC" one
 run_load three "$T/shim.sock" "$TARGET_CONC" three
 run_load three2 "$T/shim.sock" "$TARGET_CONC" three
 run_load one2 "$T/shim.sock" "$TARGET_CONC" one
-ratio_line one three "sharing the cores (information: the extra Redis CPU competes with the client here)"
+rules_report one three "sharing the cores (information: the extra Redis CPU competes with the client here)"
 echo "target: three windows within 15% of one, Redis on its own core: $verdict"
 
 # --- Redis memory per tracked key --------------------------------------------

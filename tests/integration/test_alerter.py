@@ -405,9 +405,9 @@ def test_entries_trimmed_unread_are_counted(make_shim, make_alerter, sink,
     assert stats(alerter)["events_lost"] == 2
 
 
-def test_killed_alerter_resends_its_pending(make_shim, make_alerter, sink,
-                                            redis):
-    # A long gather: the events are read (pending for a1) but not mailed.
+def kill_holding_two(make_shim, make_alerter, sink, redis):
+    """Alerter a1 reads two crossings, which a long gather keeps unmailed
+    (pending for a1), and is killed."""
     shim, sock = make_shim()
     a1 = make_alerter("a1", port=sink.port, digest_wait="30s")
     for k in ("a@example.org", "b@example.org"):
@@ -416,6 +416,11 @@ def test_killed_alerter_resends_its_pending(make_shim, make_alerter, sink,
              what="a1 to hold both events")
     a1.signal(signal.SIGKILL)
     a1.proc.wait(timeout=10)
+
+
+def test_killed_alerter_resends_its_pending(make_shim, make_alerter, sink,
+                                            redis):
+    kill_holding_two(make_shim, make_alerter, sink, redis)
     assert sink.mails() == []
     a2 = make_alerter("a1-again", port=sink.port, consumer="a1")
     ids = assert_each_once(redis, sink, 2)
@@ -536,14 +541,7 @@ def test_one_process_per_consumer_name(make_shim, make_alerter, sink,
 
 
 def test_dead_alerter_is_taken_over(make_shim, make_alerter, sink, redis):
-    shim, sock = make_shim()
-    a1 = make_alerter("a1", port=sink.port, digest_wait="30s")
-    for k in ("a@example.org", "b@example.org"):
-        cross(sock, k)
-    wait_for(lambda: len(pending_of(redis, "a1")) == 2,
-             what="a1 to hold both events")
-    a1.signal(signal.SIGKILL)
-    a1.proc.wait(timeout=10)
+    kill_holding_two(make_shim, make_alerter, sink, redis)
     t = time.time()
     a2 = make_alerter("a2", port=sink.port, claim_idle="1s")
     assert_each_once(redis, sink, 2)

@@ -325,40 +325,36 @@ def test_postfix_policy_protocol_keeps_the_connection(make_shim, redis):
         p.close()
 
 
-def test_postfix_pipelined_requests_each_get_an_answer(make_shim, redis):
-    _, sock = make_shim(rules=RULES)
+def pipelined(sock, data, n):
+    """Send several policy requests at once, as one write, on one
+    connection; return the first n answers (without their empty line)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(5)
     s.connect(sock)
-    req = b"request=smtpd_access_policy\nsasl_username=pip\nsender=a@b\n\n"
-    s.sendall(req * 3)
+    s.sendall(data)
     buf = b""
-    while buf.count(b"\n\n") < 3:
-        b = s.recv(4096)
-        assert b
+    while buf.count(b"\n\n") < n:
+        b = s.recv(65536)
+        assert b, buf
         buf += b
     s.close()
-    assert buf.split(b"\n\n")[:3] == [b"action=DUNNO", b"action=DUNNO",
-                                      b"action=REJECT 5.7.1 slow down"]
+    return buf.split(b"\n\n")[:n]
+
+
+def test_postfix_pipelined_requests_each_get_an_answer(make_shim, redis):
+    _, sock = make_shim(rules=RULES)
+    req = b"request=smtpd_access_policy\nsasl_username=pip\nsender=a@b\n\n"
+    assert pipelined(sock, req * 3, 3) == [b"action=DUNNO", b"action=DUNNO",
+                                           b"action=REJECT 5.7.1 slow down"]
 
 
 def test_postfix_pipelined_answers_without_redis_in_order(make_shim, redis):
     """Pipelined requests that lists answer at once (no Redis) are each
     answered, in order, on the one connection."""
     _, sock = make_shim(rules=RULES)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5)
-    s.connect(sock)
     deny = b"request=smtpd_access_policy\npolicy_context=users\nsender=spammer@example.net\n\n"
     allow = b"request=smtpd_access_policy\npolicy_context=users\nsender=x@trusted.example\n\n"
-    s.sendall((deny + allow) * 50)
-    buf = b""
-    while buf.count(b"\n\n") < 100:
-        b = s.recv(65536)
-        assert b
-        buf += b
-    s.close()
-    assert buf.split(b"\n\n")[:100] == [
+    assert pipelined(sock, (deny + allow) * 50, 100) == [
         b"action=DEFER_IF_PERMIT 4.7.1 too much mail from this sender, "
         b"try again later",
         b"action=DUNNO"] * 50
