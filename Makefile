@@ -30,15 +30,19 @@ endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CPPFLAGS += -D_GNU_SOURCE -DSW_VERSION='"$(VERSION)"' -Icommon -I$(B)
+sysconfdir ?= /etc
+CPPFLAGS += -D_GNU_SOURCE -DSW_VERSION='"$(VERSION)"' \
+	    -DSW_SYSCONFDIR='"$(sysconfdir)"' -Icommon -I$(B)
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP
 
 COMMON_SRC	:= $(wildcard common/*.c)
 SHIM_SRC	:= $(wildcard shim/*.c)
 ALERTER_SRC	:= $(wildcard alerter/*.c)
 
-COMMON_OBJ	:= $(COMMON_SRC:%.c=$(B)/%.o)
-SHIM_OBJ	:= $(SHIM_SRC:%.c=$(B)/%.o) $(B)/count_lua.o
+LUA_SRC		:= $(wildcard scripts/*.lua)
+LUA_OBJ		:= $(LUA_SRC:scripts/%.lua=$(B)/scripts/%_lua.o)
+COMMON_OBJ	:= $(COMMON_SRC:%.c=$(B)/%.o) $(LUA_OBJ)
+SHIM_OBJ	:= $(SHIM_SRC:%.c=$(B)/%.o)
 ALERTER_OBJ	:= $(ALERTER_SRC:%.c=$(B)/%.o)
 # Everything but main.c, for the unit tests to link against.
 SHIM_LIB	:= $(filter-out $(B)/shim/main.o,$(SHIM_OBJ))
@@ -56,8 +60,11 @@ endif
 RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
 	     libyaml-dev libcurl4-openssl-dev redis-server redis-tools \
 	     python3 python3-aiosmtpd
+# Postfix conflicts with exim4, so the tests run it unpacked from its .deb
+# (tests/integration/postfix.py): only its libraries are installed.
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
-	     valgrind clang libclang-rt-14-dev openssl
+	     valgrind clang libclang-rt-14-dev openssl swaks libdb5.3 \
+	     libicu72 libnsl2 libsasl2-2 libssl3
 
 .PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean \
 	FORCE
@@ -86,14 +93,18 @@ $(B)/%.o: %.c $(B)/.flags
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
-# The Lua script is compiled in: the daemon and its script cannot drift.
-$(B)/count_lua.c: scripts/count.lua
+# The Lua scripts are compiled in, each with the SHA-1 Redis names it by:
+# a daemon and its scripts cannot drift, and EVALSHA needs no round trip
+# to learn the name.
+$(B)/scripts/%_lua.c: scripts/%.lua
 	@mkdir -p $(@D)
-	awk 'BEGIN { print "const char script_count_lua[] =" } \
-	    { gsub(/\\/, "\\\\"); gsub(/"/, "\\\""); print "\"" $$0 "\\n\"" } \
-	    END { print ";" }' $< > $@
+	{ printf 'const char script_%s_sha[] = "%s";\n' '$*' \
+	    "$$(sha1sum < $< | cut -c1-40)"; \
+	  echo 'const char script_$*_body[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; } > $@
 
-$(B)/count_lua.o: $(B)/count_lua.c $(B)/.flags
+$(B)/scripts/%_lua.o: $(B)/scripts/%_lua.c $(B)/.flags
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-variable-declarations \
 	    -c -o $@ $<
 
@@ -111,6 +122,11 @@ $(B)/tests/test_%: tests/unit/test_%.c $(B)/libshim.a $(B)/libalerter.a \
 	$(CC) $(CPPFLAGS) -Ishim -Ialerter $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ \
 	    $(PKG_LIBS) -lev
 
+# What the integration tests ask the real code rather than re-implement.
+$(B)/tests/keyname: tests/unit/keyname.c $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+
 deps:
 	@sh deploy/install-deps.sh $(RUN_DEBS)
 
@@ -124,11 +140,11 @@ run: deps
 unit: $(UNIT_BIN)
 	@sh tests/run-unit.sh $(UNIT_BIN)
 
-integration: all
+integration: all $(B)/tests/keyname
 	/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 test: deps-test
-	@$(MAKE) --no-print-directory all $(UNIT_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(B)/tests/keyname
 	@SW_SAN=$(SAN) sh tests/run-all.sh $(UNIT_BIN)
 
 bench: deps
@@ -143,7 +159,7 @@ fuzz: deps-test
 # The shim under valgrind through faults and bad input; then the whole
 # integration suite with both daemons under valgrind.
 valgrind: deps-test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(B)/tests/keyname
 	@sh tests/valgrind.sh
 	@SW_VALGRIND=1 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
 	    tests/integration
@@ -151,4 +167,7 @@ valgrind: deps-test
 clean:
 	rm -rf $(B)
 
--include $(wildcard $(B)/*.d $(B)/*/*.d $(B)/*/*/*.d)
+# Only our own object directories: build/ also caches other things (the
+# unpacked Postfix the tests run), whose *.d are not dependency files.
+-include $(wildcard $(addprefix $(B)/,$(addsuffix /*.d,common shim alerter \
+	    scripts tests tests/fuzz)))

@@ -4,16 +4,23 @@
  * the events channel purely as a wake-up.  The stream is the record; the
  * channel only makes reading it prompt.
  *
- *   events.c    the stream consumer: group, reading (own pending entries
- *               first), claiming dead alerters' entries, keeping ours, XACK
- *   batch.c     gathers events into one mail (digest), fetches top subjects
- *               and counts, composes, sends, retries, acknowledges
- *   mail.c      message composition (pure)
- *   smtp.c      SMTP through libcurl's multi interface on the libev loop
- *   sendmail.c  a sendmail-compatible command instead of SMTP
- *   report.c    the optional report command, run per key
- *   proc.c      child processes: argv only, time limit, bounded output
- *   main.c      options, daemon life, signals, reload
+ *   policy      batch.c     gathers events into digests, mails, retries,
+ *                           acknowledges: it calls the store and a
+ *                           transport, and is called back only through
+ *                           the hooks it gives the stream (stream_hooks)
+ *   store       store.c     the Redis connections and the wake-up
+ *               stream.c    the consumer group: read (own pending entries
+ *                           first), claim dead alerters' entries, keep
+ *                           ours, acknowledge; losses counted
+ *               lease.c     one process per consumer name
+ *               lookup.c    a mail's top subjects, counts and TTLs
+ *   transport   transport.h smtp.c (libcurl), sendmail.c
+ *   mail        mail.c      composition (pure); report.c, proc.c: the
+ *                           optional report command, child processes
+ *   main.c      the daemon's hooks: start, reload, stats, stop
+ *
+ * Every Redis command the alerter sends is in store.c, stream.c, lease.c
+ * or lookup.c, and every key and field name comes from common/keyspace.h.
  *
  * An event's life: read from the stream (now pending for this consumer)
  * -> queued -> in a batch -> mail accepted -> XACK -> freed.  Until the
@@ -24,7 +31,6 @@
 #ifndef SW_ALERTER_H
 #define SW_ALERTER_H
 
-#include <sys/queue.h>
 #include <stdint.h>
 #include <ev.h>
 #include <hiredis/hiredis.h>
@@ -32,19 +38,21 @@
 
 #include "buf.h"
 #include "conf.h"
-#include "mail.h"
+#include "event.h"
 
 struct rconn;
-struct batch;
+struct script_conn;
 
 struct alerter_stats {
 	uint64_t	 events_read;	/* entries taken from the stream */
 	uint64_t	 events_claimed;	/* of those, taken over */
-	uint64_t	 events_lost;	/* trimmed before they were mailed */
+	uint64_t	 events_lost;	/* gone before they were mailed */
 	uint64_t	 events_mailed;
 	uint64_t	 events_handed;	/* another alerter had them */
 	uint64_t	 mails_sent;
 	uint64_t	 mails_failed;	/* attempts, each retried */
+	uint64_t	 read_errors;	/* reads or acks Redis refused */
+	uint64_t	 groups_made;	/* the group made again after a loss */
 };
 
 struct alerter {
@@ -56,84 +64,62 @@ struct alerter {
 
 extern struct alerter alerter;
 
-/* Ownership of a pending entry, as events_own() finds it. */
-enum event_owner {
-	OWNER_OTHER = 0,	/* another consumer has it, or it was acked */
-	OWNER_US = 1,		/* ours, and its idle time is reset */
-	OWNER_NOBODY = 2,	/* gone from Redis (data loss): mail it */
-};
+/* store.c: the connections; the rest of the store uses them. */
+int	store_init(char *err, size_t errlen);
+void	store_reload(const struct conf *old);
+void	store_close(void);		/* pending callbacks run, NULL */
+int	store_ready(void);		/* the command connection is up */
+const char *store_state(void);
+int	store_command(redisCallbackFn *, void *, int argc, const char **argv,
+	    const size_t *argvlen);
+struct script_conn *store_scripts(void);
 
-struct event {
-	TAILQ_ENTRY(event)	 entry;		/* in the gather queue */
-	char			 id[48];
-	uint64_t		 id_ms, id_seq;	/* parsed id: ms is the
-						   crossing's Redis time */
-	char			*rule, *host, *algorithm;
-	char			*key;		/* %XX-escaped; NUL-terminated */
-	size_t			 key_len;
-	char			*counter, *subjects_key;
-	size_t			 counter_len, subjects_key_len;
-	long long		 count, limit, window_ms, time;
-	int			 shadow;
-	/* Fetched just before the mail is composed: */
-	long long		 count_now, ttl_ms;
-	struct mail_subject	*subjects;
-	size_t			 nsubjects;
-	struct buf		 report;
-	char			 report_note[160];
-	int			 reported;	/* report has run (or not) */
-	enum event_owner	 owner;
-	struct batch		*batch;
-};
-TAILQ_HEAD(event_queue, event);
-
-typedef void	send_done_fn(void *arg, int ok, const char *why);
-
-/* events.c */
-int	events_init(char *err, size_t errlen);
-void	events_disconnect(void);		/* close Redis, stop timers */
-void	events_free(void);			/* then free every event */
-void	events_reload(const struct conf *old);
-void	events_kick(void);			/* room for more: read now */
-struct rconn *events_redis(void);
 /*
- * For each event: if it is still ours, reset its idle time; set
- * ev->owner.  fn gets the raw reply; the caller calls events_own_parse().
+ * stream.c: the consumer group.  The policy gives its hooks once:
+ *   event(ev)  a new event, pending for us until stream_ack()
+ *   room()     how many more events it takes now (0: stop reading; it
+ *              calls stream_kick() when it has room again)
+ *   ready()    Redis is back: redo what waited for it
  */
-int	events_own(struct event **, size_t, redisCallbackFn *, void *);
-int	events_own_parse(const void *reply, struct event **, size_t);
-int	events_ack(struct event **, size_t, redisCallbackFn *, void *);
-void	events_release(struct event *);		/* done: forget and free */
+struct stream_hooks {
+	void	(*event)(struct event *);
+	size_t	(*room)(void);
+	void	(*ready)(void);
+};
+typedef void	stream_done_fn(void *arg, int ok);
 
-/* batch.c */
-void	batch_init(void);
+int	stream_init(const struct stream_hooks *, char *err, size_t errlen);
+void	stream_connected(void);		/* from store.c */
+void	stream_wakeup(void);		/* from store.c: a new crossing */
+void	stream_kick(void);
+/*
+ * For each event: if it is still ours, reset its idle time; set its
+ * owner.  done(arg, ok) follows; ok 0: Redis failed, nothing is known.
+ */
+int	stream_own(struct event **, size_t, stream_done_fn *, void *);
+int	stream_ack(struct event **, size_t, stream_done_fn *, void *);
+void	stream_release(struct event *);	/* done: forget and free */
+void	stream_reload(const struct conf *old);
+void	stream_free(void);
+/* " reading=1 stalled_s=0 held=3" for the stats line. */
+void	stream_stats(char *, size_t);
+
+/* lease.c: one process per consumer name. */
+int	lease_init(char *err, size_t errlen);
+void	lease_connected(void);		/* from store.c */
+int	lease_held(void);		/* reading may go on */
+void	lease_kick(void);
+void	lease_free(void);
+
+/* lookup.c: a mail's subjects and counts, before it is composed. */
+typedef void	lookup_done_fn(void *arg, int ok);
+int	lookup_events(struct event **, size_t, lookup_done_fn *, void *);
+
+/* batch.c: the policy. */
+int	batch_init(char *err, size_t errlen);
 void	batch_free(void);
-void	batch_add(struct event *);
-size_t	batch_room(void);			/* events worth reading now */
-void	batch_redis_ready(void);
 /* Finish what is being sent, then call fn (at once if nothing is). */
 void	batch_drain(void (*fn)(void));
-
-/* smtp.c */
-struct smtp_job;
-int	smtp_init(char *err, size_t errlen);
-void	smtp_free(void);
-int	smtp_url(const struct conf *, char *dst, size_t dstlen, char *err,
-	    size_t errlen);
-struct smtp_job *smtp_send(const char *msg, size_t len, const char *from,
-	    char *const *rcpts, size_t nrcpts, send_done_fn *, void *,
-	    char *err, size_t errlen);
-void	smtp_cancel(struct smtp_job *);
-
-/* sendmail.c */
-struct proc;
-struct proc *sendmail_send(const char *msg, size_t len,
-	    void (*done)(void *, const char *, const struct buf *, int),
-	    void *, char *err, size_t errlen);
-/* From the command's outcome: 1 when accepted, else 0 and why. */
-int	sendmail_accepted(const char *what, const struct buf *out, char *why,
-	    size_t len);
-int	sendmail_check(const struct conf *, char *err, size_t errlen);
 
 /* report.c */
 struct report;
@@ -148,6 +134,7 @@ void	report_cancel(struct report *);
  * after 5s"...; out holds at most outmax bytes of stdout and stderr, and
  * truncated says there was more.  Not called after proc_cancel().
  */
+struct proc;
 typedef void	proc_done_fn(void *arg, const char *what,
 		    const struct buf *out, int truncated);
 struct proc *proc_run(char *const argv[], const char *last_arg,

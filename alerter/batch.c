@@ -1,5 +1,8 @@
 /*
- * batch.c: from events to mails.
+ * batch.c: the alerter's policy: from events to mails.  It calls the store
+ * (stream.c, lookup.c) and a transport (transport.h); the store calls it
+ * back only through the stream_hooks it registers (batch_event,
+ * batch_room, batch_ready), and the transport through done().
  *
  *   queue --digest_wait after the first event, or digest_max reached--> batch
  *
@@ -8,11 +11,11 @@
  *      |                  refused, timed out
  *      +---- BACKOFF <-------+     (1/4 s doubling, capped at retry_max)
  *
- *   PREPARE, one pipeline: is each entry still ours (and reset its idle
- *   time), its top subjects, and (fixed windows) its count and TTL now.
+ *   PREPARE, one pipeline: is each entry still ours (stream_own, which
+ *   resets its idle time) and what the mail shows now (lookup_events).
  *   Entries another alerter took over are dropped from the mail.
  *   WAIT: Redis is down at PREPARE or ACK; the step is redone when it is
- *   back (batch_redis_ready).
+ *   back (batch_ready).
  *
  * One batch is on its way at a time, so mails follow stream order, and a
  * relay that is down sees one message retried, not a pile.  The message is
@@ -28,7 +31,8 @@
 
 #include "alerter.h"
 #include "log.h"
-#include "rconn.h"
+#include "mail.h"
+#include "transport.h"
 
 #define BACKOFF_FIRST_MS	250
 #define DRAIN_MAX_S		5.0	/* SIGTERM: let a send finish */
@@ -47,11 +51,11 @@ struct batch {
 	struct event	**evs;
 	size_t		 n;
 	enum batch_state state;
-	unsigned	 inflight;	/* Redis replies this step waits for */
+	unsigned	 inflight;	/* store calls this step waits for */
 	int		 failed;	/* one of them failed */
-	int		 enriched;	/* subjects and counts fetched */
+	int		 looked_up;	/* subjects and counts fetched */
 	int		 composed;
-	int		 via_sendmail;	/* what msg was composed for */
+	const struct transport *via;	/* what msg was composed for */
 	struct buf	 msg;
 	char		*from;		/* envelope, fixed with the message */
 	char		**rcpts;
@@ -60,8 +64,7 @@ struct batch {
 	unsigned	 attempts;
 	int64_t		 backoff_ms;
 	ev_timer	 timer;
-	struct smtp_job	*smtp;
-	struct proc	*sendmail;
+	struct transport_job *job;
 	struct report	*report;
 };
 
@@ -74,13 +77,13 @@ static int		 failing;	/* the last send failed */
 static void		(*drain_fn)(void);
 static ev_timer		 drain_timer;
 
-static void	prepare(struct batch *);
-static void	ack(struct batch *);
-static void	try_start(void);
+static void	batch_prepare(struct batch *);
+static void	batch_ack(struct batch *);
+static void	batch_try_start(void);
 
 /* "id,id,..." for a log line, cut short for big digests. */
 static const char *
-ids_str(char *dst, size_t len, const struct batch *b)
+batch_ids(char *dst, size_t len, const struct batch *b)
 {
 	size_t	 i, o = 0;
 	int	 n;
@@ -101,7 +104,7 @@ ids_str(char *dst, size_t len, const struct batch *b)
 }
 
 static void
-envelope_free(struct batch *b)
+batch_envelope_free(struct batch *b)
 {
 	size_t	 i;
 
@@ -118,17 +121,17 @@ static void
 batch_destroy(struct batch *b)
 {
 	ev_timer_stop(alerter.loop, &b->timer);
-	smtp_cancel(b->smtp);
-	proc_cancel(b->sendmail);
+	if (b->job != NULL)
+		b->via->cancel(b->job);
 	report_cancel(b->report);
-	envelope_free(b);
+	batch_envelope_free(b);
 	buf_free(&b->msg);
 	free(b->evs);
 	free(b);
 }
 
 static void
-drain_done(void)
+batch_drain_done(void)
 {
 	void	(*fn)(void) = drain_fn;
 
@@ -146,28 +149,28 @@ batch_end(struct batch *b)
 	failing = 0;
 	batch_destroy(b);
 	if (drain_fn != NULL) {
-		drain_done();
+		batch_drain_done();
 		return;
 	}
-	try_start();
-	events_kick();
+	batch_try_start();
+	stream_kick();
 }
 
 static void
-backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+batch_backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct batch	*b = w->data;
 
 	(void)loop;
 	(void)revents;
 	if (b->sent)
-		ack(b);
+		batch_ack(b);
 	else
-		prepare(b);
+		batch_prepare(b);
 }
 
 static void
-retry_later(struct batch *b, int64_t ms)
+batch_retry_later(struct batch *b, int64_t ms)
 {
 	b->state = B_BACKOFF;
 	ev_timer_stop(alerter.loop, &b->timer);
@@ -177,22 +180,22 @@ retry_later(struct batch *b, int64_t ms)
 
 /* A Redis step failed: wait for the reconnect, or retry an error reply. */
 static void
-redis_trouble(struct batch *b)
+batch_redis_trouble(struct batch *b)
 {
 	if (drain_fn != NULL) {
-		drain_done();
+		batch_drain_done();
 		return;
 	}
-	if (!rconn_is_ready(events_redis())) {
+	if (!store_ready()) {
 		log_info("event=batch_waiting events=%zu step=%s reason=\"redis "
 		    "is down\"", b->n, b->sent ? "ack" : "prepare");
 		b->state = B_WAIT;
 	} else
-		retry_later(b, 1000);
+		batch_retry_later(b, 1000);
 }
 
 static void
-send_failed(struct batch *b, const char *why)
+batch_send_failed(struct batch *b, const char *why)
 {
 	const struct conf	*c = alerter.conf;
 	char			 ids[IDS_LOG_MAX + 64], q[1024];
@@ -207,26 +210,28 @@ send_failed(struct batch *b, const char *why)
 		b->backoff_ms = c->alerts_retry_max_ms;
 	failing = 1;
 	log_warn("event=mail_failed ids=%s events=%zu attempt=%u "
-	    "reason=\"%s\" retry_in_ms=%lld", ids_str(ids, sizeof(ids), b),
+	    "reason=\"%s\" retry_in_ms=%lld", batch_ids(ids, sizeof(ids), b),
 	    b->n, b->attempts, log_quote(q, sizeof(q), why, strlen(why)),
 	    (long long)b->backoff_ms);
 	if (drain_fn != NULL) {
-		drain_done();
+		batch_drain_done();
 		return;
 	}
-	retry_later(b, b->backoff_ms);
+	batch_retry_later(b, b->backoff_ms);
 }
 
 static void
-sent(struct batch *b, int ok, const char *why)
+batch_sent(void *arg, int ok, const char *why)
 {
+	struct batch	*b = arg;
 	struct timespec	 now;
 	long long	 now_ms, lat, worst = 0;
 	char		 ids[IDS_LOG_MAX + 64];
 	size_t		 i;
 
+	b->job = NULL;
 	if (!ok) {
-		send_failed(b, why);
+		batch_send_failed(b, why);
 		return;
 	}
 	/* The id's time is Redis's clock at the crossing. */
@@ -241,45 +246,21 @@ sent(struct batch *b, int ok, const char *why)
 	alerter.stats.mails_sent++;
 	alerter.stats.events_mailed += b->n;
 	log_info("event=mail_sent ids=%s events=%zu recipients=%zu "
-	    "attempts=%u via=%s latency_ms=%lld", ids_str(ids, sizeof(ids), b),
-	    b->n, b->nrcpts, b->attempts, b->via_sendmail ? "sendmail" : "smtp",
-	    worst);
+	    "attempts=%u via=%s latency_ms=%lld", batch_ids(ids, sizeof(ids), b),
+	    b->n, b->nrcpts, b->attempts, b->via->name, worst);
 	b->sent = 1;
 	failing = 0;
-	ack(b);
-}
-
-static void
-smtp_done(void *arg, int ok, const char *why)
-{
-	struct batch	*b = arg;
-
-	b->smtp = NULL;
-	sent(b, ok, why);
-}
-
-static void
-sendmail_done(void *arg, const char *what, const struct buf *out,
-    int truncated)
-{
-	struct batch	*b = arg;
-	char		 why[512];
-	int		 ok;
-
-	(void)truncated;
-	b->sendmail = NULL;
-	ok = sendmail_accepted(what, out, why, sizeof(why));
-	sent(b, ok, why);
+	batch_ack(b);
 }
 
 static int
-envelope(struct batch *b, char *err, size_t errlen)
+batch_envelope(struct batch *b, char *err, size_t errlen)
 {
 	const struct conf	*c = alerter.conf;
 	char			 a[MAIL_ADDR_MAX + 1];
 	size_t			 i, j, n = c->alerts_nto + c->alerts_ncc;
 
-	envelope_free(b);
+	batch_envelope_free(b);
 	if (mail_addr_spec(c->alerts_from, a, sizeof(a)) == -1 ||
 	    (b->from = strdup(a)) == NULL ||
 	    (b->rcpts = calloc(n, sizeof(*b->rcpts))) == NULL) {
@@ -305,97 +286,63 @@ envelope(struct batch *b, char *err, size_t errlen)
 }
 
 static int
-compose(struct batch *b, int via_sendmail, char *err, size_t errlen)
+batch_compose(struct batch *b, const struct transport *via, char *err,
+    size_t errlen)
 {
-	struct mail_event	*m;
-	struct event		*ev;
-	size_t			 i;
-	int			 rc;
-
-	if ((m = calloc(b->n, sizeof(*m))) == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	for (i = 0; i < b->n; i++) {
-		ev = b->evs[i];
-		m[i].id = ev->id;
-		m[i].rule = ev->rule;
-		m[i].key = ev->key;
-		m[i].key_len = ev->key_len;
-		m[i].host = ev->host;
-		m[i].count = ev->count;
-		m[i].limit = ev->limit;
-		m[i].window_ms = ev->window_ms;
-		m[i].time = ev->time;
-		m[i].algorithm = ev->algorithm;
-		m[i].shadow = ev->shadow;
-		m[i].count_now = ev->count_now;
-		m[i].ttl_ms = ev->ttl_ms;
-		m[i].subjects = ev->subjects;
-		m[i].nsubjects = ev->nsubjects;
-		if (ev->reported) {
-			m[i].report = ev->report.data;
-			m[i].report_len = ev->report.len;
-			m[i].report_note = ev->report_note[0] != '\0' ?
-			    ev->report_note : NULL;
-		}
-	}
 	buf_reset(&b->msg);
-	rc = mail_compose(&b->msg, alerter.conf, m, b->n, time(NULL),
-	    !via_sendmail, err, errlen);
-	free(m);
-	if (rc == -1 || envelope(b, err, errlen) == -1)
+	if (mail_compose(&b->msg, alerter.conf, b->evs, b->n, time(NULL),
+	    via->crlf, err, errlen) == -1 ||
+	    batch_envelope(b, err, errlen) == -1)
 		return -1;
 	b->composed = 1;
-	b->via_sendmail = via_sendmail;
+	b->via = via;
 	return 0;
 }
 
 static void
-send_mail(struct batch *b)
+batch_send(struct batch *b)
 {
-	const struct conf	*c = alerter.conf;
+	const struct transport	*via = transport_for(alerter.conf);
+	struct transport_msg	 m;
 	char			 err[512];
-	int			 via = c->alerts_sendmail != NULL;
 
 	b->state = B_SEND;
-	if ((!b->composed || b->via_sendmail != via) &&
-	    compose(b, via, err, sizeof(err)) == -1) {
-		send_failed(b, err);
+	if ((!b->composed || b->via != via) &&
+	    batch_compose(b, via, err, sizeof(err)) == -1) {
+		batch_send_failed(b, err);
 		return;
 	}
-	if (via)
-		b->sendmail = sendmail_send(b->msg.data, b->msg.len,
-		    sendmail_done, b, err, sizeof(err));
-	else
-		b->smtp = smtp_send(b->msg.data, b->msg.len, b->from,
-		    b->rcpts, b->nrcpts, smtp_done, b, err, sizeof(err));
-	if (b->sendmail == NULL && b->smtp == NULL)
-		send_failed(b, err);
+	m.data = b->msg.data;
+	m.len = b->msg.len;
+	m.from = b->from;
+	m.rcpts = b->rcpts;
+	m.nrcpts = b->nrcpts;
+	if ((b->job = via->send(&m, batch_sent, b, err, sizeof(err))) == NULL)
+		batch_send_failed(b, err);
 }
 
 static void
-report_done(void *arg)
+batch_report_done(void *arg)
 {
 	struct batch	*b = arg;
 
 	b->report = NULL;
-	send_mail(b);
+	batch_send(b);
 }
 
 /* PREPARE's replies are all in. */
 static void
-prepared(struct batch *b)
+batch_prepared(struct batch *b)
 {
 	char		 q[KEY_MAX * 4 + 1];
 	size_t		 i, kept = 0;
 	struct event	*ev;
 
 	if (b->failed) {
-		redis_trouble(b);
+		batch_redis_trouble(b);
 		return;
 	}
-	b->enriched = 1;
+	b->looked_up = 1;
 	for (i = 0; i < b->n; i++) {
 		ev = b->evs[i];
 		if (ev->owner != OWNER_OTHER) {
@@ -407,7 +354,7 @@ prepared(struct batch *b)
 		log_warn("event=event_handed_over id=%s key=\"%s\" "
 		    "reason=\"another alerter claimed or acknowledged it\"",
 		    ev->id, log_quote(q, sizeof(q), ev->key, ev->key_len));
-		events_release(ev);
+		stream_release(ev);
 	}
 	if (kept < b->n)
 		b->composed = 0;
@@ -418,226 +365,79 @@ prepared(struct batch *b)
 	}
 	if (!b->composed && alerter.conf->alerts_report_command != NULL) {
 		b->state = B_REPORT;
-		if ((b->report = report_start(b->evs, b->n, report_done, b))
-		    != NULL)
+		if ((b->report = report_start(b->evs, b->n, batch_report_done,
+		    b)) != NULL)
 			return;
 	}
-	send_mail(b);
+	batch_send(b);
 }
 
+/* A store call of the current step is back; ok 0: it failed. */
 static void
-step_done(struct batch *b)
+batch_step_done(void *arg, int ok)
 {
+	struct batch	*b = arg;
+
+	if (!ok)
+		b->failed = 1;
 	if (--b->inflight > 0 || alerter.stopping)
 		return;
 	if (b->state == B_PREPARE)
-		prepared(b);
+		batch_prepared(b);
 	else if (b->state == B_ACK) {
 		if (b->failed) {
-			redis_trouble(b);
+			batch_redis_trouble(b);
 			return;
 		}
 		while (b->n > 0)
-			events_release(b->evs[--b->n]);
+			stream_release(b->evs[--b->n]);
 		batch_end(b);
 	}
 }
 
 static void
-own_cb(redisAsyncContext *ac, void *r, void *priv)
+batch_prepare(struct batch *b)
 {
-	struct batch	*b = priv;
-	redisReply	*reply = r;
-
-	(void)ac;
-	if (reply == NULL)
-		b->failed = 1;
-	else if (events_own_parse(reply, b->evs, b->n) == -1) {
-		log_warn("event=own_check_failed reason=\"%s\"",
-		    reply->type == REDIS_REPLY_ERROR ? reply->str :
-		    "unexpected reply");
-		b->failed = 1;
-	}
-	step_done(b);
-}
-
-static void
-subjects_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct event		*ev = priv;
-	redisReply		*reply = r;
-	const redisReply	*m, *s;
-	struct mail_subject	*subj;
-	size_t			 i, n;
-	char			*text;
-
-	(void)ac;
-	if (reply == NULL) {
-		ev->batch->failed = 1;
-	} else if (reply->type == REDIS_REPLY_ARRAY &&
-	    (subj = calloc(reply->elements / 2 + 1, sizeof(*subj))) != NULL) {
-		/* [member, score, member, score, ...], highest first */
-		for (i = n = 0; i + 1 < reply->elements; i += 2) {
-			m = reply->element[i];
-			s = reply->element[i + 1];
-			if (m->type != REDIS_REPLY_STRING ||
-			    s->type != REDIS_REPLY_STRING ||
-			    (text = malloc(m->len + 1)) == NULL)
-				continue;
-			memcpy(text, m->str, m->len);
-			text[m->len] = '\0';
-			subj[n].text = text;
-			subj[n].len = m->len;
-			subj[n].count = (long long)strtod(s->str, NULL);
-			n++;
-		}
-		for (i = 0; i < ev->nsubjects; i++)
-			free((char *)ev->subjects[i].text);
-		free(ev->subjects);
-		ev->subjects = subj;
-		ev->nsubjects = n;
-	}
-	/* An error reply (the key holds something else): no subjects. */
-	step_done(ev->batch);
-}
-
-static void
-count_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct event	*ev = priv;
-	redisReply	*reply = r;
-	char		*end;
-
-	(void)ac;
-	if (reply == NULL)
-		ev->batch->failed = 1;
-	else if (reply->type == REDIS_REPLY_STRING) {
-		ev->count_now = strtoll(reply->str, &end, 10);
-		if (*end != '\0' || ev->count_now < 0)
-			ev->count_now = -1;
-	} else
-		ev->count_now = -1;	/* nil: expired */
-	step_done(ev->batch);
-}
-
-static void
-ttl_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct event	*ev = priv;
-	redisReply	*reply = r;
-
-	(void)ac;
-	if (reply == NULL)
-		ev->batch->failed = 1;
-	else if (reply->type == REDIS_REPLY_INTEGER)
-		ev->ttl_ms = reply->integer >= -2 ? reply->integer : -1;
-	step_done(ev->batch);
-}
-
-static void
-command(struct batch *b, redisCallbackFn *fn, void *priv, int argc,
-    const char **argv, const size_t *argvlen)
-{
-	if (rconn_command(events_redis(), fn, priv, argc, argv, argvlen) == 0)
-		b->inflight++;
-	else
-		b->failed = 1;
-}
-
-/* Top subjects, and the counter as it is now, for the mail. */
-static void
-enrich(struct batch *b, struct event *ev)
-{
-	const struct conf	*c = alerter.conf;
-	const char		*argv[5];
-	size_t			 argvlen[5];
-	char			 stop[16];
-
-	if (c->alerts_top_subjects > 0 && ev->subjects_key != NULL) {
-		snprintf(stop, sizeof(stop), "%d", c->alerts_top_subjects - 1);
-		argv[0] = "ZREVRANGE";
-		argv[1] = ev->subjects_key;
-		argv[2] = "0";
-		argv[3] = stop;
-		argv[4] = "WITHSCORES";
-		argvlen[0] = 9;
-		argvlen[1] = ev->subjects_key_len;
-		argvlen[2] = 1;
-		argvlen[3] = strlen(stop);
-		argvlen[4] = 10;
-		command(b, subjects_cb, ev, 5, argv, argvlen);
-	}
-	/* Only a fixed window's counter is a plain count. */
-	if (ev->counter != NULL && (ev->algorithm == NULL ||
-	    strcmp(ev->algorithm, "fixed") == 0)) {
-		argv[1] = ev->counter;
-		argvlen[1] = ev->counter_len;
-		argv[0] = "GET";
-		argvlen[0] = 3;
-		command(b, count_cb, ev, 2, argv, argvlen);
-		argv[0] = "PTTL";
-		argvlen[0] = 4;
-		command(b, ttl_cb, ev, 2, argv, argvlen);
-	}
-}
-
-static void
-prepare(struct batch *b)
-{
-	size_t	 i;
-
 	b->state = B_PREPARE;
 	b->failed = 0;
-	if (!rconn_is_ready(events_redis())) {
-		redis_trouble(b);
+	if (!store_ready()) {
+		batch_redis_trouble(b);
 		return;
 	}
-	b->inflight = 1;	/* held until every command is queued */
-	if (events_own(b->evs, b->n, own_cb, b) == 0)
+	b->inflight = 1;	/* held until every call is made */
+	if (stream_own(b->evs, b->n, batch_step_done, b) == 0)
 		b->inflight++;
 	else
 		b->failed = 1;
-	if (!b->enriched)
-		for (i = 0; i < b->n; i++)
-			enrich(b, b->evs[i]);
-	step_done(b);
-}
-
-static void
-ack_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct batch	*b = priv;
-	redisReply	*reply = r;
-
-	(void)ac;
-	if (reply == NULL)
-		b->failed = 1;
-	else if (reply->type == REDIS_REPLY_ERROR) {
-		log_warn("event=ack_failed reason=\"%s\"", reply->str);
-		b->failed = 1;
+	if (!b->looked_up) {
+		b->inflight++;
+		if (lookup_events(b->evs, b->n, batch_step_done, b) == -1) {
+			b->inflight--;
+			b->failed = 1;
+		}
 	}
-	step_done(b);
+	batch_step_done(b, 1);
 }
 
 static void
-ack(struct batch *b)
+batch_ack(struct batch *b)
 {
 	b->state = B_ACK;
 	b->failed = 0;
-	if (!rconn_is_ready(events_redis())) {
-		redis_trouble(b);
+	if (!store_ready()) {
+		batch_redis_trouble(b);
 		return;
 	}
 	b->inflight = 1;
-	if (events_ack(b->evs, b->n, ack_cb, b) == 0)
+	if (stream_ack(b->evs, b->n, batch_step_done, b) == 0)
 		b->inflight++;
 	else
 		b->failed = 1;
-	step_done(b);
+	batch_step_done(b, 1);
 }
 
 static void
-try_start(void)
+batch_try_start(void)
 {
 	const struct conf	*c = alerter.conf;
 	struct batch		*b;
@@ -667,26 +467,27 @@ try_start(void)
 	/* What is left has waited already: it goes next, without a wait. */
 	gather_due = nqueued > 0;
 	buf_init(&b->msg);
-	ev_timer_init(&b->timer, backoff_cb, 0., 0.);
+	ev_timer_init(&b->timer, batch_backoff_cb, 0., 0.);
 	b->timer.data = b;
 	current = b;
-	prepare(b);
+	batch_prepare(b);
 	/* The queue has room again: the next mail gathers during this one. */
-	events_kick();
+	stream_kick();
 }
 
 static void
-gather_cb(struct ev_loop *loop, ev_timer *w, int revents)
+batch_gather_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
 	gather_due = 1;
-	try_start();
+	batch_try_start();
 }
 
-void
-batch_add(struct event *ev)
+/* stream_hooks.event: a new event, pending for us. */
+static void
+batch_event(struct event *ev)
 {
 	const struct conf	*c = alerter.conf;
 
@@ -696,14 +497,15 @@ batch_add(struct event *ev)
 		/* Full: waiting longer cannot make the mail any bigger. */
 		ev_timer_stop(alerter.loop, &gather);
 		gather_due = 1;
-		try_start();
+		batch_try_start();
 	} else if (!gather_due && !ev_is_active(&gather)) {
 		ev_timer_set(&gather, c->alerts_digest_wait_ms / 1000., 0.);
 		ev_timer_start(alerter.loop, &gather);
 	}
 }
 
-size_t
+/* stream_hooks.room: events worth reading now. */
+static size_t
 batch_room(void)
 {
 	size_t	 max = (size_t)alerter.conf->alerts_digest_max;
@@ -713,28 +515,29 @@ batch_room(void)
 	return nqueued < max ? max - nqueued : 0;
 }
 
-void
-batch_redis_ready(void)
+/* stream_hooks.ready: Redis is back; redo the step that waited. */
+static void
+batch_ready(void)
 {
 	struct batch	*b = current;
 
 	if (b == NULL || b->state != B_WAIT || drain_fn != NULL)
 		return;
 	if (b->sent)
-		ack(b);
+		batch_ack(b);
 	else
-		prepare(b);
+		batch_prepare(b);
 }
 
 static void
-drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+batch_drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)w;
 	(void)revents;
 	log_warn("event=shutdown note=\"a mail was still being sent; it is "
 	    "sent again after a restart\"");
-	drain_done();
+	batch_drain_done();
 }
 
 void
@@ -747,14 +550,21 @@ batch_drain(void (*fn)(void))
 		return;
 	}
 	drain_fn = fn;
-	ev_timer_init(&drain_timer, drain_timer_cb, DRAIN_MAX_S, 0.);
+	ev_timer_init(&drain_timer, batch_drain_timer_cb, DRAIN_MAX_S, 0.);
 	ev_timer_start(alerter.loop, &drain_timer);
 }
 
-void
-batch_init(void)
+static const struct stream_hooks batch_hooks = {
+	.event = batch_event,
+	.room = batch_room,
+	.ready = batch_ready,
+};
+
+int
+batch_init(char *err, size_t errlen)
 {
-	ev_timer_init(&gather, gather_cb, 0., 0.);
+	ev_timer_init(&gather, batch_gather_cb, 0., 0.);
+	return stream_init(&batch_hooks, err, errlen);
 }
 
 void
@@ -767,7 +577,7 @@ batch_free(void)
 	if (current != NULL)
 		batch_destroy(current);
 	current = NULL;
-	/* The events themselves belong to events.c, which frees them. */
+	/* The events themselves belong to stream.c, which frees them. */
 	while ((ev = TAILQ_FIRST(&queue)) != NULL)
 		TAILQ_REMOVE(&queue, ev, entry);
 	nqueued = 0;

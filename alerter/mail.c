@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "keyspace.h"
 #include "mail.h"
 
 #define WRAP_WIDTH	76	/* columns for text a reader reads */
@@ -95,37 +96,6 @@ mail_text_ok(const char *s, size_t len)
 	return 1;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
-size_t
-mail_unescape(char *dst, const char *src, size_t len)
-{
-	size_t	 i, o = 0;
-	int	 hi, lo;
-
-	for (i = 0; i < len; i++) {
-		if (src[i] == '%' && i + 2 < len &&
-		    (hi = hexval(src[i + 1])) >= 0 &&
-		    (lo = hexval(src[i + 2])) >= 0) {
-			dst[o++] = (char)(hi << 4 | lo);
-			i += 2;
-		} else
-			dst[o++] = src[i];
-	}
-	dst[o] = '\0';
-	return o;
-}
-
 /* %XX for every byte that is not printable ASCII (and for %, unless the
  * input is already in %XX form). */
 static void
@@ -166,7 +136,7 @@ mail_display(struct buf *b, const char *s, size_t len, int escaped)
 		b->failed = 1;
 		return 1;
 	}
-	n = mail_unescape(tmp.data, s, len);
+	n = keyspace_unescape(tmp.data, s, len);
 	if (mail_text_ok(tmp.data, n)) {
 		buf_add(b, tmp.data, n);
 		buf_free(&tmp);
@@ -685,13 +655,15 @@ num(char *dst, size_t len, long long v)
 }
 
 static void
-report_block(struct buf *b, const struct conf *c, const struct mail_event *e)
+report_block(struct buf *b, const struct conf *c, const struct event *e)
 {
 	struct buf	 clean;
 	const char	*p, *end, *nl;
 	size_t		 n;
+	int		 note = e->reported && e->report_note[0] != '\0';
 
-	if (e->report == NULL && e->report_note == NULL)
+	/* Not run, or run with no output (no buffer) and nothing to note. */
+	if (!e->reported || (e->report.data == NULL && !note))
 		return;
 	buf_adds(b, "\n  Report from ");
 	if (c->alerts_report_command != NULL)
@@ -699,15 +671,15 @@ report_block(struct buf *b, const struct conf *c, const struct mail_event *e)
 		    strlen(c->alerts_report_command[0]), 0, 15, 4);
 	else
 		buf_adds(b, "the report command");
-	if (e->report_note != NULL) {
+	if (note) {
 		buf_adds(b, " (");
 		show(b, e->report_note, strlen(e->report_note), 0, 0, 4);
 		buf_adds(b, ")");
 	}
 	buf_adds(b, ":\n");
 	buf_init(&clean);
-	mail_sanitize(&clean, e->report != NULL ? e->report : "",
-	    e->report_len);
+	mail_sanitize(&clean, e->report.data != NULL ? e->report.data : "",
+	    e->report.len);
 	p = clean.data != NULL ? clean.data : "";
 	end = p + clean.len;
 	if (p == end)
@@ -733,7 +705,7 @@ report_block(struct buf *b, const struct conf *c, const struct mail_event *e)
 }
 
 static void
-event_block(struct buf *b, const struct conf *c, const struct mail_event *e)
+event_block(struct buf *b, const struct conf *c, const struct event *e)
 {
 	char	 t[64], w[32], n1[24], n2[24];
 	size_t	 i;
@@ -759,6 +731,10 @@ event_block(struct buf *b, const struct conf *c, const struct mail_event *e)
 
 	label(b, "Count:");
 	buf_printf(b, "%s when it crossed", num(n1, sizeof(n1), e->count));
+	/* One message to 50 recipients can cross a recipients-a-day rule. */
+	if (e->cost > 1)
+		buf_printf(b, " (a request counting %s)", num(n2, sizeof(n2),
+		    e->cost));
 	if (e->count_now >= 0)
 		buf_printf(b, ", %s now", num(n2, sizeof(n2), e->count_now));
 	buf_addc(b, '\n');
@@ -802,7 +778,7 @@ event_block(struct buf *b, const struct conf *c, const struct mail_event *e)
 }
 
 static void
-body(struct buf *b, const struct conf *c, const struct mail_event *evs,
+body(struct buf *b, const struct conf *c, struct event *const *evs,
     size_t n)
 {
 	char	 w[32], n1[24], n2[24], t[64];
@@ -810,23 +786,23 @@ body(struct buf *b, const struct conf *c, const struct mail_event *evs,
 
 	if (n == 1) {
 		buf_adds(b, "A sender went over its limit.\n\n");
-		event_block(b, c, &evs[0]);
+		event_block(b, c, evs[0]);
 	} else {
 		buf_printf(b, "%zu senders went over their limits.\n\n", n);
 		for (i = 0; i < n; i++) {
-			mail_duration(w, sizeof(w), evs[i].window_ms);
-			mail_rfc3339(t, sizeof(t), evs[i].time);
+			mail_duration(w, sizeof(w), evs[i]->window_ms);
+			mail_rfc3339(t, sizeof(t), evs[i]->time);
 			buf_printf(b, "  %3zu. ", i + 1);
-			show(b, evs[i].key, evs[i].key_len, 1, 7, 7);
+			show(b, evs[i]->key, evs[i]->key_len, 1, 7, 7);
 			buf_adds(b, "\n       ");
-			show(b, evs[i].rule, strlen(evs[i].rule), 0, 7, 7);
+			show(b, evs[i]->rule, strlen(evs[i]->rule), 0, 7, 7);
 			buf_printf(b, ": %s, limit %s in %s, at %s\n",
-			    num(n1, sizeof(n1), evs[i].count),
-			    num(n2, sizeof(n2), evs[i].limit), w, t);
+			    num(n1, sizeof(n1), evs[i]->count),
+			    num(n2, sizeof(n2), evs[i]->limit), w, t);
 		}
 		for (i = 0; i < n; i++) {
 			buf_printf(b, "\n[%zu of %zu]\n", i + 1, n);
-			event_block(b, c, &evs[i]);
+			event_block(b, c, evs[i]);
 		}
 	}
 	buf_adds(b, "\n-- \nsenderwatch-alerter on ");
@@ -857,7 +833,7 @@ add_id(struct buf *b, const char *id)
 
 void
 mail_message_id(struct buf *b, const struct conf *c,
-    const struct mail_event *evs, size_t n)
+    struct event *const *evs, size_t n)
 {
 	char		 addr[MAIL_ADDR_MAX + 1];
 	const char	*dom;
@@ -871,9 +847,9 @@ mail_message_id(struct buf *b, const struct conf *c,
 	h = fnv1a(0xcbf29ce484222325ULL, c->events_stream,
 	    strlen(c->events_stream));
 	for (i = 0; i < n; i++)
-		h = fnv1a(h, evs[i].id, strlen(evs[i].id) + 1);
+		h = fnv1a(h, evs[i]->id, strlen(evs[i]->id) + 1);
 	buf_adds(b, "<senderwatch.");
-	add_id(b, n > 0 ? evs[0].id : "");
+	add_id(b, n > 0 ? evs[0]->id : "");
 	if (n > 1)
 		buf_printf(b, ".n%zu", n);
 	buf_printf(b, ".%016llx@", (unsigned long long)h);
@@ -896,7 +872,7 @@ mail_message_id(struct buf *b, const struct conf *c,
 }
 
 static void
-subject(struct buf *b, const struct conf *c, const struct mail_event *evs,
+subject(struct buf *b, const struct conf *c, struct event *const *evs,
     size_t n)
 {
 	struct buf	 key;
@@ -908,7 +884,7 @@ subject(struct buf *b, const struct conf *c, const struct mail_event *evs,
 		return;
 	}
 	buf_init(&key);
-	mail_display(&key, evs[0].key, evs[0].key_len, 1);
+	mail_display(&key, evs[0]->key, evs[0]->key_len, 1);
 	buf_adds(b, ": ");
 	cut = cp_bytes(key.data != NULL ? key.data : "", key.len,
 	    SUBJECT_KEY_MAX);
@@ -916,7 +892,7 @@ subject(struct buf *b, const struct conf *c, const struct mail_event *evs,
 	if (cut < key.len)
 		buf_adds(b, "...");
 	buf_adds(b, " (");
-	mail_display(b, evs[0].rule, strlen(evs[0].rule), 0);
+	mail_display(b, evs[0]->rule, strlen(evs[0]->rule), 0);
 	buf_adds(b, ")");
 	if (buf_failed(&key))
 		b->failed = 1;
@@ -936,7 +912,7 @@ all_ascii(const char *s, size_t len)
 
 int
 mail_compose(struct buf *out, const struct conf *c,
-    const struct mail_event *evs, size_t n, time_t now, int crlf,
+    struct event *const *evs, size_t n, time_t now, int crlf,
     char *err, size_t errlen)
 {
 	const char	*eol = crlf ? "\r\n" : "\n";
@@ -992,59 +968,42 @@ mail_compose(struct buf *out, const struct conf *c,
 }
 
 static int
-check_addr(const char *file, const char *what, const char *s, char *err,
-    size_t errlen)
+check_addr(struct conf_ctx *cx, const void *field, const char *s)
 {
 	char	 addr[MAIL_ADDR_MAX + 1];
 
-	if (strpbrk(s, "\r\n") != NULL) {
-		snprintf(err, errlen, "%s: %s: must not contain a line break",
-		    file, what);
-		return -1;
-	}
-	if (!mail_text_ok(s, strlen(s))) {
-		snprintf(err, errlen, "%s: %s: control characters or invalid "
-		    "UTF-8 in \"%.100s\"", file, what, s);
-		return -1;
-	}
-	if (strlen(s) > 400 || mail_addr_spec(s, addr, sizeof(addr)) == -1) {
-		snprintf(err, errlen, "%s: %s: \"%.100s\" is not an address "
-		    "(user@domain or Name <user@domain>)", file, what, s);
-		return -1;
-	}
+	if (strpbrk(s, "\r\n") != NULL)
+		return conf_fail(cx, field, "must not contain a line break");
+	if (!mail_text_ok(s, strlen(s)))
+		return conf_fail(cx, field, "control characters or invalid "
+		    "UTF-8 in \"%.100s\"", s);
+	if (strlen(s) > 400 || mail_addr_spec(s, addr, sizeof(addr)) == -1)
+		return conf_fail(cx, field, "\"%.100s\" is not an address "
+		    "(user@domain or Name <user@domain>)", s);
 	return 0;
 }
 
 int
-mail_check_conf(const struct conf *c, char *err, size_t errlen)
+mail_check_conf(struct conf_ctx *cx, const struct conf *c)
 {
-	const char	*file = c->path != NULL ? c->path : "config";
-	size_t		 i;
+	size_t	 i;
 
-	if (c->alerts_from == NULL) {
-		snprintf(err, errlen, "%s: alerts.from: required", file);
-		return -1;
-	}
-	if (c->alerts_to == NULL || c->alerts_nto == 0) {
-		snprintf(err, errlen, "%s: alerts.to: required", file);
-		return -1;
-	}
-	if (check_addr(file, "alerts.from", c->alerts_from, err, errlen) == -1)
+	if (c->alerts_from == NULL)
+		return conf_fail(cx, &c->alerts_from, "is required");
+	if (c->alerts_to == NULL || c->alerts_nto == 0)
+		return conf_fail(cx, &c->alerts_to, "is required");
+	if (check_addr(cx, &c->alerts_from, c->alerts_from) == -1)
 		return -1;
 	for (i = 0; i < c->alerts_nto; i++)
-		if (check_addr(file, "alerts.to", c->alerts_to[i], err,
-		    errlen) == -1)
+		if (check_addr(cx, &c->alerts_to, c->alerts_to[i]) == -1)
 			return -1;
 	for (i = 0; i < c->alerts_ncc; i++)
-		if (check_addr(file, "alerts.cc", c->alerts_cc[i], err,
-		    errlen) == -1)
+		if (check_addr(cx, &c->alerts_cc, c->alerts_cc[i]) == -1)
 			return -1;
 	if (c->alerts_subject == NULL ||
 	    strpbrk(c->alerts_subject, "\r\n") != NULL ||
-	    !mail_text_ok(c->alerts_subject, strlen(c->alerts_subject))) {
-		snprintf(err, errlen, "%s: alerts.subject: must be one line of "
-		    "text without control characters", file);
-		return -1;
-	}
+	    !mail_text_ok(c->alerts_subject, strlen(c->alerts_subject)))
+		return conf_fail(cx, &c->alerts_subject, "must be one line of "
+		    "text without control characters");
 	return 0;
 }

@@ -15,64 +15,38 @@
 #include <time.h>
 
 #include "buf.h"
+#include "event.h"
 
 struct conf;
+struct conf_ctx;
 
 #define MAIL_ADDR_MAX	320	/* RFC 5321: 64 + @ + 255 */
 
-struct mail_subject {
-	const char	*text;		/* raw bytes, as the MTA reported them */
-	size_t		 len;
-	long long	 count;
-};
-
-/* One threshold crossing, as read from the stream and Redis. */
-struct mail_event {
-	const char	*id;		/* stream entry id */
-	const char	*rule;
-	const char	*key;		/* %XX-escaped, as in the Redis key name */
-	size_t		 key_len;
-	const char	*host;		/* the MTA that saw the crossing */
-	long long	 count;		/* -1 for unknown, likewise below */
-	long long	 limit;
-	long long	 window_ms;
-	long long	 time;		/* unix seconds of the crossing */
-	const char	*algorithm;	/* fixed, sliding, gcra; NULL: fixed */
-	int		 shadow;	/* the rule counts but never refuses */
-	/*
-	 * The counter as the mail is composed (fixed windows only): count_now
-	 * -1 with ttl_ms -2 means it has expired, ttl_ms -1 means unknown.
-	 */
-	long long	 count_now;
-	long long	 ttl_ms;
-	const struct mail_subject *subjects;	/* most frequent first */
-	size_t		 nsubjects;
-	const char	*report;	/* raw output of the report command */
-	size_t		 report_len;
-	const char	*report_note;	/* "exit 1", "timed out"... or NULL */
-};
-
 /*
- * Compose one message for n events: a single alert when n is 1, a digest
- * otherwise.  Lines end in CRLF (SMTP) or LF (a local sendmail).  Returns
- * -1 with err filled when the result could not be built (out of memory).
+ * Compose one message for the n events at evs (event.h; it reads the
+ * entry's fields, lookup.c's and report.c's, and changes none): a single
+ * alert when n is 1, a digest otherwise.  Lines end in CRLF (SMTP) or LF
+ * (a local sendmail).  Returns -1 with err filled when the result could
+ * not be built (out of memory).
  */
 int	mail_compose(struct buf *out, const struct conf *,
-	    const struct mail_event *, size_t n, time_t now, int crlf,
+	    struct event *const *evs, size_t n, time_t now, int crlf,
 	    char *err, size_t errlen);
 
 /* "<...>": derived from the entry ids only, so a retry reuses it. */
 void	mail_message_id(struct buf *, const struct conf *,
-	    const struct mail_event *, size_t n);
+	    struct event *const *evs, size_t n);
 
 /* The bare address of "Name <addr>" or "addr", for the envelope. */
 int	mail_addr_spec(const char *, char *dst, size_t dstlen);
 
-/* The alerts section as the alerter needs it: from, to, no line breaks. */
-int	mail_check_conf(const struct conf *, char *err, size_t errlen);
+/*
+ * The alerts section as the alerter needs it: from, to, no line breaks.
+ * A conf_check_fn: errors go through conf_fail(), as "file:line: option:".
+ */
+int	mail_check_conf(struct conf_ctx *, const struct conf *);
 
 /* Helpers, exposed for the unit tests. */
-size_t	mail_unescape(char *dst, const char *src, size_t len);
 int	mail_text_ok(const char *, size_t);
 int	mail_display(struct buf *, const char *, size_t, int escaped);
 void	mail_sanitize(struct buf *, const char *, size_t);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "alerter.h"
+#include "mail.h"
 
 struct proc {
 	pid_t		 pid;

@@ -73,10 +73,12 @@ report_start(struct event **evs, size_t n, report_done_fn *done, void *arg)
 	if (c->alerts_report_command == NULL)
 		return NULL;
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
-		for (i = 0; i < n; i++)
+		for (i = 0; i < n; i++) {
+			evs[i]->reported = 1;	/* the note goes in the mail */
 			snprintf(evs[i]->report_note,
 			    sizeof(evs[i]->report_note), "not run: out of "
 			    "memory");
+		}
 		return NULL;
 	}
 	r->done = done;

@@ -1,8 +1,9 @@
 /*
  * sendmail.c: hand the message to a sendmail-compatible command instead of
- * an SMTP relay.  alerts.sendmail is the argument vector (no shell); the
- * message goes to its stdin with LF line ends, and exit status 0 is the
- * only acceptance.  alerts.smtp_timeout limits it like an SMTP transfer.
+ * an SMTP relay (transport.h).  alerts.sendmail is the argument vector (no
+ * shell); the message goes to its stdin with LF line ends, and exit status
+ * 0 is the only acceptance.  alerts.smtp_timeout limits it like an SMTP
+ * transfer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +11,16 @@
 
 #include "alerter.h"
 #include "log.h"
+#include "transport.h"
 
 /* What a failing sendmail printed: enough to diagnose, one log value. */
 #define SENDMAIL_OUTPUT_MAX	2048
+
+struct transport_job {
+	struct proc		*proc;
+	transport_done_fn	*done;
+	void			*arg;
+};
 
 int
 sendmail_accepted(const char *what, const struct buf *out, char *why,
@@ -34,20 +42,56 @@ sendmail_accepted(const char *what, const struct buf *out, char *why,
 	return 0;
 }
 
-struct proc *
-sendmail_send(const char *msg, size_t len,
-    void (*done)(void *, const char *, const struct buf *, int), void *arg,
-    char *err, size_t errlen)
+static void
+sendmail_proc_done(void *arg, const char *what, const struct buf *out,
+    int truncated)
+{
+	struct transport_job	*job = arg;
+	transport_done_fn	*done = job->done;
+	void			*darg = job->arg;
+	char			 why[512];
+	int			 ok;
+
+	(void)truncated;
+	ok = sendmail_accepted(what, out, why, sizeof(why));
+	free(job);
+	done(darg, ok, why);
+}
+
+static struct transport_job *
+sendmail_send(const struct transport_msg *m, transport_done_fn *done,
+    void *arg, char *err, size_t errlen)
 {
 	const struct conf	*c = alerter.conf;
+	struct transport_job	*job;
 
-	return proc_run(c->alerts_sendmail, NULL, msg, len,
-	    SENDMAIL_OUTPUT_MAX, c->alerts_smtp_timeout_ms, done, arg, err,
-	    errlen);
+	if ((job = calloc(1, sizeof(*job))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	job->done = done;
+	job->arg = arg;
+	/* The recipients are in the message's headers: sendmail -t. */
+	if ((job->proc = proc_run(c->alerts_sendmail, NULL, m->data, m->len,
+	    SENDMAIL_OUTPUT_MAX, c->alerts_smtp_timeout_ms, sendmail_proc_done,
+	    job, err, errlen)) == NULL) {
+		free(job);
+		return NULL;
+	}
+	return job;
+}
+
+static void
+sendmail_cancel(struct transport_job *job)
+{
+	if (job == NULL)
+		return;
+	proc_cancel(job->proc);
+	free(job);
 }
 
 int
-sendmail_check(const struct conf *c, char *err, size_t errlen)
+sendmail_check_conf(struct conf_ctx *cx, const struct conf *c)
 {
 	size_t	 i;
 
@@ -57,8 +101,21 @@ sendmail_check(const struct conf *c, char *err, size_t errlen)
 		if (strcmp(c->alerts_sendmail[i], "-t") == 0)
 			return 0;
 	/* The recipients are in the headers only: without -t none is given. */
-	snprintf(err, errlen, "%s: alerts.sendmail: needs -t (recipients are "
+	return conf_fail(cx, &c->alerts_sendmail, "needs -t (recipients are "
 	    "taken from the message's To and Cc), e.g. [ /usr/sbin/sendmail, "
-	    "-t, -oi ]", c->path);
-	return -1;
+	    "-t, -oi ]");
+}
+
+const struct transport transport_sendmail = {
+	.name = "sendmail",
+	.crlf = 0,
+	.send = sendmail_send,
+	.cancel = sendmail_cancel,
+};
+
+const struct transport *
+transport_for(const struct conf *c)
+{
+	return c->alerts_sendmail != NULL ? &transport_sendmail :
+	    &transport_smtp;
 }

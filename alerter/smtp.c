@@ -17,13 +17,15 @@
 
 #include "alerter.h"
 #include "log.h"
+#include "mail.h"
+#include "transport.h"
 
-struct smtp_job {
+struct transport_job {
 	CURL			*easy;
 	struct curl_slist	*rcpts;
 	const char		*msg;	/* the batch's: outlives the job */
 	size_t			 len, off;
-	send_done_fn		*done;
+	transport_done_fn	*done;
 	void			*arg;
 	char			 errbuf[CURL_ERROR_SIZE];
 };
@@ -39,7 +41,7 @@ static ev_timer	 smtp_timer;
 static void
 smtp_check_done(void)
 {
-	struct smtp_job	*job;
+	struct transport_job	*job;
 	CURLMsg		*m;
 	CURLcode	 rc;
 	char		*priv, why[CURL_ERROR_SIZE + 64];
@@ -53,7 +55,7 @@ smtp_check_done(void)
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
 		curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE,
 		    &code);
-		job = (struct smtp_job *)priv;
+		job = (struct transport_job *)priv;
 		why[0] = '\0';
 		if (rc != CURLE_OK)
 			snprintf(why, sizeof(why), "%s%s%s (last reply %ld)",
@@ -146,7 +148,7 @@ smtp_timer_fn(CURLM *multi, long timeout_ms, void *userp)
 static size_t
 smtp_read_fn(char *dst, size_t size, size_t nitems, void *userp)
 {
-	struct smtp_job	*job = userp;
+	struct transport_job	*job = userp;
 	size_t		 n = size * nitems;
 
 	if (n > job->len - job->off)
@@ -206,21 +208,20 @@ smtp_url(const struct conf *c, char *dst, size_t len, char *err,
 	int		 n;
 
 	if (s == NULL) {
-		snprintf(err, errlen, "%s: alerts.smtp: not set", c->path);
+		snprintf(err, errlen, "not set");
 		return -1;
 	}
 	for (p = s; *p != '\0'; p++)
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			snprintf(err, errlen, "%s: alerts.smtp: \"%s\" must not "
-			    "contain spaces or control characters", c->path, s);
+			snprintf(err, errlen, "\"%s\" must not contain spaces "
+			    "or control characters", s);
 			return -1;
 		}
 	if (strstr(s, "://") != NULL) {
 		if (strncmp(s, "smtp://", 7) != 0 &&
 		    strncmp(s, "smtps://", 8) != 0) {
-			snprintf(err, errlen, "%s: alerts.smtp: \"%s\": only "
-			    "smtp:// and smtps:// URLs are mail relays",
-			    c->path, s);
+			snprintf(err, errlen, "\"%s\": only smtp:// and "
+			    "smtps:// URLs are mail relays", s);
 			return -1;
 		}
 		n = snprintf(dst, len, "%s", s);
@@ -232,8 +233,8 @@ smtp_url(const struct conf *c, char *dst, size_t len, char *err,
 		if (colon != NULL && (colon[1] == '\0' ||
 		    strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
 		    atoi(colon + 1) < 1 || atoi(colon + 1) > 65535)) {
-			snprintf(err, errlen, "%s: alerts.smtp: \"%s\" is not "
-			    "host:port or an smtp:// URL", c->path, s);
+			snprintf(err, errlen, "\"%s\" is not host:port or an "
+			    "smtp:// URL", s);
 			return -1;
 		}
 		smtp_ehlo_name(c, ehlo, sizeof(ehlo));
@@ -241,9 +242,26 @@ smtp_url(const struct conf *c, char *dst, size_t len, char *err,
 		    colon == NULL ? ":25" : "", ehlo);
 	}
 	if (n < 0 || (size_t)n >= len) {
-		snprintf(err, errlen, "%s: alerts.smtp: too long", c->path);
+		snprintf(err, errlen, "too long");
 		return -1;
 	}
+	return 0;
+}
+
+int
+smtp_check_conf(struct conf_ctx *cx, const struct conf *c)
+{
+	char	 url[1024], why[256];
+
+	if (c->alerts_sendmail == NULL &&
+	    smtp_url(c, url, sizeof(url), why, sizeof(why)) == -1)
+		return conf_fail(cx, &c->alerts_smtp, "%s", why);
+	if (c->alerts_sendmail == NULL && c->alerts_smtp_username != NULL &&
+	    c->alerts_smtp_starttls != STARTTLS_YES &&
+	    strncmp(c->alerts_smtp, "smtps://", 8) != 0)
+		log_warn("event=config_warning note=\"alerts.smtp_username "
+		    "without smtp_starttls: yes or smtps://: the password may "
+		    "be sent unencrypted\"");
 	return 0;
 }
 
@@ -265,14 +283,17 @@ smtp_rcpts(char *const *rcpts, size_t n)
 	return l;
 }
 
-struct smtp_job *
-smtp_send(const char *msg, size_t len, const char *from, char *const *rcpts,
-    size_t nrcpts, send_done_fn *done, void *arg, char *err, size_t errlen)
+static struct transport_job *
+smtp_send(const struct transport_msg *m, transport_done_fn *done, void *arg,
+    char *err, size_t errlen)
 {
 	const struct conf	*c = alerter.conf;
-	static const long	 tls[] = { CURLUSESSL_NONE, CURLUSESSL_TRY,
-				    CURLUSESSL_ALL };
-	struct smtp_job		*job;
+	static const long	 tls[] = {
+		[STARTTLS_NO] = CURLUSESSL_NONE,
+		[STARTTLS_TRY] = CURLUSESSL_TRY,
+		[STARTTLS_YES] = CURLUSESSL_ALL,
+	};
+	struct transport_job	*job;
 	char			 url[1024], mfrom[MAIL_ADDR_MAX + 3];
 	CURLMcode		 mc;
 
@@ -280,15 +301,15 @@ smtp_send(const char *msg, size_t len, const char *from, char *const *rcpts,
 		return NULL;
 	if ((job = calloc(1, sizeof(*job))) == NULL ||
 	    (job->easy = curl_easy_init()) == NULL ||
-	    (job->rcpts = smtp_rcpts(rcpts, nrcpts)) == NULL) {
+	    (job->rcpts = smtp_rcpts(m->rcpts, m->nrcpts)) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
-	job->msg = msg;
-	job->len = len;
+	job->msg = m->data;
+	job->len = m->len;
 	job->done = done;
 	job->arg = arg;
-	snprintf(mfrom, sizeof(mfrom), "<%s>", from);
+	snprintf(mfrom, sizeof(mfrom), "<%s>", m->from);
 
 	curl_easy_setopt(job->easy, CURLOPT_URL, url);
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -303,10 +324,9 @@ smtp_send(const char *msg, size_t len, const char *from, char *const *rcpts,
 	curl_easy_setopt(job->easy, CURLOPT_READFUNCTION, smtp_read_fn);
 	curl_easy_setopt(job->easy, CURLOPT_READDATA, job);
 	curl_easy_setopt(job->easy, CURLOPT_INFILESIZE_LARGE,
-	    (curl_off_t)len);
+	    (curl_off_t)m->len);
 	curl_easy_setopt(job->easy, CURLOPT_USE_SSL,
-	    tls[c->alerts_smtp_starttls < 0 || c->alerts_smtp_starttls > 2 ?
-	    2 : c->alerts_smtp_starttls]);
+	    tls[c->alerts_smtp_starttls]);
 	if (c->alerts_smtp_cafile != NULL)
 		curl_easy_setopt(job->easy, CURLOPT_CAINFO,
 		    c->alerts_smtp_cafile);
@@ -340,8 +360,8 @@ fail:
 	return NULL;
 }
 
-void
-smtp_cancel(struct smtp_job *job)
+static void
+smtp_cancel(struct transport_job *job)
 {
 	if (job == NULL)
 		return;
@@ -350,3 +370,10 @@ smtp_cancel(struct smtp_job *job)
 	curl_slist_free_all(job->rcpts);
 	free(job);
 }
+
+const struct transport transport_smtp = {
+	.name = "smtp",
+	.crlf = 1,
+	.send = smtp_send,
+	.cancel = smtp_cancel,
+};

@@ -1,11 +1,20 @@
 /*
- * conf.c: config.yaml loader.
+ * conf.c: the config.yaml loader.
  *
- * The file is loaded as a libyaml document, then walked against a table of
- * typed options per section.  Every error names file:line (libyaml counts
- * lines from 0) and the dotted option path.  Unknown keys and duplicates are
- * errors: a typo in a rate limiter's config must not silently fall back to a
- * default.
+ * The text is loaded as a libyaml document, then walked against tables of
+ * typed options: one table per section, one for a rule, one for a limit,
+ * one for a rule's postfix settings.  A walk rejects unknown and repeated
+ * keys and stores each value, typed, at its offset in the struct the table
+ * describes; so every option of every level gets the same checks and the
+ * same "file:line: option: what" errors (libyaml counts lines from 0).
+ *
+ *   conf_parse -> sections (conf_walk) -> rules (conf_rule) -> limits
+ *              -> shared checks -> the daemon's checks -> key names
+ *
+ * Every value set is recorded with its line and dotted name (struct
+ * conf_where), so checks that look at several options, and the daemons'
+ * own checks, still name the line an option came from.  A typo in a rate
+ * limiter's config must not silently fall back to a default.
  */
 #include <sys/socket.h>
 #include <arpa/inet.h>
@@ -23,116 +32,374 @@
 #include <yaml.h>
 
 #include "conf.h"
+#include "keyspace.h"
 
-enum opt_type {
-	OPT_STRING,	/* char * */
-	OPT_NAME,	/* char *, restricted to [A-Za-z0-9_.:@-] */
-	OPT_DURATION,	/* int64_t ms */
-	OPT_INT,	/* int */
-	OPT_INT64,	/* int64_t */
-	OPT_SIZE,	/* size_t */
-	OPT_MODE,	/* mode_t, octal string */
-	OPT_LIST,	/* char **, NULL-terminated; a scalar is a list of one */
-	OPT_LISTEN,	/* struct conf_listen[] + count */
-	OPT_ANSWER,	/* char *, what Exim's condition accepts */
-	OPT_STARTTLS,	/* int: no / try / yes */
-	OPT_SECRET,	/* char *, read from the named file */
+enum conf_type {
+	CT_STRING,	/* char *, one line */
+	CT_NAME,	/* char *, [A-Za-z0-9_.:@-], at most max (or 128) */
+	CT_ATTR,	/* char[CONF_NAME_MAX], [A-Za-z0-9_-] */
+	CT_DURATION,	/* int64_t ms */
+	CT_INT,		/* int */
+	CT_INT64,	/* int64_t */
+	CT_SIZE,	/* size_t */
+	CT_MODE,	/* mode_t, octal string */
+	CT_BOOL,	/* int 0 or 1 */
+	CT_ENUM,	/* int, from arg's choices */
+	CT_FLAGS,	/* unsigned, a list of arg's choices or'ed */
+	CT_LIST,	/* char **, NULL-terminated, count at noff */
+	CT_ARGV,	/* char **, NULL-terminated; the command absolute */
+	CT_LISTEN,	/* struct conf_listen[], count at noff */
+	CT_SECRET,	/* char *, the first line of the named file */
+	CT_PATTERNS,	/* struct conf_pattern[], count at noff */
+	CT_CIDRS,	/* the same, address/prefix only */
+	CT_OVERRIDES,	/* struct conf_override[], count at noff */
+	CT_LIMITS,	/* struct conf_limit[], count at noff */
+	CT_MAP,		/* a mapping of arg's options, same base */
 };
 
-struct opt {
+struct conf_choice {
 	const char	*name;
-	enum opt_type	 type;
-	size_t		 off;
-	int64_t		 min, max;	/* numbers, durations (ms) */
+	int		 value;
 };
 
-#define O(f)	offsetof(struct conf, f)
-
-static const struct opt shim_opts[] = {
-	{ "listen",		OPT_LISTEN,	O(listen), 0, 0 },
-	{ "socket_mode",	OPT_MODE,	O(socket_mode), 0, 07777 },
-	{ "socket_group",	OPT_NAME,	O(socket_group), 0, 0 },
-	{ "user",		OPT_NAME,	O(user), 0, 0 },
-	{ "group",		OPT_NAME,	O(group), 0, 0 },
-	{ "client_timeout",	OPT_DURATION,	O(client_timeout_ms), 10, 3600000 },
-	{ "max_clients",	OPT_INT,	O(max_clients), 1, 1000000 },
-	{ "max_request",	OPT_SIZE,	O(max_request), 64, 1048576 },
-	{ "hostname",		OPT_NAME,	O(hostname), 0, 0 },
-	{ NULL, 0, 0, 0, 0 }
+struct conf_opt {
+	const char		*name;
+	enum conf_type		 type;
+	size_t			 off;
+	size_t			 noff;		/* where a list's count goes */
+	int64_t			 min, max;
+	const void		*arg;		/* choices, or a table */
+	const char		*must;		/* message for a bad value */
 };
 
-static const struct opt redis_opts[] = {
-	{ "address",		OPT_STRING,	O(redis_address), 0, 0 },
-	{ "username",		OPT_STRING,	O(redis_username), 0, 0 },
-	{ "password",		OPT_STRING,	O(redis_password), 0, 0 },
-	{ "password_file",	OPT_SECRET,	O(redis_password), 0, 0 },
-	{ "database",		OPT_INT,	O(redis_database), 0, 10000 },
-	{ "timeout",		OPT_DURATION,	O(redis_timeout_ms), 1, 60000 },
-	{ "on_error",		OPT_ANSWER,	O(redis_on_error), 0, 0 },
-	{ "prefix",		OPT_NAME,	O(redis_prefix), 0, 0 },
-	{ NULL, 0, 0, 0, 0 }
+struct conf_table {
+	const char		*shape;		/* when it is not a mapping */
+	const struct conf_opt	*opts;
 };
 
-static const struct opt events_opts[] = {
-	{ "channel",		OPT_NAME,	O(events_channel), 0, 0 },
-	{ "stream",		OPT_NAME,	O(events_stream), 0, 0 },
-	{ "stream_maxlen",	OPT_INT64,	O(events_stream_maxlen), 10, 100000000 },
-	{ "group",		OPT_NAME,	O(events_group), 0, 0 },
-	{ NULL, 0, 0, 0, 0 }
+/* Where a value came from, for errors found after it was set. */
+struct conf_where {
+	const void	*field;
+	unsigned long	 line;
+	char		 what[96];
 };
 
-static const struct opt alerts_opts[] = {
-	{ "from",		OPT_STRING,	O(alerts_from), 0, 0 },
-	{ "to",			OPT_LIST,	O(alerts_to), 0, 0 },
-	{ "cc",			OPT_LIST,	O(alerts_cc), 0, 0 },
-	{ "subject",		OPT_STRING,	O(alerts_subject), 0, 0 },
-	{ "smtp",		OPT_STRING,	O(alerts_smtp), 0, 0 },
-	{ "smtp_username",	OPT_STRING,	O(alerts_smtp_username), 0, 0 },
-	{ "smtp_password",	OPT_STRING,	O(alerts_smtp_password), 0, 0 },
-	{ "smtp_password_file",	OPT_SECRET,	O(alerts_smtp_password), 0, 0 },
-	{ "smtp_starttls",	OPT_STARTTLS,	O(alerts_smtp_starttls), 0, 0 },
-	{ "smtp_cafile",	OPT_STRING,	O(alerts_smtp_cafile), 0, 0 },
-	{ "smtp_timeout",	OPT_DURATION,	O(alerts_smtp_timeout_ms), 100, 600000 },
-	{ "sendmail",		OPT_LIST,	O(alerts_sendmail), 0, 0 },
-	{ "report_command",	OPT_LIST,	O(alerts_report_command), 0, 0 },
-	{ "report_timeout",	OPT_DURATION,	O(alerts_report_timeout_ms), 10, 600000 },
-	{ "report_max_bytes",	OPT_SIZE,	O(alerts_report_max_bytes), 16, 10485760 },
-	{ "digest_wait",	OPT_DURATION,	O(alerts_digest_wait_ms), 0, 3600000 },
-	{ "digest_max",		OPT_INT,	O(alerts_digest_max), 1, 10000 },
-	{ "top_subjects",	OPT_INT,	O(alerts_top_subjects), 0, 100 },
-	{ "consumer",		OPT_NAME,	O(alerts_consumer), 0, 0 },
-	{ "claim_idle",		OPT_DURATION,	O(alerts_claim_idle_ms), 1000, 86400000 },
-	{ "retry_max",		OPT_DURATION,	O(alerts_retry_max_ms), 100, 86400000 },
-	{ NULL, 0, 0, 0, 0 }
+struct conf_ctx {
+	const char		*file;
+	yaml_document_t		 doc;
+	int			 have_doc;
+	struct conf		*conf;
+	char			*err;
+	size_t			 errlen;
+	struct conf_where	*where;
+	size_t			 nwhere, capwhere;
+	unsigned long		 root_line;
+	const yaml_node_t	*sections[8];	/* by index in conf_sections */
 };
 
-struct parse {
-	const char	*file;
-	yaml_document_t	 doc;
-	struct conf	*conf;
-	char		*err;
-	size_t		 errlen;
+#define C(f)	offsetof(struct conf, f)
+#define R(f)	offsetof(struct conf_rule, f)
+#define L(f)	offsetof(struct conf_limit, f)
+
+static const struct conf_choice conf_algorithms[] = {
+	{ "fixed", ALG_FIXED }, { "sliding", ALG_SLIDING },
+	{ "gcra", ALG_GCRA }, { NULL, 0 }
 };
+static const struct conf_choice conf_modes[] = {
+	{ "enforce", 0 }, { "shadow", 1 }, { NULL, 0 }
+};
+static const struct conf_choice conf_starttls[] = {
+	{ "no", STARTTLS_NO }, { "false", STARTTLS_NO },
+	{ "try", STARTTLS_TRY },
+	{ "yes", STARTTLS_YES }, { "true", STARTTLS_YES }, { NULL, 0 }
+};
+static const struct conf_choice conf_bounces[] = {
+	{ "skip", 0 }, { "count", 1 }, { NULL, 0 }
+};
+static const struct conf_choice conf_normalize[] = {
+	{ "lowercase", NORM_LOWERCASE },
+	{ "lowercase_domain", NORM_LOWERCASE_DOMAIN },
+	{ "strip_tag", NORM_STRIP_TAG }, { NULL, 0 }
+};
+
+static const struct conf_opt conf_shim_opts[] = {
+	{ "listen", CT_LISTEN, C(listen), C(nlisten), 0, 0, NULL, NULL },
+	{ "socket_mode", CT_MODE, C(socket_mode), 0, 0, 07777, NULL, NULL },
+	{ "socket_group", CT_NAME, C(socket_group), 0, 0, 0, NULL, NULL },
+	{ "user", CT_NAME, C(user), 0, 0, 0, NULL, NULL },
+	{ "group", CT_NAME, C(group), 0, 0, 0, NULL, NULL },
+	{ "client_timeout", CT_DURATION, C(client_timeout_ms), 0, 10, 3600000,
+	    NULL, NULL },
+	{ "policy_idle_timeout", CT_DURATION, C(policy_idle_ms), 0, 1000,
+	    86400000, NULL, NULL },
+	{ "max_clients", CT_INT, C(max_clients), 0, 1, 1000000, NULL, NULL },
+	{ "max_request", CT_SIZE, C(max_request), 0, 64, 1048576, NULL, NULL },
+	{ "hostname", CT_NAME, C(hostname), 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_opt conf_redis_opts[] = {
+	{ "address", CT_STRING, C(redis_address), 0, 0, 0, NULL, NULL },
+	{ "username", CT_STRING, C(redis_username), 0, 0, 0, NULL, NULL },
+	{ "password", CT_STRING, C(redis_password), 0, 0, 0, NULL, NULL },
+	{ "password_file", CT_SECRET, C(redis_password), 0, 0, 0, NULL, NULL },
+	{ "database", CT_INT, C(redis_database), 0, 0, 10000, NULL, NULL },
+	{ "timeout", CT_DURATION, C(redis_timeout_ms), 0, 1, 60000, NULL,
+	    NULL },
+	{ "on_error", CT_BOOL, C(redis_on_error), 0, 0, 0, NULL,
+	    "must be \"yes\" or \"no\" (quote it: YAML reads a bare no as "
+	    "false)" },
+	{ "prefix", CT_NAME, C(redis_prefix), 0, 0, 64, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_opt conf_events_opts[] = {
+	{ "channel", CT_NAME, C(events_channel), 0, 0, 0, NULL, NULL },
+	{ "stream", CT_NAME, C(events_stream), 0, 0, 0, NULL, NULL },
+	{ "stream_maxlen", CT_INT64, C(events_stream_maxlen), 0, 10,
+	    100000000, NULL, NULL },
+	{ "group", CT_NAME, C(events_group), 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_opt conf_alerts_opts[] = {
+	{ "from", CT_STRING, C(alerts_from), 0, 0, 0, NULL, NULL },
+	{ "to", CT_LIST, C(alerts_to), C(alerts_nto), 0, 0, NULL, NULL },
+	{ "cc", CT_LIST, C(alerts_cc), C(alerts_ncc), 0, 0, NULL, NULL },
+	{ "subject", CT_STRING, C(alerts_subject), 0, 0, 0, NULL, NULL },
+	{ "smtp", CT_STRING, C(alerts_smtp), 0, 0, 0, NULL, NULL },
+	{ "smtp_username", CT_STRING, C(alerts_smtp_username), 0, 0, 0, NULL,
+	    NULL },
+	{ "smtp_password", CT_STRING, C(alerts_smtp_password), 0, 0, 0, NULL,
+	    NULL },
+	{ "smtp_password_file", CT_SECRET, C(alerts_smtp_password), 0, 0, 0,
+	    NULL, NULL },
+	{ "smtp_starttls", CT_ENUM, C(alerts_smtp_starttls), 0, 0, 0,
+	    conf_starttls, "must be no, try or yes" },
+	{ "smtp_cafile", CT_STRING, C(alerts_smtp_cafile), 0, 0, 0, NULL,
+	    NULL },
+	{ "smtp_timeout", CT_DURATION, C(alerts_smtp_timeout_ms), 0, 100,
+	    600000, NULL, NULL },
+	{ "sendmail", CT_ARGV, C(alerts_sendmail), 0, 0, 0, NULL, NULL },
+	{ "report_command", CT_ARGV, C(alerts_report_command), 0, 0, 0, NULL,
+	    NULL },
+	{ "report_timeout", CT_DURATION, C(alerts_report_timeout_ms), 0, 10,
+	    600000, NULL, NULL },
+	{ "report_max_bytes", CT_SIZE, C(alerts_report_max_bytes), 0, 16,
+	    10485760, NULL, NULL },
+	{ "digest_wait", CT_DURATION, C(alerts_digest_wait_ms), 0, 0, 3600000,
+	    NULL, NULL },
+	{ "digest_max", CT_INT, C(alerts_digest_max), 0, 1, 10000, NULL,
+	    NULL },
+	{ "top_subjects", CT_INT, C(alerts_top_subjects), 0, 0, 100, NULL,
+	    NULL },
+	{ "consumer", CT_NAME, C(alerts_consumer), 0, 0, 0, NULL, NULL },
+	{ "claim_idle", CT_DURATION, C(alerts_claim_idle_ms), 0, 1000,
+	    86400000, NULL, NULL },
+	{ "retry_max", CT_DURATION, C(alerts_retry_max_ms), 0, 100, 86400000,
+	    NULL, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
+#define LIMIT_MUST	"must be a whole number, 0 or more"
+#define WINDOW_MUST	"must be a duration such as 300s or 1h"
+#define BURST_MUST	"must be a whole number, 1 or more"
+
+/* One { limit, window, burst }, based at a struct conf_limit. */
+static const struct conf_opt conf_limit_opts[] = {
+	{ "limit", CT_INT64, L(limit), 0, 0, INT64_MAX / 4, NULL, LIMIT_MUST },
+	{ "window", CT_DURATION, L(window_ms), 0, 1, INT64_MAX, NULL,
+	    WINDOW_MUST },
+	{ "burst", CT_INT64, L(burst), 0, 1, INT64_MAX / 4, NULL, BURST_MUST },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+static const struct conf_table conf_limit_table = {
+	"must be a mapping such as { limit: 20, window: 5m }", conf_limit_opts
+};
+
+static const struct conf_opt conf_postfix_opts[] = {
+	{ "key", CT_ATTR, R(postfix_key), 0, 0, 0, NULL,
+	    "not a policy attribute name" },
+	{ "action", CT_STRING, R(postfix_action), 0, 0, 0, NULL, NULL },
+	{ "bounces", CT_ENUM, R(postfix_bounces), 0, 0, 0, conf_bounces,
+	    "must be skip or count" },
+	{ "networks", CT_CIDRS, R(postfix_networks), R(npostfix_networks), 0,
+	    0, NULL, NULL },
+	{ "authenticated", CT_BOOL, R(postfix_authenticated), 0, 0, 0, NULL,
+	    "must be yes or no" },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+static const struct conf_table conf_postfix_table = {
+	"must be a mapping such as { key: sasl_username, networks: "
+	"[ 192.0.2.0/24 ] }", conf_postfix_opts
+};
+
+/*
+ * A rule.  limit, window and burst here are the short form of a one-limit
+ * rule: they land in limits[0], and conf_rule_finish() checks that they
+ * and a limits list are not both given.
+ */
+enum { RO_LIMIT, RO_WINDOW, RO_BURST, RO_LIMITS, RO_COUNT_DENIED };
+static const struct conf_opt conf_rule_opts[] = {
+	[RO_LIMIT] = { "limit", CT_INT64, R(limits[0].limit), 0, 0,
+	    INT64_MAX / 4, NULL, LIMIT_MUST },
+	[RO_WINDOW] = { "window", CT_DURATION, R(limits[0].window_ms), 0, 1,
+	    INT64_MAX, NULL, WINDOW_MUST },
+	[RO_BURST] = { "burst", CT_INT64, R(limits[0].burst), 0, 1,
+	    INT64_MAX / 4, NULL, BURST_MUST },
+	[RO_LIMITS] = { "limits", CT_LIMITS, R(limits), R(nlimits), 0, 0,
+	    NULL, NULL },
+	[RO_COUNT_DENIED] = { "count_denied", CT_BOOL, R(count_denied), 0, 0,
+	    0, NULL, "must be yes or no" },
+	{ "algorithm", CT_ENUM, R(algorithm), 0, 0, 0, conf_algorithms,
+	    "must be fixed, sliding or gcra" },
+	{ "mode", CT_ENUM, R(shadow), 0, 0, 0, conf_modes,
+	    "must be enforce or shadow" },
+	{ "normalize", CT_FLAGS, R(normalize), 0, 0, 0, conf_normalize, NULL },
+	{ "allow", CT_PATTERNS, R(allow), R(nallow), 0, 0, NULL, NULL },
+	{ "deny", CT_PATTERNS, R(deny), R(ndeny), 0, 0, NULL, NULL },
+	{ "override", CT_OVERRIDES, R(overrides), R(noverrides), 0, 0, NULL,
+	    NULL },
+	{ "postfix", CT_MAP, 0, 0, 0, 0, &conf_postfix_table, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+static const struct conf_table conf_rule_table = {
+	"must be a mapping such as { limit: 20, window: 300s }", conf_rule_opts
+};
+
+#define SECTION_SHAPE	"must be a mapping of options"
+static const struct conf_table conf_shim_table = { SECTION_SHAPE,
+	conf_shim_opts };
+static const struct conf_table conf_redis_table = { SECTION_SHAPE,
+	conf_redis_opts };
+static const struct conf_table conf_events_table = { SECTION_SHAPE,
+	conf_events_opts };
+static const struct conf_table conf_alerts_table = { SECTION_SHAPE,
+	conf_alerts_opts };
+
+/* The top level; rules (NULL table) are a mapping of names to rules. */
+static const struct {
+	const char		*name;
+	const struct conf_table	*table;
+} conf_sections[] = {
+	{ "shim", &conf_shim_table },
+	{ "redis", &conf_redis_table },
+	{ "events", &conf_events_table },
+	{ "rules", NULL },
+	{ "alerts", &conf_alerts_table },
+};
+#define CONF_NSECTIONS	(sizeof(conf_sections) / sizeof(conf_sections[0]))
+#define CONF_RULES	3
+
+static int	conf_walk(struct conf_ctx *, const char *,
+		    const yaml_node_t *, const struct conf_table *, void *,
+		    unsigned char *);
+
+static unsigned long
+conf_line(const yaml_node_t *n)
+{
+	return (unsigned long)n->start_mark.line + 1;
+}
 
 static int
-fail(struct parse *p, const yaml_node_t *n, const char *fmt, ...)
+conf_vfail(struct conf_ctx *p, unsigned long line, const char *fmt,
+    va_list ap)
 {
 	char	 msg[CONF_ERRLEN];
-	va_list	 ap;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (n != NULL)
-		snprintf(p->err, p->errlen, "%s:%lu: %s", p->file,
-		    (unsigned long)n->start_mark.line + 1, msg);
+	if (line > 0)
+		snprintf(p->err, p->errlen, "%s:%lu: %s", p->file, line, msg);
 	else
 		snprintf(p->err, p->errlen, "%s: %s", p->file, msg);
 	return -1;
 }
 
+/* "file:line: msg" at node n (NULL: no line). */
+static int
+conf_error(struct conf_ctx *p, const yaml_node_t *n, const char *fmt, ...)
+{
+	va_list	 ap;
+	int	 rc;
+
+	va_start(ap, fmt);
+	rc = conf_vfail(p, n != NULL ? conf_line(n) : 0, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static int
+conf_record(struct conf_ctx *p, const void *field, const yaml_node_t *n,
+    const char *what)
+{
+	struct conf_where	*w;
+	size_t			 cap;
+
+	if (p->nwhere == p->capwhere) {
+		cap = p->capwhere ? p->capwhere * 2 : 64;
+		if ((w = reallocarray(p->where, cap, sizeof(*w))) == NULL)
+			return conf_error(p, n, "%s: out of memory", what);
+		p->where = w;
+		p->capwhere = cap;
+	}
+	w = &p->where[p->nwhere++];
+	w->field = field;
+	w->line = conf_line(n);
+	snprintf(w->what, sizeof(w->what), "%s", what);
+	return 0;
+}
+
+static const struct conf_where *
+conf_where_of(const struct conf_ctx *p, const void *field)
+{
+	size_t	 i;
+
+	for (i = p->nwhere; i-- > 0;)
+		if (p->where[i].field == field)
+			return &p->where[i];
+	return NULL;
+}
+
+int
+conf_fail(struct conf_ctx *p, const void *field, const char *fmt, ...)
+{
+	const struct conf_where	*w;
+	const struct conf_opt	*o;
+	const char		*base = (const char *)p->conf;
+	char			 msg[CONF_ERRLEN];
+	unsigned long		 line = p->root_line;
+	size_t			 i;
+	va_list			 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if ((w = conf_where_of(p, field)) != NULL) {
+		snprintf(p->err, p->errlen, "%s:%lu: %s: %s", p->file, w->line,
+		    w->what, msg);
+		return -1;
+	}
+	/* Not in the file: name it from the tables, at its section. */
+	for (i = 0; i < CONF_NSECTIONS; i++) {
+		if (conf_sections[i].table == NULL)
+			continue;
+		for (o = conf_sections[i].table->opts; o->name != NULL; o++)
+			if (base + o->off == (const char *)field)
+				break;
+		if (o->name == NULL)
+			continue;
+		if (p->sections[i] != NULL)
+			line = conf_line(p->sections[i]);
+		snprintf(p->err, p->errlen, "%s:%lu: %s.%s: %s", p->file, line,
+		    conf_sections[i].name, o->name, msg);
+		return -1;
+	}
+	snprintf(p->err, p->errlen, "%s:%lu: %s", p->file, line, msg);
+	return -1;
+}
+
 static const char *
-scalar(const yaml_node_t *n)
+conf_scalar(const yaml_node_t *n)
 {
 	return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value
 	    : NULL;
@@ -157,9 +424,13 @@ conf_parse_int(const char *s, int64_t min, int64_t max, int64_t *out)
 int
 conf_parse_duration(const char *s, int64_t *ms)
 {
+	static const struct { const char *unit; int64_t mult; } units[] = {
+		{ "ms", 1 }, { "s", 1000 }, { "m", 60000 }, { "h", 3600000 },
+		{ "d", 86400000 },
+	};
 	char		*end;
 	long long	 v;
-	int64_t		 mult;
+	size_t		 i;
 
 	if (s == NULL || !isdigit((unsigned char)*s))
 		return -1;
@@ -167,27 +438,20 @@ conf_parse_duration(const char *s, int64_t *ms)
 	v = strtoll(s, &end, 10);
 	if (errno != 0)
 		return -1;
-	if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "s") == 0)
-		mult = 1000;
-	else if (strcmp(end, "m") == 0)
-		mult = 60 * 1000;
-	else if (strcmp(end, "h") == 0)
-		mult = 3600 * 1000;
-	else if (strcmp(end, "d") == 0)
-		mult = 86400 * 1000;
-	else
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].unit) == 0)
+			break;
+	if (i == sizeof(units) / sizeof(units[0]))
 		return -1;
 	/* Ten years is more than any window needs and keeps ms in range. */
-	if (v > 10LL * 366 * 86400 * 1000 / mult)
+	if (v > 10LL * 366 * 86400 * 1000 / units[i].mult)
 		return -1;
-	*ms = v * mult;
+	*ms = v * units[i].mult;
 	return 0;
 }
 
 static int
-valid_name(const char *s)
+conf_valid_name(const char *s)
 {
 	if (*s == '\0')
 		return 0;
@@ -198,7 +462,7 @@ valid_name(const char *s)
 }
 
 static int
-valid_rule_name(const char *s, size_t len)
+conf_valid_rule_name(const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -211,7 +475,7 @@ valid_rule_name(const char *s, size_t len)
 }
 
 static void
-strv_free(char **v)
+conf_strv_free(char **v)
 {
 	char	**p;
 
@@ -222,54 +486,76 @@ strv_free(char **v)
 	free(v);
 }
 
+/* The items of a sequence node, and how many. */
+static size_t
+conf_nitems(const yaml_node_t *n)
+{
+	return (size_t)(n->data.sequence.items.top -
+	    n->data.sequence.items.start);
+}
+
+static const yaml_node_t *
+conf_item(struct conf_ctx *p, const yaml_node_t *n, size_t i)
+{
+	return yaml_document_get_node(&p->doc, n->data.sequence.items.start[i]);
+}
+
 /* A scalar, or a sequence of scalars, as a NULL-terminated vector. */
 static char **
-get_list(struct parse *p, const yaml_node_t *n, const char *what, size_t *count)
+conf_get_list(struct conf_ctx *p, const yaml_node_t *n, const char *what,
+    size_t *count)
 {
-	yaml_node_item_t	*it;
 	const yaml_node_t	*e;
 	char			**v;
-	size_t			 i = 0, cap;
+	size_t			 i, cap;
 
 	if (n->type == YAML_SCALAR_NODE) {
+		if (*conf_scalar(n) == '\0') {
+			conf_error(p, n, "%s: must not be empty", what);
+			return NULL;
+		}
 		if ((v = calloc(2, sizeof(*v))) == NULL ||
-		    (v[0] = strdup(scalar(n))) == NULL) {
+		    (v[0] = strdup(conf_scalar(n))) == NULL) {
 			free(v);
-			fail(p, n, "%s: out of memory", what);
+			conf_error(p, n, "%s: out of memory", what);
 			return NULL;
 		}
 		*count = 1;
 		return v;
 	}
 	if (n->type != YAML_SEQUENCE_NODE) {
-		fail(p, n, "%s: must be a value or a list", what);
+		conf_error(p, n, "%s: must be a value or a list", what);
 		return NULL;
 	}
-	cap = n->data.sequence.items.top - n->data.sequence.items.start;
-	if (cap == 0) {
-		fail(p, n, "%s: must not be empty", what);
+	if ((cap = conf_nitems(n)) == 0) {
+		conf_error(p, n, "%s: must not be empty", what);
 		return NULL;
 	}
 	if ((v = calloc(cap + 1, sizeof(*v))) == NULL) {
-		fail(p, n, "%s: out of memory", what);
+		conf_error(p, n, "%s: out of memory", what);
 		return NULL;
 	}
-	for (it = n->data.sequence.items.start;
-	    it < n->data.sequence.items.top; it++) {
-		e = yaml_document_get_node(&p->doc, *it);
-		if (scalar(e) == NULL || *scalar(e) == '\0') {
-			fail(p, e, "%s: each item must be a non-empty value",
-			    what);
-			strv_free(v);
+	for (i = 0; i < cap; i++) {
+		e = conf_item(p, n, i);
+		if (conf_scalar(e) == NULL || *conf_scalar(e) == '\0') {
+			conf_error(p, e, "%s: each item must be a non-empty "
+			    "value", what);
+			conf_strv_free(v);
 			return NULL;
 		}
-		if ((v[i++] = strdup(scalar(e))) == NULL) {
-			fail(p, e, "%s: out of memory", what);
-			strv_free(v);
+		if (strpbrk(conf_scalar(e), "\r\n") != NULL) {
+			conf_error(p, e, "%s: must not contain a line break",
+			    what);
+			conf_strv_free(v);
+			return NULL;
+		}
+		if ((v[i] = strdup(conf_scalar(e))) == NULL) {
+			conf_error(p, e, "%s: out of memory", what);
+			conf_strv_free(v);
 			return NULL;
 		}
 	}
-	*count = i;
+	*count = cap;
 	return v;
 }
 
@@ -278,7 +564,7 @@ get_list(struct parse *p, const yaml_node_t *n, const char *what, size_t *count)
  * only the daemon's user can read.
  */
 static int
-read_secret(const char *path, char **out, char *err, size_t errlen)
+conf_read_secret(const char *path, char **out, char *err, size_t errlen)
 {
 	char	 buf[1024];
 	FILE	*fp;
@@ -308,248 +594,25 @@ read_secret(const char *path, char **out, char *err, size_t errlen)
 	return 0;
 }
 
+/* alice@example.org, *@example.org, 192.0.2.0/24, 2001:db8::/32. */
 static int
-set_opt(struct parse *p, const struct opt *o, const char *section,
-    const yaml_node_t *n)
+conf_pattern(struct conf_ctx *p, const char *what, const yaml_node_t *n,
+    int cidr_only, struct conf_pattern *pat)
 {
-	char		 what[128];
-	char		*base = (char *)p->conf;
-	const char	*s = scalar(n);
-	char		**list, *end, msg[256];
-	int64_t		 v;
-	size_t		 count, i;
-	long		 mode;
-
-	snprintf(what, sizeof(what), "%s.%s", section, o->name);
-	if (o->type != OPT_LIST && o->type != OPT_LISTEN && s == NULL)
-		return fail(p, n, "%s: must be a single value", what);
-
-	switch (o->type) {
-	case OPT_STRING:
-	case OPT_NAME:
-	case OPT_ANSWER:
-		if (*s == '\0')
-			return fail(p, n, "%s: must not be empty", what);
-		if (o->type == OPT_NAME && (!valid_name(s) ||
-		    strlen(s) > CONF_NAME_LEN))
-			return fail(p, n, "%s: \"%.*s\" may only contain letters, "
-			    "digits and _ . : @ - (at most %d)", what, 64, s,
-			    CONF_NAME_LEN);
-		if (o->type == OPT_ANSWER && strcasecmp(s, "yes") != 0 &&
-		    strcasecmp(s, "no") != 0)
-			return fail(p, n, "%s: must be \"yes\" or \"no\" "
-			    "(quote it: YAML reads a bare no as false)", what);
-		if (strpbrk(s, "\r\n") != NULL)
-			return fail(p, n, "%s: must not contain a line break",
-			    what);
-		if (*(char **)(base + o->off) != NULL &&
-		    (o->off == O(redis_password) ||
-		    o->off == O(alerts_smtp_password)))
-			return fail(p, n, "%s: the password is given twice",
-			    what);
-		free(*(char **)(base + o->off));
-		if ((*(char **)(base + o->off) = strdup(s)) == NULL)
-			return fail(p, n, "%s: out of memory", what);
-		return 0;
-	case OPT_DURATION:
-		if (conf_parse_duration(s, &v) == -1)
-			return fail(p, n, "%s: \"%s\" is not a duration "
-			    "(a number and ms, s, m, h or d)", what, s);
-		if (v < o->min || v > o->max)
-			return fail(p, n, "%s: %s is out of range", what, s);
-		*(int64_t *)(base + o->off) = v;
-		return 0;
-	case OPT_INT:
-	case OPT_INT64:
-	case OPT_SIZE:
-		if (conf_parse_int(s, o->min, o->max, &v) == -1)
-			return fail(p, n, "%s: must be a whole number from "
-			    "%lld to %lld", what, (long long)o->min,
-			    (long long)o->max);
-		if (o->type == OPT_INT)
-			*(int *)(base + o->off) = (int)v;
-		else if (o->type == OPT_INT64)
-			*(int64_t *)(base + o->off) = v;
-		else
-			*(size_t *)(base + o->off) = (size_t)v;
-		return 0;
-	case OPT_MODE:
-		errno = 0;
-		mode = strtol(s, &end, 8);
-		if (*s == '\0' || *end != '\0' || errno != 0 || mode < 0 ||
-		    mode > o->max)
-			return fail(p, n, "%s: must be an octal mode such as "
-			    "\"0660\"", what);
-		*(mode_t *)(base + o->off) = (mode_t)mode;
-		return 0;
-	case OPT_SECRET:
-		if (s[0] != '/')
-			return fail(p, n, "%s: must be an absolute path", what);
-		if (read_secret(s, &end, msg, sizeof(msg)) == -1)
-			return fail(p, n, "%s: %s", what, msg);
-		if (*(char **)(base + o->off) != NULL) {
-			free(end);
-			return fail(p, n, "%s: the password is given twice",
-			    what);
-		}
-		*(char **)(base + o->off) = end;
-		return 0;
-	case OPT_STARTTLS:
-		if (strcmp(s, "no") == 0 || strcmp(s, "false") == 0)
-			v = 0;
-		else if (strcmp(s, "try") == 0)
-			v = 1;
-		else if (strcmp(s, "yes") == 0 || strcmp(s, "true") == 0)
-			v = 2;
-		else
-			return fail(p, n, "%s: must be no, try or yes", what);
-		*(int *)(base + o->off) = (int)v;
-		return 0;
-	case OPT_LIST:
-		if ((list = get_list(p, n, what, &count)) == NULL)
-			return -1;
-		strv_free(*(char ***)(base + o->off));
-		*(char ***)(base + o->off) = list;
-		if (o->off == O(alerts_to))
-			p->conf->alerts_nto = count;
-		else if (o->off == O(alerts_cc))
-			p->conf->alerts_ncc = count;
-		return 0;
-	case OPT_LISTEN:
-		if ((list = get_list(p, n, what, &count)) == NULL)
-			return -1;
-		for (i = 0; i < count; i++) {
-			if (strncmp(list[i], "inet:", 5) != 0 &&
-			    list[i][0] != '/') {
-				fail(p, n, "%s: \"%s\" is neither an absolute "
-				    "socket path nor inet:HOST:PORT", what,
-				    list[i]);
-				strv_free(list);
-				return -1;
-			}
-		}
-		if ((p->conf->listen = calloc(count,
-		    sizeof(*p->conf->listen))) == NULL) {
-			strv_free(list);
-			return fail(p, n, "%s: out of memory", what);
-		}
-		for (i = 0; i < count; i++)
-			p->conf->listen[i].addr = list[i];
-		p->conf->nlisten = count;
-		free(list);	/* the strings now belong to listen[] */
-		return 0;
-	}
-	return fail(p, n, "%s: internal error", what);
-}
-
-/* Walk a mapping against a table: unknown and repeated keys are errors. */
-static int
-parse_section(struct parse *p, const char *section, const yaml_node_t *map,
-    const struct opt *opts)
-{
-	yaml_node_pair_t	*pair;
-	const yaml_node_t	*k, *v;
-	const struct opt	*o;
-	unsigned char		 seen[64];
-
-	if (map->type != YAML_MAPPING_NODE)
-		return fail(p, map, "%s: must be a mapping of options", section);
-	memset(seen, 0, sizeof(seen));
-	for (pair = map->data.mapping.pairs.start;
-	    pair < map->data.mapping.pairs.top; pair++) {
-		k = yaml_document_get_node(&p->doc, pair->key);
-		v = yaml_document_get_node(&p->doc, pair->value);
-		if (scalar(k) == NULL)
-			return fail(p, k, "%s: keys must be plain names",
-			    section);
-		for (o = opts; o->name != NULL; o++)
-			if (strcmp(o->name, scalar(k)) == 0)
-				break;
-		if (o->name == NULL)
-			return fail(p, k, "%s: unknown option \"%s\"", section,
-			    scalar(k));
-		if (seen[o - opts]++)
-			return fail(p, k, "%s.%s: given twice", section,
-			    o->name);
-		if (set_opt(p, o, section, v) == -1)
-			return -1;
-	}
-	return 0;
-}
-
-/*
- * One { limit, window, burst }.  In the short form these sit among the
- * rule's other options, which parse_rule() has checked already.
- */
-static int
-parse_limit(struct parse *p, const char *rule, const yaml_node_t *map,
-    struct conf_limit *l, int short_form)
-{
-	yaml_node_pair_t	*pair;
-	const yaml_node_t	*k, *v;
-	const char		*s;
-	int			 have_limit = 0, have_window = 0;
-
-	if (map->type != YAML_MAPPING_NODE)
-		return fail(p, map, "rules.%s.limits: each limit must be a "
-		    "mapping such as { limit: 20, window: 5m }", rule);
-	for (pair = map->data.mapping.pairs.start;
-	    pair < map->data.mapping.pairs.top; pair++) {
-		k = yaml_document_get_node(&p->doc, pair->key);
-		v = yaml_document_get_node(&p->doc, pair->value);
-		s = scalar(v);
-		if (scalar(k) == NULL)
-			return fail(p, k, "rules.%s: keys must be plain names",
-			    rule);
-		if (strcmp(scalar(k), "limit") == 0) {
-			if (have_limit++)
-				return fail(p, k, "rules.%s.limit: given twice",
-				    rule);
-			if (conf_parse_int(s, 0, INT64_MAX / 4, &l->limit)
-			    == -1)
-				return fail(p, v, "rules.%s.limit: must be a "
-				    "whole number, 0 or more", rule);
-		} else if (strcmp(scalar(k), "window") == 0) {
-			if (have_window++)
-				return fail(p, k, "rules.%s.window: given "
-				    "twice", rule);
-			if (conf_parse_duration(s, &l->window_ms) == -1 ||
-			    l->window_ms < 1)
-				return fail(p, v, "rules.%s.window: must be a "
-				    "duration such as 300s or 1h", rule);
-		} else if (strcmp(scalar(k), "burst") == 0) {
-			if (conf_parse_int(s, 1, INT64_MAX / 4, &l->burst)
-			    == -1)
-				return fail(p, v, "rules.%s.burst: must be a "
-				    "whole number, 1 or more", rule);
-		} else if (!short_form)
-			return fail(p, k, "rules.%s: unknown option \"%s\"",
-			    rule, scalar(k));
-	}
-	if (!have_limit)
-		return fail(p, map, "rules.%s: limit is required", rule);
-	if (!have_window)
-		return fail(p, map, "rules.%s: window is required", rule);
-	return 0;
-}
-
-static int
-parse_pattern(struct parse *p, const char *rule, const char *list,
-    const yaml_node_t *n, struct conf_pattern *pat)
-{
-	const char	*s = scalar(n), *slash;
+	const char	*s = conf_scalar(n), *slash;
 	char		 addr[64], *end;
 	long		 prefix;
 	int		 max;
 
 	if (s == NULL || *s == '\0')
-		return fail(p, n, "rules.%s.%s: each entry must be a key, "
-		    "*@domain or an address/prefix", rule, list);
-	if (strncmp(s, "*@", 2) == 0 && s[2] != '\0') {
+		return conf_error(p, n, "%s: each entry must be %s", what,
+		    cidr_only ? "an address/prefix" :
+		    "a key, *@domain or an address/prefix");
+	slash = strchr(s, '/');
+	if (!cidr_only && strncmp(s, "*@", 2) == 0 && s[2] != '\0') {
 		pat->type = PAT_DOMAIN;
 		pat->text = strdup(s + 2);
-	} else if ((slash = strchr(s, '/')) != NULL &&
-	    (size_t)(slash - s) < sizeof(addr)) {
+	} else if (slash != NULL && (size_t)(slash - s) < sizeof(addr)) {
 		memcpy(addr, s, slash - s);
 		addr[slash - s] = '\0';
 		pat->type = PAT_CIDR;
@@ -560,41 +623,42 @@ parse_pattern(struct parse *p, const char *rule, const char *list,
 			pat->family = AF_INET6;
 			max = 128;
 		} else
-			return fail(p, n, "rules.%s.%s: \"%s\" is not an "
-			    "address/prefix", rule, list, s);
+			return conf_error(p, n, "%s: \"%s\" is not an "
+			    "address/prefix", what, s);
 		errno = 0;
 		prefix = strtol(slash + 1, &end, 10);
 		if (slash[1] == '\0' || *end != '\0' || prefix < 0 ||
 		    prefix > max)
-			return fail(p, n, "rules.%s.%s: bad prefix length in "
-			    "\"%s\"", rule, list, s);
+			return conf_error(p, n, "%s: bad prefix length in "
+			    "\"%s\"", what, s);
 		pat->prefix = (int)prefix;
 		pat->text = strdup(s);
-	} else {
+	} else if (cidr_only)
+		return conf_error(p, n, "%s: \"%s\" is not an address/prefix "
+		    "such as 192.0.2.0/24", what, s);
+	else {
 		pat->type = PAT_EXACT;
 		pat->text = strdup(s);
 	}
 	if (pat->text == NULL)
-		return fail(p, n, "out of memory");
+		return conf_error(p, n, "%s: out of memory", what);
 	return 0;
 }
 
 static int
-parse_patterns(struct parse *p, const char *rule, const char *list,
-    const yaml_node_t *seq, struct conf_pattern **out, size_t *nout)
+conf_patterns(struct conf_ctx *p, const char *what, const yaml_node_t *seq,
+    int cidr_only, struct conf_pattern **out, size_t *nout)
 {
-	yaml_node_item_t	*it;
-	size_t			 n;
+	size_t	 i, n;
 
 	if (seq->type != YAML_SEQUENCE_NODE)
-		return fail(p, seq, "rules.%s.%s: must be a list", rule, list);
-	n = seq->data.sequence.items.top - seq->data.sequence.items.start;
+		return conf_error(p, seq, "%s: must be a list", what);
+	n = conf_nitems(seq);
 	if ((*out = calloc(n + 1, sizeof(**out))) == NULL)
-		return fail(p, seq, "out of memory");
-	for (it = seq->data.sequence.items.start;
-	    it < seq->data.sequence.items.top; it++) {
-		if (parse_pattern(p, rule, list,
-		    yaml_document_get_node(&p->doc, *it), &(*out)[*nout]) == -1)
+		return conf_error(p, seq, "%s: out of memory", what);
+	for (i = 0; i < n; i++) {
+		if (conf_pattern(p, what, conf_item(p, seq, i), cidr_only,
+		    &(*out)[*nout]) == -1)
 			return -1;
 		(*nout)++;
 	}
@@ -602,8 +666,8 @@ parse_patterns(struct parse *p, const char *rule, const char *list,
 }
 
 static int
-parse_overrides(struct parse *p, const char *rule, const yaml_node_t *map,
-    struct conf_rule *r)
+conf_overrides(struct conf_ctx *p, const char *what, const yaml_node_t *map,
+    struct conf_override **out, size_t *nout)
 {
 	yaml_node_pair_t	*pair;
 	const yaml_node_t	*k, *v;
@@ -613,19 +677,19 @@ parse_overrides(struct parse *p, const char *rule, const yaml_node_t *map,
 	size_t			 n;
 
 	if (map->type != YAML_MAPPING_NODE)
-		return fail(p, map, "rules.%s.override: must map keys to "
-		    "allow, block or xFACTOR", rule);
+		return conf_error(p, map, "%s: must map keys to allow, block or "
+		    "xFACTOR", what);
 	n = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
-	if ((r->overrides = calloc(n + 1, sizeof(*o))) == NULL)
-		return fail(p, map, "out of memory");
+	if ((*out = calloc(n + 1, sizeof(**out))) == NULL)
+		return conf_error(p, map, "%s: out of memory", what);
 	for (pair = map->data.mapping.pairs.start;
 	    pair < map->data.mapping.pairs.top; pair++) {
 		k = yaml_document_get_node(&p->doc, pair->key);
 		v = yaml_document_get_node(&p->doc, pair->value);
-		o = &r->overrides[r->noverrides];
-		if (scalar(k) == NULL || (s = scalar(v)) == NULL)
-			return fail(p, k, "rules.%s.override: entries are "
-			    "KEY: allow | block | xFACTOR", rule);
+		o = &(*out)[*nout];
+		if (conf_scalar(k) == NULL || (s = conf_scalar(v)) == NULL)
+			return conf_error(p, k, "%s: entries are KEY: allow | "
+			    "block | xFACTOR", what);
 		if (strcmp(s, "allow") == 0)
 			o->action = OVR_ALLOW;
 		else if (strcmp(s, "block") == 0)
@@ -636,302 +700,409 @@ parse_overrides(struct parse *p, const char *rule, const yaml_node_t *map,
 			o->factor = strtod(s + 1, &end);
 			if (*end != '\0' || errno != 0 || !(o->factor > 0) ||
 			    o->factor > 1e6)
-				return fail(p, v, "rules.%s.override: \"%s\" "
-				    "is not a factor such as x2 or x0.5", rule,
-				    s);
+				return conf_error(p, v, "%s: \"%s\" is not a "
+				    "factor such as x2 or x0.5", what, s);
 		} else
-			return fail(p, v, "rules.%s.override: \"%s\" must be "
-			    "allow, block or xFACTOR", rule, s);
-		if ((o->key = strdup(scalar(k))) == NULL)
-			return fail(p, k, "out of memory");
-		r->noverrides++;
+			return conf_error(p, v, "%s: \"%s\" must be allow, "
+			    "block or xFACTOR", what, s);
+		if ((o->key = strdup(conf_scalar(k))) == NULL)
+			return conf_error(p, k, "%s: out of memory", what);
+		(*nout)++;
 	}
 	return 0;
 }
 
+/* A rule's limits list: each item walked as one limit. */
 static int
-parse_postfix(struct parse *p, const char *rule, const yaml_node_t *map,
-    struct conf_rule *r)
+conf_limits(struct conf_ctx *p, const char *what, const yaml_node_t *seq,
+    struct conf_limit *limits, size_t *nlimits)
+{
+	const yaml_node_t	*e;
+	unsigned char		 seen[8];
+	char			 item[128];
+	size_t			 i;
+
+	if (seq->type != YAML_SEQUENCE_NODE || conf_nitems(seq) == 0)
+		return conf_error(p, seq, "%s: must be a list of { limit, "
+		    "window }", what);
+	if (conf_nitems(seq) > CONF_LIMITS_MAX)
+		return conf_error(p, seq, "%s: at most %d", what,
+		    CONF_LIMITS_MAX);
+	for (i = 0; i < conf_nitems(seq); i++) {
+		e = conf_item(p, seq, i);
+		snprintf(item, sizeof(item), "%s[%zu]", what, i + 1);
+		if (conf_walk(p, item, e, &conf_limit_table, &limits[i], seen)
+		    == -1)
+			return -1;
+		if (!seen[0])
+			return conf_error(p, e, "%s: limit is required", item);
+		if (!seen[1])
+			return conf_error(p, e, "%s: window is required", item);
+		*nlimits = i + 1;
+	}
+	return 0;
+}
+
+/* The choice called s, or -1. */
+static int
+conf_choose(const struct conf_choice *ch, const char *s)
+{
+	for (; ch->name != NULL; ch++)
+		if (strcmp(ch->name, s) == 0)
+			return ch->value;
+	return -1;
+}
+
+/* Store one option's value, typed, at base + o->off. */
+static int
+conf_set(struct conf_ctx *p, const char *section, const struct conf_opt *o,
+    const yaml_node_t *n, void *base)
+{
+	char			 what[96], msg[256], *s2, **list;
+	const char		*s = conf_scalar(n);
+	char			*field = (char *)base + o->off;
+	const struct conf_where	*dup;
+	const yaml_node_t	*e;
+	int64_t			 v;
+	size_t			 count, i, max;
+	long			 mode;
+	int			 ch;
+
+	snprintf(what, sizeof(what), "%s.%s", section, o->name);
+	switch (o->type) {
+	case CT_LIST:
+	case CT_ARGV:
+	case CT_LISTEN:
+	case CT_PATTERNS:
+	case CT_CIDRS:
+	case CT_OVERRIDES:
+	case CT_LIMITS:
+	case CT_MAP:
+	case CT_FLAGS:
+		break;
+	default:
+		if (s == NULL)
+			return conf_error(p, n, "%s: %s", what, o->must != NULL ?
+			    o->must : "must be a single value");
+		if (strpbrk(s, "\r\n") != NULL)
+			return conf_error(p, n, "%s: must not contain a line "
+			    "break", what);
+	}
+	/* Two options for one setting: password and password_file. */
+	if ((o->type == CT_STRING || o->type == CT_SECRET) &&
+	    (dup = conf_where_of(p, field)) != NULL)
+		return conf_error(p, n, "%s: the same setting as %s (line %lu): "
+		    "give one of them", what, dup->what, dup->line);
+	if (o->type != CT_MAP && conf_record(p, field, n, what) == -1)
+		return -1;
+
+	switch (o->type) {
+	case CT_STRING:
+	case CT_NAME:
+		if (*s == '\0')
+			return conf_error(p, n, "%s: must not be empty", what);
+		max = o->max > 0 ? (size_t)o->max : CONF_NAME_LEN;
+		if (o->type == CT_NAME && (!conf_valid_name(s) ||
+		    strlen(s) > max))
+			return conf_error(p, n, "%s: \"%.*s\" may only contain "
+			    "letters, digits and _ . : @ - (at most %zu)", what,
+			    64, s, max);
+		if ((s2 = strdup(s)) == NULL)
+			return conf_error(p, n, "%s: out of memory", what);
+		free(*(char **)field);
+		*(char **)field = s2;
+		return 0;
+	case CT_ATTR:
+		if (!conf_valid_rule_name(s, strlen(s)))
+			return conf_error(p, n, "%s: %s", what, o->must);
+		snprintf(field, CONF_NAME_MAX, "%s", s);
+		return 0;
+	case CT_DURATION:
+		if (conf_parse_duration(s, &v) == -1 || v < o->min ||
+		    v > o->max) {
+			if (o->must != NULL)
+				return conf_error(p, n, "%s: %s", what,
+				    o->must);
+			if (conf_parse_duration(s, &v) == -1)
+				return conf_error(p, n, "%s: \"%s\" is not a "
+				    "duration (a number and ms, s, m, h or d)",
+				    what, s);
+			return conf_error(p, n, "%s: %s is out of range", what,
+			    s);
+		}
+		*(int64_t *)field = v;
+		return 0;
+	case CT_INT:
+	case CT_INT64:
+	case CT_SIZE:
+		if (conf_parse_int(s, o->min, o->max, &v) == -1) {
+			if (o->must != NULL)
+				return conf_error(p, n, "%s: %s", what,
+				    o->must);
+			return conf_error(p, n, "%s: must be a whole number "
+			    "from %lld to %lld", what, (long long)o->min,
+			    (long long)o->max);
+		}
+		if (o->type == CT_INT)
+			*(int *)field = (int)v;
+		else if (o->type == CT_INT64)
+			*(int64_t *)field = v;
+		else
+			*(size_t *)field = (size_t)v;
+		return 0;
+	case CT_MODE:
+		errno = 0;
+		mode = strtol(s, &s2, 8);
+		if (*s == '\0' || *s2 != '\0' || errno != 0 || mode < 0 ||
+		    mode > o->max)
+			return conf_error(p, n, "%s: must be an octal mode such "
+			    "as \"0660\"", what);
+		*(mode_t *)field = (mode_t)mode;
+		return 0;
+	case CT_BOOL:
+		if (strcasecmp(s, "yes") == 0 || strcasecmp(s, "true") == 0)
+			*(int *)field = 1;
+		else if (strcasecmp(s, "no") == 0 ||
+		    strcasecmp(s, "false") == 0)
+			*(int *)field = 0;
+		else
+			return conf_error(p, n, "%s: %s", what, o->must != NULL ?
+			    o->must : "must be yes or no");
+		return 0;
+	case CT_ENUM:
+		if ((ch = conf_choose(o->arg, s)) == -1)
+			return conf_error(p, n, "%s: %s", what, o->must);
+		*(int *)field = ch;
+		return 0;
+	case CT_FLAGS:
+		if (n->type != YAML_SEQUENCE_NODE)
+			return conf_error(p, n, "%s: must be a list", what);
+		for (i = 0; i < conf_nitems(n); i++) {
+			e = conf_item(p, n, i);
+			if ((s = conf_scalar(e)) == NULL)
+				s = "";
+			if ((ch = conf_choose(o->arg, s)) == -1)
+				return conf_error(p, e, "%s: \"%s\" is not "
+				    "lowercase, lowercase_domain or strip_tag",
+				    what, s);
+			*(unsigned *)field |= (unsigned)ch;
+		}
+		return 0;
+	case CT_LIST:
+	case CT_ARGV:
+		if ((list = conf_get_list(p, n, what, &count)) == NULL)
+			return -1;
+		if (o->type == CT_ARGV && list[0][0] != '/') {
+			conf_strv_free(list);
+			return conf_error(p, n, "%s: the command must be an "
+			    "absolute path", what);
+		}
+		conf_strv_free(*(char ***)field);
+		*(char ***)field = list;
+		if (o->type == CT_LIST)
+			*(size_t *)((char *)base + o->noff) = count;
+		return 0;
+	case CT_LISTEN:
+		if ((list = conf_get_list(p, n, what, &count)) == NULL)
+			return -1;
+		for (i = 0; i < count; i++)
+			if (strncmp(list[i], "inet:", 5) != 0 &&
+			    list[i][0] != '/') {
+				conf_error(p, n, "%s: \"%s\" is neither an "
+				    "absolute socket path nor inet:HOST:PORT",
+				    what, list[i]);
+				conf_strv_free(list);
+				return -1;
+			}
+		if ((*(struct conf_listen **)field = calloc(count,
+		    sizeof(struct conf_listen))) == NULL) {
+			conf_strv_free(list);
+			return conf_error(p, n, "%s: out of memory", what);
+		}
+		for (i = 0; i < count; i++)
+			(*(struct conf_listen **)field)[i].addr = list[i];
+		*(size_t *)((char *)base + o->noff) = count;
+		free(list);	/* the strings now belong to listen[] */
+		return 0;
+	case CT_SECRET:
+		if (s[0] != '/')
+			return conf_error(p, n, "%s: must be an absolute path",
+			    what);
+		if (conf_read_secret(s, &s2, msg, sizeof(msg)) == -1)
+			return conf_error(p, n, "%s: %s", what, msg);
+		free(*(char **)field);
+		*(char **)field = s2;
+		return 0;
+	case CT_PATTERNS:
+	case CT_CIDRS:
+		return conf_patterns(p, what, n, o->type == CT_CIDRS,
+		    (struct conf_pattern **)field,
+		    (size_t *)((char *)base + o->noff));
+	case CT_OVERRIDES:
+		return conf_overrides(p, what, n, (struct conf_override **)field,
+		    (size_t *)((char *)base + o->noff));
+	case CT_LIMITS:
+		return conf_limits(p, what, n, (struct conf_limit *)field,
+		    (size_t *)((char *)base + o->noff));
+	case CT_MAP:
+		return conf_walk(p, what, n, o->arg, base, NULL);
+	}
+	return conf_error(p, n, "%s: internal error", what);
+}
+
+/*
+ * Walk a mapping against a table: unknown and repeated keys are errors.
+ * seen (one byte per option, may be NULL) tells the caller what was given.
+ */
+static int
+conf_walk(struct conf_ctx *p, const char *path, const yaml_node_t *map,
+    const struct conf_table *t, void *base, unsigned char *seen)
 {
 	yaml_node_pair_t	*pair;
 	const yaml_node_t	*k, *v;
-	const char		*s;
+	const struct conf_opt	*o;
+	unsigned char		 mine[32];
+	size_t			 nopts;
 
+	for (nopts = 0; t->opts[nopts].name != NULL; nopts++)
+		;
+	if (nopts > sizeof(mine))
+		return conf_error(p, map, "%s: internal error: too many "
+		    "options", path);
+	if (seen == NULL)
+		seen = mine;
+	memset(seen, 0, nopts);
 	if (map->type != YAML_MAPPING_NODE)
-		return fail(p, map, "rules.%s.postfix: must be a mapping "
-		    "{ key: ATTRIBUTE, action: ACTION }", rule);
+		return conf_error(p, map, "%s: %s", path, t->shape);
 	for (pair = map->data.mapping.pairs.start;
 	    pair < map->data.mapping.pairs.top; pair++) {
 		k = yaml_document_get_node(&p->doc, pair->key);
 		v = yaml_document_get_node(&p->doc, pair->value);
-		if (scalar(k) == NULL || (s = scalar(v)) == NULL || *s == '\0')
-			return fail(p, k, "rules.%s.postfix: entries need "
-			    "values", rule);
-		if (strcmp(scalar(k), "key") == 0) {
-			if (!valid_rule_name(s, strlen(s)))
-				return fail(p, v, "rules.%s.postfix.key: not "
-				    "a policy attribute name", rule);
-			snprintf(r->postfix_key, sizeof(r->postfix_key), "%s",
-			    s);
-		} else if (strcmp(scalar(k), "action") == 0) {
-			if (strpbrk(s, "\r\n") != NULL)
-				return fail(p, v, "rules.%s.postfix.action: "
-				    "must be one line", rule);
-			free(r->postfix_action);
-			if ((r->postfix_action = strdup(s)) == NULL)
-				return fail(p, v, "out of memory");
-		} else
-			return fail(p, k, "rules.%s.postfix: unknown option "
-			    "\"%s\"", rule, scalar(k));
+		if (conf_scalar(k) == NULL)
+			return conf_error(p, k, "%s: keys must be plain names",
+			    path);
+		for (o = t->opts; o->name != NULL; o++)
+			if (strcmp(o->name, conf_scalar(k)) == 0)
+				break;
+		if (o->name == NULL)
+			return conf_error(p, k, "%s: unknown option \"%s\"",
+			    path, conf_scalar(k));
+		if (seen[o - t->opts]++)
+			return conf_error(p, k, "%s.%s: given twice", path,
+			    o->name);
+		if (conf_set(p, path, o, v, base) == -1)
+			return -1;
 	}
 	return 0;
 }
 
+/* What a rule needs beyond its options' own checks, and its defaults. */
 static int
-parse_normalize(struct parse *p, const char *rule, const yaml_node_t *seq,
-    unsigned *flags)
+conf_rule_finish(struct conf_ctx *p, const char *path, const yaml_node_t *n,
+    struct conf_rule *r, const unsigned char *seen)
 {
-	yaml_node_item_t	*it;
-	const yaml_node_t	*e;
-	const char		*s;
-
-	if (seq->type != YAML_SEQUENCE_NODE)
-		return fail(p, seq, "rules.%s.normalize: must be a list", rule);
-	for (it = seq->data.sequence.items.start;
-	    it < seq->data.sequence.items.top; it++) {
-		e = yaml_document_get_node(&p->doc, *it);
-		if ((s = scalar(e)) == NULL)
-			s = "";
-		if (strcmp(s, "lowercase") == 0)
-			*flags |= NORM_LOWERCASE;
-		else if (strcmp(s, "lowercase_domain") == 0)
-			*flags |= NORM_LOWERCASE_DOMAIN;
-		else if (strcmp(s, "strip_tag") == 0)
-			*flags |= NORM_STRIP_TAG;
-		else
-			return fail(p, e, "rules.%s.normalize: \"%s\" is not "
-			    "lowercase, lowercase_domain or strip_tag", rule,
-			    s);
-	}
-	return 0;
-}
-
-/* Rule option names, in the order a rule's errors are checked. */
-enum {
-	RO_LIMIT, RO_WINDOW, RO_BURST, RO_LIMITS, RO_ALGORITHM, RO_MODE,
-	RO_COUNT_DENIED, RO_NORMALIZE, RO_ALLOW, RO_DENY, RO_OVERRIDE,
-	RO_POSTFIX, RO_MAX
-};
-static const char *rule_opts[RO_MAX] = {
-	"limit", "window", "burst", "limits", "algorithm", "mode",
-	"count_denied", "normalize", "allow", "deny", "override", "postfix"
-};
-
-static int
-parse_rule(struct parse *p, const char *name, const yaml_node_t *v,
-    struct conf_rule *r)
-{
-	yaml_node_pair_t	*rp;
-	yaml_node_item_t	*it;
-	const yaml_node_t	*rk, *rv, *short_node = NULL;
-	const char		*s;
-	int			 seen[RO_MAX], o, count_denied = -1;
+	struct conf_limit	*l;
 	size_t			 i, j;
 
-	if (v->type != YAML_MAPPING_NODE)
-		return fail(p, v, "rules.%s: must be a mapping such as "
-		    "{ limit: 20, window: 300s }", name);
-	memset(seen, 0, sizeof(seen));
-	snprintf(r->name, sizeof(r->name), "%s", name);
-	for (rp = v->data.mapping.pairs.start;
-	    rp < v->data.mapping.pairs.top; rp++) {
-		rk = yaml_document_get_node(&p->doc, rp->key);
-		rv = yaml_document_get_node(&p->doc, rp->value);
-		s = scalar(rv);
-		if (scalar(rk) == NULL)
-			return fail(p, rk, "rules.%s: keys must be plain names",
-			    name);
-		for (o = 0; o < RO_MAX; o++)
-			if (strcmp(scalar(rk), rule_opts[o]) == 0)
-				break;
-		if (o == RO_MAX)
-			return fail(p, rk, "rules.%s: unknown option \"%s\"",
-			    name, scalar(rk));
-		if (seen[o]++)
-			return fail(p, rk, "rules.%s.%s: given twice", name,
-			    rule_opts[o]);
-		switch (o) {
-		case RO_LIMIT:
-		case RO_WINDOW:
-		case RO_BURST:
-			short_node = v;	/* checked as one limit below */
-			break;
-		case RO_LIMITS:
-			if (rv->type != YAML_SEQUENCE_NODE ||
-			    rv->data.sequence.items.top ==
-			    rv->data.sequence.items.start)
-				return fail(p, rv, "rules.%s.limits: must be a "
-				    "list of { limit, window }", name);
-			for (it = rv->data.sequence.items.start;
-			    it < rv->data.sequence.items.top; it++) {
-				if (r->nlimits == CONF_LIMITS_MAX)
-					return fail(p, rv, "rules.%s.limits: "
-					    "at most %d", name,
-					    CONF_LIMITS_MAX);
-				if (parse_limit(p, name,
-				    yaml_document_get_node(&p->doc, *it),
-				    &r->limits[r->nlimits], 0) == -1)
-					return -1;
-				r->nlimits++;
-			}
-			break;
-		case RO_ALGORITHM:
-			if (s != NULL && strcmp(s, "fixed") == 0)
-				r->algorithm = ALG_FIXED;
-			else if (s != NULL && strcmp(s, "sliding") == 0)
-				r->algorithm = ALG_SLIDING;
-			else if (s != NULL && strcmp(s, "gcra") == 0)
-				r->algorithm = ALG_GCRA;
-			else
-				return fail(p, rv, "rules.%s.algorithm: must "
-				    "be fixed, sliding or gcra", name);
-			break;
-		case RO_MODE:
-			if (s != NULL && strcmp(s, "enforce") == 0)
-				r->shadow = 0;
-			else if (s != NULL && strcmp(s, "shadow") == 0)
-				r->shadow = 1;
-			else
-				return fail(p, rv, "rules.%s.mode: must be "
-				    "enforce or shadow", name);
-			break;
-		case RO_COUNT_DENIED:
-			if (s != NULL && (strcmp(s, "yes") == 0 ||
-			    strcmp(s, "true") == 0))
-				count_denied = 1;
-			else if (s != NULL && (strcmp(s, "no") == 0 ||
-			    strcmp(s, "false") == 0))
-				count_denied = 0;
-			else
-				return fail(p, rv, "rules.%s.count_denied: "
-				    "must be yes or no", name);
-			break;
-		case RO_NORMALIZE:
-			if (parse_normalize(p, name, rv, &r->normalize) == -1)
-				return -1;
-			break;
-		case RO_ALLOW:
-			if (parse_patterns(p, name, "allow", rv, &r->allow,
-			    &r->nallow) == -1)
-				return -1;
-			break;
-		case RO_DENY:
-			if (parse_patterns(p, name, "deny", rv, &r->deny,
-			    &r->ndeny) == -1)
-				return -1;
-			break;
-		case RO_OVERRIDE:
-			if (parse_overrides(p, name, rv, r) == -1)
-				return -1;
-			break;
-		case RO_POSTFIX:
-			if (parse_postfix(p, name, rv, r) == -1)
-				return -1;
-			break;
-		}
-	}
-	if (short_node != NULL) {
+	if (seen[RO_LIMIT] || seen[RO_WINDOW] || seen[RO_BURST]) {
 		if (seen[RO_LIMITS])
-			return fail(p, v, "rules.%s: give limit and window, or "
-			    "limits, not both", name);
-		/* The short form is a one-element limits list. */
-		if (parse_limit(p, name, v, &r->limits[0], 1) == -1)
-			return -1;
+			return conf_error(p, n, "%s: give limit and window, or "
+			    "limits, not both", path);
+		if (!seen[RO_LIMIT])
+			return conf_error(p, n, "%s: limit is required", path);
+		if (!seen[RO_WINDOW])
+			return conf_error(p, n, "%s: window is required", path);
 		r->nlimits = 1;
 	}
 	if (r->nlimits == 0)
-		return fail(p, v, "rules.%s: limit and window are required",
-		    name);
+		return conf_error(p, n, "%s: limit and window are required",
+		    path);
 	for (i = 0; i < r->nlimits; i++) {
-		if (r->limits[i].burst == 0)
-			r->limits[i].burst = r->limits[i].limit;
-		if (r->algorithm == ALG_GCRA && r->limits[i].limit == 0)
-			return fail(p, v, "rules.%s: gcra needs limits of 1 "
-			    "or more", name);
+		l = &r->limits[i];
+		if (l->burst == 0)
+			l->burst = l->limit;
+		if (r->algorithm == ALG_GCRA && l->limit == 0)
+			return conf_error(p, n, "%s: gcra needs limits of 1 or "
+			    "more", path);
 		if (r->nlimits > 1) {
-			r->limits[i].suffix[0] = '.';
-			conf_format_duration(r->limits[i].window_ms,
-			    r->limits[i].suffix + 1,
-			    sizeof(r->limits[i].suffix) - 1);
+			l->suffix[0] = '.';
+			conf_format_duration(l->window_ms, l->suffix + 1,
+			    sizeof(l->suffix) - 1);
 		}
 		for (j = 0; j < i; j++)
-			if (r->limits[j].window_ms == r->limits[i].window_ms)
-				return fail(p, v, "rules.%s.limits: two limits "
-				    "with the same window", name);
+			if (r->limits[j].window_ms == l->window_ms)
+				return conf_error(p, n, "%s.limits: two limits "
+				    "with the same window", path);
 	}
 	/* The article counted every attempt; rate algorithms should not. */
-	r->count_denied = count_denied != -1 ? count_denied :
-	    r->algorithm == ALG_FIXED;
+	if (!seen[RO_COUNT_DENIED])
+		r->count_denied = r->algorithm == ALG_FIXED;
 	if (r->postfix_key[0] == '\0')
 		strcpy(r->postfix_key, "sender");
 	if (r->postfix_action == NULL &&
 	    (r->postfix_action = strdup("DEFER_IF_PERMIT 4.7.1 too much mail "
 	    "from this sender, try again later")) == NULL)
-		return fail(p, v, "out of memory");
+		return conf_error(p, n, "%s: out of memory", path);
 	return 0;
 }
 
 static int
-parse_rules(struct parse *p, const yaml_node_t *map)
+conf_rules(struct conf_ctx *p, const yaml_node_t *map)
 {
 	yaml_node_pair_t	*pair;
 	const yaml_node_t	*k, *v;
+	struct conf_rule	*r;
+	unsigned char		 seen[32];
 	const char		*name;
+	char			 path[96];
 	size_t			 n, i;
 
 	if (map->type != YAML_MAPPING_NODE)
-		return fail(p, map, "rules: must be a mapping of rule names");
+		return conf_error(p, map, "rules: must be a mapping of rule "
+		    "names");
 	n = map->data.mapping.pairs.top - map->data.mapping.pairs.start;
 	if (n == 0)
-		return fail(p, map, "rules: at least one rule is needed");
+		return conf_error(p, map, "rules: at least one rule is needed");
 	if ((p->conf->rules = calloc(n, sizeof(struct conf_rule))) == NULL)
-		return fail(p, map, "rules: out of memory");
-
+		return conf_error(p, map, "rules: out of memory");
 	for (pair = map->data.mapping.pairs.start;
 	    pair < map->data.mapping.pairs.top; pair++) {
 		k = yaml_document_get_node(&p->doc, pair->key);
 		v = yaml_document_get_node(&p->doc, pair->value);
-		if ((name = scalar(k)) == NULL ||
-		    !valid_rule_name(name, strlen(name)))
-			return fail(p, k, "rules: a rule name may only contain "
-			    "letters, digits, _ and - (at most %d)",
+		if ((name = conf_scalar(k)) == NULL ||
+		    !conf_valid_rule_name(name, strlen(name)))
+			return conf_error(p, k, "rules: a rule name may only "
+			    "contain letters, digits, _ and - (at most %d)",
 			    CONF_NAME_MAX - 1);
-		/* These name other data under the prefix (count.lua). */
-		if (strcmp(name, "subjects") == 0 ||
-		    strcmp(name, "crossed") == 0 ||
-		    strcmp(name, "override") == 0)
-			return fail(p, k, "rules.%s: the name is reserved",
-			    name);
+		if (keyspace_reserved(name))
+			return conf_error(p, k, "rules.%s: the name is "
+			    "reserved: senderwatch's own keys are called "
+			    "PREFIX:%s:...", name, name);
 		for (i = 0; i < p->conf->nrules; i++)
 			if (strcmp(p->conf->rules[i].name, name) == 0)
-				return fail(p, k, "rules.%s: given twice",
+				return conf_error(p, k, "rules.%s: given twice",
 				    name);
 		/* Counted first, so conf_free() frees a half-parsed rule. */
-		p->conf->nrules++;
-		if (parse_rule(p, name, v,
-		    &p->conf->rules[p->conf->nrules - 1]) == -1)
+		r = &p->conf->rules[p->conf->nrules++];
+		snprintf(r->name, sizeof(r->name), "%s", name);
+		snprintf(path, sizeof(path), "rules.%s", name);
+		if (conf_record(p, r, k, path) == -1 ||
+		    conf_walk(p, path, v, &conf_rule_table, r, seen) == -1 ||
+		    conf_rule_finish(p, path, v, r, seen) == -1)
 			return -1;
 	}
 	return 0;
 }
 
 static int
-set_defaults(struct conf *c)
+conf_defaults(struct conf *c)
 {
 	char	 host[256];
 
 	c->socket_mode = 0660;
 	c->client_timeout_ms = 2000;
+	/* Longer than Postfix keeps an idle policy connection (300s). */
+	c->policy_idle_ms = 330000;
 	c->max_clients = 4096;
 	c->max_request = 4096;
 	c->redis_timeout_ms = 100;
@@ -944,15 +1115,14 @@ set_defaults(struct conf *c)
 	c->alerts_top_subjects = 10;
 	c->alerts_claim_idle_ms = 60000;
 	c->alerts_retry_max_ms = 60000;
-	c->alerts_smtp_starttls = 1;
+	c->alerts_smtp_starttls = STARTTLS_TRY;
 	if (gethostname(host, sizeof(host)) == -1)
 		strcpy(host, "localhost");
 	host[CONF_NAME_LEN] = '\0';	/* names are bounded everywhere */
-#define DUP(f, v) if (c->f == NULL && (c->f = strdup(v)) == NULL) return -1
+#define DUP(f, v) if ((c->f = strdup(v)) == NULL) return -1
 	DUP(hostname, host);
 	DUP(alerts_consumer, host);
 	DUP(redis_address, "127.0.0.1:6379");
-	DUP(redis_on_error, "no");
 	DUP(redis_prefix, "senderwatch");
 	DUP(events_channel, "senderwatch:events");
 	DUP(events_stream, "senderwatch:stream");
@@ -962,189 +1132,150 @@ set_defaults(struct conf *c)
 	return 0;
 }
 
-/* A string that names Redis keys: PREFIX:[KIND:]RULE[SUFFIX]: */
-static char *
-key_head(const struct conf *c, const char *kind, const char *rule,
-    const char *suffix)
-{
-	char	*s;
-
-	if (asprintf(&s, "%s:%s%s%s%s:", c->redis_prefix, kind,
-	    *kind != '\0' ? ":" : "", rule, suffix) == -1)
-		return NULL;
-	return s;
-}
-
-/*
- * What every request of a rule sends the same: key name heads and the
- * limits as text, made once here rather than per request.
- */
+/* Checks across options that both daemons need, once everything is read. */
 static int
-rule_prepare(const struct conf *c, struct conf_rule *r)
+conf_check_shared(struct conf_ctx *p, struct conf *c)
 {
-	struct conf_limit	*l;
-	size_t			 i;
+	size_t	 i;
 
-	if ((r->subjects_head = key_head(c, "subjects", r->name, "")) == NULL ||
-	    (r->override_head = key_head(c, "override", r->name, "")) == NULL)
-		return -1;
-	for (i = 0; i < r->nlimits; i++) {
-		l = &r->limits[i];
-		if ((l->state_head = key_head(c, "", r->name, l->suffix)) ==
-		    NULL || (l->crossed_head = key_head(c, "crossed", r->name,
-		    l->suffix)) == NULL)
-			return -1;
-		snprintf(l->text[0], sizeof(l->text[0]), "%lld",
-		    (long long)l->limit);
-		snprintf(l->text[1], sizeof(l->text[1]), "%lld",
-		    (long long)l->window_ms);
-		snprintf(l->text[2], sizeof(l->text[2]), "%lld",
-		    (long long)l->burst);
-	}
-	return 0;
-}
-
-/* Checks across options, once everything is read. */
-static int
-post_validate(struct parse *p, const yaml_node_t *root)
-{
-	struct conf	*c = p->conf;
-	size_t		 i;
-
-	if (c->rules == NULL)
-		return fail(p, root, "rules: at least one rule is needed");
-	for (i = 0; i < c->nrules; i++)
-		if (strcmp(c->rules[i].name, "default") == 0)
-			break;
-	if (i == c->nrules)
-		return fail(p, root, "rules: a rule named \"default\" is "
-		    "needed (bare requests are counted under it)");
-	if (strlen(c->redis_prefix) > 64)
-		return fail(p, root, "redis.prefix: at most 64 characters");
+	if (p->sections[CONF_RULES] == NULL)
+		return conf_error(p, yaml_document_get_root_node(&p->doc),
+		    "rules: at least one rule is needed");
+	if (conf_rule_find(c, "default", 7) == NULL)
+		return conf_error(p, p->sections[CONF_RULES], "rules: a rule "
+		    "named \"default\" is needed (bare requests are counted "
+		    "under it)");
 	if (c->redis_username != NULL && c->redis_password == NULL)
-		return fail(p, root, "redis.username needs redis.password");
+		return conf_fail(p, &c->redis_username, "needs redis.password");
 	if (strncmp(c->redis_address, "unix:", 5) != 0 &&
 	    strrchr(c->redis_address, ':') == NULL)
-		return fail(p, root, "redis.address: \"%s\" is neither "
+		return conf_fail(p, &c->redis_address, "\"%s\" is neither "
 		    "unix:/path nor host:port", c->redis_address);
 	if (c->alerts_smtp != NULL && c->alerts_sendmail != NULL)
-		return fail(p, root, "alerts: give smtp or sendmail, not both");
-	if (c->alerts_sendmail != NULL && c->alerts_sendmail[0][0] != '/')
-		return fail(p, root, "alerts.sendmail: the command must be an "
-		    "absolute path");
-	if (c->alerts_report_command != NULL &&
-	    c->alerts_report_command[0][0] != '/')
-		return fail(p, root, "alerts.report_command: the command must "
-		    "be an absolute path");
+		return conf_fail(p, &c->alerts_sendmail, "give alerts.smtp or "
+		    "alerts.sendmail, not both");
 	if (c->alerts_smtp == NULL && c->alerts_sendmail == NULL &&
 	    (c->alerts_smtp = strdup("localhost:25")) == NULL)
-		return fail(p, root, "out of memory");
+		return conf_error(p, NULL, "out of memory");
 	for (i = 0; i < c->nrules; i++)
-		if (rule_prepare(c, &c->rules[i]) == -1)
-			return fail(p, root, "out of memory");
+		if ((c->rules[i].ks = keyspace_rule_new(c->redis_prefix,
+		    &c->rules[i])) == NULL)
+			return conf_error(p, NULL, "out of memory");
 	return 0;
+}
+
+static int
+conf_top(struct conf_ctx *p, conf_check_fn *check)
+{
+	yaml_node_t		*root, *k, *v;
+	yaml_node_pair_t	*pair;
+	const char		*sect;
+	size_t			 i;
+
+	if ((root = yaml_document_get_root_node(&p->doc)) == NULL)
+		return conf_error(p, NULL, "the file is empty");
+	p->root_line = conf_line(root);
+	if (root->type != YAML_MAPPING_NODE)
+		return conf_error(p, root, "the top level must be a mapping of "
+		    "sections");
+	for (pair = root->data.mapping.pairs.start;
+	    pair < root->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(&p->doc, pair->key);
+		v = yaml_document_get_node(&p->doc, pair->value);
+		if ((sect = conf_scalar(k)) == NULL)
+			return conf_error(p, k, "section names must be plain "
+			    "names");
+		for (i = 0; i < CONF_NSECTIONS; i++)
+			if (strcmp(sect, conf_sections[i].name) == 0)
+				break;
+		if (i == CONF_NSECTIONS)
+			return conf_error(p, k, "unknown section \"%s\" (known: "
+			    "shim, redis, events, rules, alerts)", sect);
+		if (p->sections[i] != NULL)
+			return conf_error(p, k, "section %s given twice", sect);
+		p->sections[i] = k;
+		if (conf_sections[i].table == NULL) {
+			if (conf_rules(p, v) == -1)
+				return -1;
+		} else if (conf_walk(p, sect, v, conf_sections[i].table,
+		    p->conf, NULL) == -1)
+			return -1;
+	}
+	if (conf_check_shared(p, p->conf) == -1)
+		return -1;
+	return check != NULL ? check(p, p->conf) : 0;
 }
 
 struct conf *
-conf_load(const char *file, char *err, size_t errlen)
+conf_parse(const char *text, size_t len, const char *name,
+    conf_check_fn *check, char *err, size_t errlen)
 {
-	struct parse		 p;
+	struct conf_ctx		 p;
 	yaml_parser_t		 parser;
-	yaml_node_t		*root, *k, *v;
-	yaml_node_pair_t	*pair;
-	FILE			*fp;
-	const char		*sect;
-	unsigned		 seen = 0, bit;
-	int			 rc = -1;
+	int			 rc;
 
 	memset(&p, 0, sizeof(p));
-	p.file = file;
+	p.file = name;
 	p.err = err;
 	p.errlen = errlen;
-
-	if ((fp = fopen(file, "r")) == NULL) {
-		snprintf(err, errlen, "%s: %s", file, strerror(errno));
-		return NULL;
-	}
 	if ((p.conf = calloc(1, sizeof(*p.conf))) == NULL ||
-	    (p.conf->path = strdup(file)) == NULL) {
-		snprintf(err, errlen, "%s: out of memory", file);
-		fclose(fp);
+	    (p.conf->path = strdup(name)) == NULL ||
+	    conf_defaults(p.conf) == -1) {
+		snprintf(err, errlen, "%s: out of memory", name);
 		conf_free(p.conf);
 		return NULL;
 	}
 	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, fp);
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text,
+	    len);
 	if (!yaml_parser_load(&parser, &p.doc)) {
-		snprintf(err, errlen, "%s:%lu: %s", file,
+		snprintf(err, errlen, "%s:%lu: %s", name,
 		    (unsigned long)parser.problem_mark.line + 1,
 		    parser.problem ? parser.problem : "YAML syntax error");
 		yaml_parser_delete(&parser);
-		fclose(fp);
 		conf_free(p.conf);
 		return NULL;
 	}
 	yaml_parser_delete(&parser);
-	fclose(fp);
-
-	/* Defaults first: what the file sets replaces them. */
-	if (set_defaults(p.conf) == -1) {
-		fail(&p, NULL, "out of memory");
-		goto done;
-	}
-	if ((root = yaml_document_get_root_node(&p.doc)) == NULL) {
-		fail(&p, NULL, "the file is empty");
-		goto done;
-	}
-	if (root->type != YAML_MAPPING_NODE) {
-		fail(&p, root, "the top level must be a mapping of sections");
-		goto done;
-	}
-	for (pair = root->data.mapping.pairs.start;
-	    pair < root->data.mapping.pairs.top; pair++) {
-		k = yaml_document_get_node(&p.doc, pair->key);
-		v = yaml_document_get_node(&p.doc, pair->value);
-		if ((sect = scalar(k)) == NULL) {
-			fail(&p, k, "section names must be plain names");
-			goto done;
-		}
-		if (strcmp(sect, "shim") == 0)
-			bit = 1;
-		else if (strcmp(sect, "redis") == 0)
-			bit = 2;
-		else if (strcmp(sect, "events") == 0)
-			bit = 4;
-		else if (strcmp(sect, "rules") == 0)
-			bit = 8;
-		else if (strcmp(sect, "alerts") == 0)
-			bit = 16;
-		else {
-			fail(&p, k, "unknown section \"%s\" (known: shim, "
-			    "redis, events, rules, alerts)", sect);
-			goto done;
-		}
-		if (seen & bit) {
-			fail(&p, k, "section %s given twice", sect);
-			goto done;
-		}
-		seen |= bit;
-		if ((bit == 1 && parse_section(&p, sect, v, shim_opts) == -1) ||
-		    (bit == 2 && parse_section(&p, sect, v, redis_opts) == -1) ||
-		    (bit == 4 && parse_section(&p, sect, v, events_opts) == -1) ||
-		    (bit == 8 && parse_rules(&p, v) == -1) ||
-		    (bit == 16 && parse_section(&p, sect, v, alerts_opts) == -1))
-			goto done;
-	}
-	if (post_validate(&p, root) == -1)
-		goto done;
-	rc = 0;
-done:
+	rc = conf_top(&p, check);
 	yaml_document_delete(&p.doc);
+	free(p.where);
 	if (rc == -1) {
 		conf_free(p.conf);
 		return NULL;
 	}
 	return p.conf;
+}
+
+struct conf *
+conf_load(const char *file, conf_check_fn *check, char *err, size_t errlen)
+{
+	struct conf	*c;
+	FILE		*fp;
+	char		*text;
+	size_t		 len;
+
+	if ((fp = fopen(file, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", file, strerror(errno));
+		return NULL;
+	}
+	if ((text = malloc(CONF_FILE_MAX + 1)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", file);
+		fclose(fp);
+		return NULL;
+	}
+	len = fread(text, 1, CONF_FILE_MAX + 1, fp);
+	if (ferror(fp) || len > CONF_FILE_MAX) {
+		snprintf(err, errlen, "%s: %s", file, ferror(fp) ?
+		    strerror(errno) : "larger than 1 MB");
+		fclose(fp);
+		free(text);
+		return NULL;
+	}
+	fclose(fp);
+	c = conf_parse(text, len, file, check, err, errlen);
+	free(text);
+	return c;
 }
 
 const struct conf_rule *
@@ -1160,39 +1291,39 @@ conf_rule_find(const struct conf *c, const char *name, size_t len)
 }
 
 static void
+conf_patterns_free(struct conf_pattern *pat, size_t n)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++)
+		free(pat[i].text);
+	free(pat);
+}
+
+static void
 conf_rule_free(struct conf_rule *r)
 {
 	size_t	 i;
 
-	for (i = 0; i < r->nallow; i++)
-		free(r->allow[i].text);
-	for (i = 0; i < r->ndeny; i++)
-		free(r->deny[i].text);
+	conf_patterns_free(r->allow, r->nallow);
+	conf_patterns_free(r->deny, r->ndeny);
+	conf_patterns_free(r->postfix_networks, r->npostfix_networks);
 	for (i = 0; i < r->noverrides; i++)
 		free(r->overrides[i].key);
-	for (i = 0; i < r->nlimits; i++) {
-		free(r->limits[i].state_head);
-		free(r->limits[i].crossed_head);
-	}
-	free(r->subjects_head);
-	free(r->override_head);
-	free(r->allow);
-	free(r->deny);
 	free(r->overrides);
 	free(r->postfix_action);
+	keyspace_rule_free(r->ks);
 }
 
 const char *
 conf_algorithm_name(enum conf_algorithm a)
 {
-	switch (a) {
-	case ALG_SLIDING:
-		return "sliding";
-	case ALG_GCRA:
-		return "gcra";
-	default:
-		return "fixed";
-	}
+	const struct conf_choice	*ch;
+
+	for (ch = conf_algorithms; ch->name != NULL; ch++)
+		if (ch->value == (int)a)
+			return ch->name;
+	return "fixed";
 }
 
 void
@@ -1224,10 +1355,10 @@ conf_free(struct conf *c)
 	for (i = 0; i < c->nrules; i++)
 		conf_rule_free(&c->rules[i]);
 	free(c->rules);
-	strv_free(c->alerts_to);
-	strv_free(c->alerts_cc);
-	strv_free(c->alerts_sendmail);
-	strv_free(c->alerts_report_command);
+	conf_strv_free(c->alerts_to);
+	conf_strv_free(c->alerts_cc);
+	conf_strv_free(c->alerts_sendmail);
+	conf_strv_free(c->alerts_report_command);
 	free(c->path);
 	free(c->socket_group);
 	free(c->user);
@@ -1235,8 +1366,9 @@ conf_free(struct conf *c)
 	free(c->hostname);
 	free(c->redis_address);
 	free(c->redis_username);
+	if (c->redis_password != NULL)
+		explicit_bzero(c->redis_password, strlen(c->redis_password));
 	free(c->redis_password);
-	free(c->redis_on_error);
 	free(c->redis_prefix);
 	free(c->events_channel);
 	free(c->events_stream);
@@ -1245,6 +1377,9 @@ conf_free(struct conf *c)
 	free(c->alerts_subject);
 	free(c->alerts_smtp);
 	free(c->alerts_smtp_username);
+	if (c->alerts_smtp_password != NULL)
+		explicit_bzero(c->alerts_smtp_password,
+		    strlen(c->alerts_smtp_password));
 	free(c->alerts_smtp_password);
 	free(c->alerts_smtp_cafile);
 	free(c->alerts_consumer);

@@ -2,6 +2,11 @@
  * conf.h: the configuration both daemons share, parsed once from YAML into
  * a struct that the rest of the code treats as const.  A reload builds a new
  * struct and swaps it in only when it is valid.
+ *
+ * Values are typed at load (numbers, durations in ms, booleans, enums), so
+ * nothing on the request path compares strings.  Each daemon adds its own
+ * checks (conf_check_fn), which run while the file's nodes are still there:
+ * every error, whoever finds it, reads "file:line: option: what".
  */
 #ifndef SW_CONF_H
 #define SW_CONF_H
@@ -14,10 +19,12 @@
 #define CONF_NAME_MAX	64		/* rule names: [A-Za-z0-9_-] */
 #define KEY_MAX		512		/* bytes of a key, before escaping */
 #define CONF_NAME_LEN	128		/* host, channel, stream, prefix... */
+#define CONF_FILE_MAX	(1024 * 1024)	/* a config file, at most */
 
 #define CONF_LIMITS_MAX	8		/* limits per rule, checked at once */
 
 enum conf_algorithm { ALG_FIXED, ALG_SLIDING, ALG_GCRA };
+enum conf_starttls { STARTTLS_NO, STARTTLS_TRY, STARTTLS_YES };
 
 /* Key normalisation, applied by the shim before anything else. */
 #define NORM_LOWERCASE		0x01	/* the whole key */
@@ -49,11 +56,9 @@ struct conf_limit {
 	int64_t		 window_ms;
 	int64_t		 burst;		/* gcra: bucket size; default limit */
 	char		 suffix[24];	/* ".5m" in multi-limit key names */
-	/* Filled once at load, so a request only copies bytes: */
-	char		 text[3][24];	/* limit, window_ms, burst as text */
-	char		*state_head;	/* "PREFIX:RULE[.5m]:" */
-	char		*crossed_head;	/* "PREFIX:crossed:RULE[.5m]:" */
 };
+
+struct keyspace_rule;
 
 struct conf_rule {
 	char		 name[CONF_NAME_MAX];
@@ -67,10 +72,18 @@ struct conf_rule {
 	size_t		 nallow, ndeny;
 	struct conf_override *overrides;
 	size_t		 noverrides;
-	char		 postfix_key[CONF_NAME_MAX];	/* policy attribute */
+
+	/* Postfix's policy requests: */
+	char		 postfix_key[CONF_NAME_MAX];	/* attribute counted */
 	char		*postfix_action;		/* over the limit */
-	char		*subjects_head;	/* "PREFIX:subjects:RULE:" */
-	char		*override_head;	/* "PREFIX:override:RULE:" */
+	int		 postfix_bounces;	/* count MAIL FROM:<> too */
+	/* Count only these clients (client_address), or authenticated ones
+	 * (sasl_username); both unset: count every request. */
+	struct conf_pattern *postfix_networks;
+	size_t		 npostfix_networks;
+	int		 postfix_authenticated;
+
+	struct keyspace_rule *ks;	/* key names, made at load */
 };
 
 struct conf_listen {
@@ -88,6 +101,7 @@ struct conf {
 	char		*user;		/* NULL: do not change user */
 	char		*group;		/* NULL: the user's primary group */
 	int64_t		 client_timeout_ms;
+	int64_t		 policy_idle_ms;	/* Postfix between requests */
 	int		 max_clients;
 	size_t		 max_request;
 	char		*hostname;	/* reported in events */
@@ -98,7 +112,7 @@ struct conf {
 	char		*redis_password;
 	int		 redis_database;
 	int64_t		 redis_timeout_ms;
-	char		*redis_on_error;	/* answer when Redis fails */
+	int		 redis_on_error;	/* the verdict when Redis fails */
 	char		*redis_prefix;
 
 	/* events: */
@@ -121,7 +135,7 @@ struct conf {
 	char		*alerts_smtp;		/* host:port, or smtp[s]://... */
 	char		*alerts_smtp_username;
 	char		*alerts_smtp_password;
-	int		 alerts_smtp_starttls;	/* 0 no, 1 try, 2 required */
+	enum conf_starttls alerts_smtp_starttls;
 	char		*alerts_smtp_cafile;	/* NULL: the system's CAs */
 	int64_t		 alerts_smtp_timeout_ms;
 	char	       **alerts_sendmail;	/* argv, NULL-terminated, or NULL */
@@ -137,10 +151,25 @@ struct conf {
 };
 
 /*
- * Parse and validate FILE.  Returns NULL and fills err with "file:line: what"
- * on any error.  The result is freed with conf_free().
+ * A file being loaded, as a daemon's own checks see it.  A check returns 0,
+ * or -1 after conf_fail(), which names the file, the line and the option
+ * that field (the address of a member of the conf) was set by.
  */
-struct conf	*conf_load(const char *file, char *err, size_t errlen);
+struct conf_ctx;
+typedef int	conf_check_fn(struct conf_ctx *, const struct conf *);
+int		 conf_fail(struct conf_ctx *, const void *field,
+		    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Parse and validate FILE, then run check (may be NULL).  Returns NULL and
+ * fills err with "file:line: option: what" on any error.  The result is
+ * freed with conf_free().  conf_parse() does the same with text in memory
+ * named name, for the unit tests and the fuzzer.
+ */
+struct conf	*conf_load(const char *file, conf_check_fn *check, char *err,
+		    size_t errlen);
+struct conf	*conf_parse(const char *text, size_t len, const char *name,
+		    conf_check_fn *check, char *err, size_t errlen);
 void		 conf_free(struct conf *);
 const struct conf_rule *conf_rule_find(const struct conf *, const char *name,
 		    size_t namelen);

@@ -1,5 +1,6 @@
 /*
- * daemon.c: pidfile, privilege drop, detaching from the terminal.
+ * daemon.c: a daemon's life (see daemon.h): options, config, pidfile,
+ * privilege drop, detaching from the terminal, signals, reloads.
  */
 #include <sys/types.h>
 #include <sys/stat.h>
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@
 
 #include "conf.h"
 #include "daemon.h"
+#include "log.h"
 
 int
 daemon_pidfile(const char *path, char *err, size_t errlen)
@@ -79,7 +82,7 @@ daemon_drop(const char *user, const char *group, char *err, size_t errlen)
 /* The child's end of the pipe its parent waits on; -1 when not detached. */
 static int	daemon_ready_fd = -1;
 
-int
+static int
 daemon_detach(char *err, size_t errlen)
 {
 	pid_t	 pid;
@@ -128,7 +131,7 @@ daemon_detach(char *err, size_t errlen)
 	return 0;
 }
 
-void
+static void
 daemon_ready(void)
 {
 	if (daemon_ready_fd == -1)
@@ -152,7 +155,7 @@ daemon_usage(FILE *fp, const struct daemon_opts *o)
 	    "  -h       this help\n", o->name, o->conf_path);
 }
 
-int
+static int
 daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc)
 {
 	int	 ch;
@@ -196,7 +199,12 @@ daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc)
 	return 0;
 }
 
-int
+/*
+ * Become the daemon: detach unless -f, write the pidfile, drop to the
+ * config's user.  Sockets are open before: after this we may not be
+ * allowed to.
+ */
+static int
 daemon_start(const struct daemon_opts *o, const struct conf *c, char *err,
     size_t errlen)
 {
@@ -206,4 +214,105 @@ daemon_start(const struct daemon_opts *o, const struct conf *c, char *err,
 	    == -1)
 		return -1;
 	return daemon_drop(c->user, c->group, err, errlen);
+}
+
+static const struct daemon_hooks *daemon_hooks;
+static struct daemon_opts *daemon_opts;
+static int	daemon_stopping;
+
+static void
+daemon_reload(void)
+{
+	struct conf	*c;
+	char		 err[CONF_ERRLEN];
+
+	if ((c = conf_load(daemon_opts->conf_path, daemon_hooks->check, err,
+	    sizeof(err))) == NULL) {
+		log_err("event=reload_failed error=\"%s\" action=keep_old",
+		    err);
+		return;
+	}
+	daemon_hooks->reload(c);
+}
+
+static void
+daemon_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	switch (w->signum) {
+	case SIGHUP:
+		daemon_reload();
+		break;
+	case SIGUSR1:
+		daemon_hooks->stats("stats");
+		break;
+	default:
+		log_info("event=shutdown signal=%d", w->signum);
+		if (daemon_stopping++)
+			ev_break(loop, EVBREAK_ALL);	/* asked twice */
+		else
+			daemon_hooks->stop(loop);
+		break;
+	}
+}
+
+int
+daemon_main(int argc, char *argv[], struct daemon_opts *o,
+    const struct daemon_hooks *h)
+{
+	static const int	 signums[] = { SIGTERM, SIGINT, SIGHUP,
+				    SIGUSR1, SIGQUIT };
+	static ev_signal	 sigs[sizeof(signums) / sizeof(signums[0])];
+	struct ev_loop		*loop;
+	struct conf		*c;
+	char			 err[CONF_ERRLEN];
+	size_t			 i;
+	int			 rc;
+
+	if (daemon_options(argc, argv, o, &rc) == -1)
+		return rc;
+	if ((c = conf_load(o->conf_path, h->check, err, sizeof(err))) ==
+	    NULL) {
+		fprintf(stderr, "%s: %s\n", o->name, err);
+		return 1;
+	}
+	if (o->check) {
+		h->checked(c);
+		conf_free(c);
+		return 0;
+	}
+	daemon_hooks = h;
+	daemon_opts = o;
+	log_init(o->name, o->foreground);
+	log_set_verbose(o->verbose);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* The default loop: only it can watch children (ev_child). */
+	loop = ev_default_loop(EVFLAG_AUTO);
+	/* From here the daemon owns c: its exit hook frees it. */
+	if (h->open(loop, c, err, sizeof(err)) == -1 ||
+	    daemon_start(o, c, err, sizeof(err)) == -1) {
+		log_err("event=fatal error=\"%s\"", err);
+		fprintf(stderr, "%s: %s\n", o->name, err);
+		h->exit();
+		return 1;
+	}
+	for (i = 0; i < sizeof(signums) / sizeof(signums[0]); i++) {
+		ev_signal_init(&sigs[i], daemon_signal_cb, signums[i]);
+		ev_signal_start(loop, &sigs[i]);
+	}
+	if (h->start(err, sizeof(err)) == -1) {
+		log_err("event=fatal error=\"%s\"", err);
+		h->exit();
+		return 1;
+	}
+	daemon_ready();
+
+	ev_run(loop, 0);
+
+	h->exit();
+	if (o->pid_path != NULL)
+		unlink(o->pid_path);
+	ev_loop_destroy(loop);
+	return 0;
 }

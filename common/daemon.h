@@ -1,13 +1,25 @@
 /*
- * daemon.h: the life of a daemon that both programs share: pidfile,
- * dropping privileges, detaching.
+ * daemon.h: the life of a daemon that both programs share: the command
+ * line, loading and checking the config, pidfile, dropping privileges,
+ * detaching, signals and reloads.  A daemon gives its hooks and calls
+ * daemon_main(); everything around them is the same for both.
+ *
+ *   options -> config (with the daemon's checks) -> -n: report, exit
+ *   -> hooks.open (as root: sockets) -> detach, pidfile, drop privileges
+ *   -> signals -> hooks.start (Redis...) -> loop -> hooks.exit
+ *
+ *   SIGHUP   a new config, checked; hooks.reload only when it is valid
+ *   SIGUSR1  hooks.stats
+ *   SIGTERM, SIGINT, SIGQUIT  hooks.stop (once; asked twice: stop now)
  */
 #ifndef SW_DAEMON_H
 #define SW_DAEMON_H
 
 #include <stddef.h>
 
-struct conf;
+#include <ev.h>
+
+#include "conf.h"
 
 /* The command line both daemons share: -c -f -n -p -v -V -h. */
 struct daemon_opts {
@@ -19,19 +31,30 @@ struct daemon_opts {
 	int		 verbose;
 };
 
-/*
- * Parse argv into o (name and conf_path set by the caller as defaults).
- * Returns -1 when the program should exit at once with *rc (-V, -h, a
- * usage error), 0 to go on.
- */
-int	daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc);
-/*
- * Become the daemon: detach unless -f, write the pidfile, drop to the
- * config's user.  Sockets must be open before: after this we may not be
- * allowed to.  The caller calls daemon_ready() once it is serving.
- */
-int	daemon_start(const struct daemon_opts *, const struct conf *,
-	    char *err, size_t errlen);
+struct daemon_hooks {
+	conf_check_fn	*check;		/* the daemon's own config checks */
+	/* -n passed: one line on stdout saying what was checked. */
+	void		(*checked)(const struct conf *);
+	/*
+	 * Still root: take the loop and the config (from here the daemon
+	 * owns it, and its exit hook frees it) and open what needs root.
+	 */
+	int		(*open)(struct ev_loop *, struct conf *, char *err,
+			    size_t errlen);
+	/* Unprivileged now: dial Redis, start serving. */
+	int		(*start)(char *err, size_t errlen);
+	/* A new, valid config: the daemon owns it (and the old one). */
+	void		(*reload)(struct conf *);
+	void		(*stats)(const char *event);
+	/* Stop: end the loop, now or once in-flight work is done. */
+	void		(*stop)(struct ev_loop *);
+	/* After the loop: free everything. */
+	void		(*exit)(void);
+};
+
+/* Returns the process's exit status. */
+int	daemon_main(int argc, char *argv[], struct daemon_opts *,
+	    const struct daemon_hooks *);
 
 /* Write our pid to path (O_EXCL is not used: a stale file is replaced). */
 int	daemon_pidfile(const char *path, char *err, size_t errlen);
@@ -41,11 +64,5 @@ int	daemon_pidfile(const char *path, char *err, size_t errlen);
  */
 int	daemon_drop(const char *user, const char *group, char *err,
 	    size_t errlen);
-/*
- * Detach from the terminal.  The parent waits and exits 0 when the child
- * calls daemon_ready(), 1 if the child exits first.
- */
-int	daemon_detach(char *err, size_t errlen);
-void	daemon_ready(void);
 
 #endif

@@ -100,3 +100,71 @@ log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
 	dst[o] = '\0';
 	return dst;
 }
+
+static void
+log_limit_write(struct log_limit *l, const char *msg)
+{
+	if (l->suppressed > 0) {
+		if (l->warn)
+			log_warn("event=%s %s suppressed=%llu", l->event, msg,
+			    (unsigned long long)l->suppressed);
+		else
+			log_err("event=%s %s suppressed=%llu", l->event, msg,
+			    (unsigned long long)l->suppressed);
+	} else if (l->warn)
+		log_warn("event=%s %s", l->event, msg);
+	else
+		log_err("event=%s %s", l->event, msg);
+	l->suppressed = 0;
+}
+
+static void
+log_limit_flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct log_limit	*l = w->data;
+
+	(void)revents;
+	if (l->suppressed == 0)
+		return;
+	log_limit_write(l, l->msg);
+	l->last = ev_now(loop);
+}
+
+void
+log_limited(struct ev_loop *loop, struct log_limit *l, const char *fmt, ...)
+{
+	ev_tstamp	 now = ev_now(loop), period = l->period > 0 ?
+			    l->period : 10.;
+	char		 msg[sizeof(l->msg)];
+	va_list		 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (l->loop == NULL) {
+		l->loop = loop;
+		ev_timer_init(&l->flush, log_limit_flush_cb, 0., 0.);
+		l->flush.data = l;
+	}
+	if (l->last != 0 && now - l->last < period) {
+		memcpy(l->msg, msg, sizeof(l->msg));
+		if (l->suppressed++ == 0) {
+			ev_timer_set(&l->flush, period - (now - l->last), 0.);
+			ev_timer_start(loop, &l->flush);
+		}
+		return;
+	}
+	ev_timer_stop(loop, &l->flush);
+	log_limit_write(l, msg);
+	l->last = now;
+}
+
+void
+log_limit_stop(struct log_limit *l)
+{
+	if (l->loop == NULL)
+		return;
+	ev_timer_stop(l->loop, &l->flush);
+	if (l->suppressed > 0)
+		log_limit_write(l, l->msg);
+}

@@ -1,11 +1,15 @@
 /*
  * log.h: key=value log lines, to syslog (LOG_MAIL) or to stderr when the
- * daemon runs in the foreground.
+ * daemon runs in the foreground; and rate-limited lines for anything that
+ * can repeat (one client, one outage or one flood must not flood syslog).
  */
 #ifndef SW_LOG_H
 #define SW_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
 
 void	log_init(const char *ident, int foreground);
 void	log_set_verbose(int);
@@ -24,5 +28,30 @@ void	log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
  * Truncated to fit; returns dst.
  */
 char	*log_quote(char *dst, size_t dstlen, const char *src, size_t srclen);
+
+/*
+ * A line that can repeat: "event=EVENT ..." at most once a period.  The
+ * first is logged at once; the rest are counted, and the count is logged
+ * with the next one a period on, or by a timer when the flood has stopped,
+ * so the last burst is never silent.  Static storage, zero-initialised but
+ * for the designated fields:
+ *
+ *	static struct log_limit lim = { .event = "bad_request", .warn = 1 };
+ */
+struct log_limit {
+	const char	*event;
+	int		 warn;		/* 1 warning, 0 error */
+	double		 period;	/* seconds; 0 means 10 */
+	ev_tstamp	 last;
+	uint64_t	 suppressed;
+	char		 msg[512];	/* the last one suppressed */
+	struct ev_loop	*loop;
+	ev_timer	 flush;
+};
+
+void	log_limited(struct ev_loop *, struct log_limit *, const char *, ...)
+	    __attribute__((format(printf, 3, 4)));
+/* Stop its timer (at exit), logging what it still holds. */
+void	log_limit_stop(struct log_limit *);
 
 #endif

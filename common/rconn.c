@@ -9,6 +9,7 @@
  * not merely that the kernel accepted the socket: a SIGSTOPped redis-server
  * still accepts connections.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,63 @@ rconn_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 	}
 	call->fn(ac, r, call->priv);
 	free(call);
+	/*
+	 * A master demoted under us (a failover) answers writes READONLY:
+	 * drop it now rather than keep writing to a replica.  fn may have
+	 * dropped the connection already.
+	 */
+	if ((rc = ac->data) != NULL && rc->ac == ac && r != NULL &&
+	    rconn_error_kind(r) == RERR_READONLY)
+		rconn_drop(rc, "READONLY: the server is a replica now");
+}
+
+/* The steps of a handshake, in the order they are queued. */
+enum rconn_step { STEP_AUTH, STEP_NAME, STEP_ROLE, STEP_INFO, STEP_LAST };
+
+static const char *const rconn_steps[] = { "AUTH or SELECT", "CLIENT",
+	"ROLE", "INFO", "PING" };
+
+/* An INFO field's value ("maxmemory_policy:"), or "?" when absent. */
+static void
+rconn_info_field(const redisReply *reply, const char *name, char *dst,
+    size_t len)
+{
+	const char	*p;
+	size_t		 n;
+
+	snprintf(dst, len, "?");
+	if ((p = strstr(reply->str, name)) == NULL)
+		return;
+	p += strlen(name);
+	n = strcspn(p, "\r\n");
+	if (n >= len)
+		n = len - 1;
+	memcpy(dst, p, n);
+	dst[n] = '\0';
+}
+
+/*
+ * maxmemory-policy from INFO memory (which works where CONFIG is disabled):
+ * every senderwatch key but the stream has a TTL, so every policy but
+ * noeviction can evict counters and markers (limits reset, crossings
+ * announced twice), and the allkeys ones the stream and its group too.
+ */
+static void
+rconn_check_policy(struct rconn *rc, const redisReply *reply)
+{
+	char	 policy[64], max[32];
+
+	if (reply->type != REDIS_REPLY_STRING)
+		return;
+	rconn_info_field(reply, "maxmemory_policy:", policy, sizeof(policy));
+	rconn_info_field(reply, "maxmemory_human:", max, sizeof(max));
+	if (strcmp(policy, "noeviction") != 0 && strcmp(policy, "?") != 0)
+		log_err("event=redis_may_evict conn=%s address=%s policy=%s "
+		    "maxmemory=%s reason=\"Redis may evict senderwatch's keys "
+		    "when full: limits reset and crossings are announced twice\" "
+		    "fix=\"maxmemory-policy noeviction, and maxmemory sized for "
+		    "the keys (see the README)\"", rc->name,
+		    rc->conf->redis_address, policy, max);
 }
 
 static void
@@ -145,7 +203,7 @@ rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 	struct rconn	*rc = ac->data;
 	redisReply	*reply = r;
 	char		 why[256];
-	int		 last = privdata != NULL;
+	enum rconn_step	 step = (enum rconn_step)(intptr_t)privdata;
 
 	if (rc == NULL || rc->ac != ac)
 		return;
@@ -153,13 +211,34 @@ rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 		rconn_drop(rc, ac->errstr[0] ? ac->errstr : "connection lost");
 		return;
 	}
-	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(why, sizeof(why), "handshake refused: %.*s",
-		    (int)reply->len, reply->str);
-		rconn_drop(rc, why);
-		return;
+	switch (step) {
+	case STEP_AUTH:
+	case STEP_LAST:
+		if (reply->type == REDIS_REPLY_ERROR) {
+			snprintf(why, sizeof(why), "%s refused: %.*s",
+			    rconn_steps[step], (int)reply->len, reply->str);
+			rconn_drop(rc, why);
+			return;
+		}
+		break;
+	case STEP_ROLE:
+		/* Refused (an ACL): go on, the first write will tell. */
+		if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+		    reply->element[0]->type == REDIS_REPLY_STRING &&
+		    strcmp(reply->element[0]->str, "master") != 0) {
+			snprintf(why, sizeof(why), "the server is a %s, not a "
+			    "master", reply->element[0]->str);
+			rconn_drop(rc, why);
+			return;
+		}
+		break;
+	case STEP_INFO:
+		rconn_check_policy(rc, reply);
+		break;
+	case STEP_NAME:
+		break;
 	}
-	if (!last)
+	if (step != STEP_LAST)
 		return;
 	ev_timer_stop(rc->loop, &rc->deadline);
 	rc->state = RCONN_READY;
@@ -212,7 +291,7 @@ rconn_connect(struct rconn *rc)
 {
 	const struct conf	*c = rc->conf;
 	redisAsyncContext	*ac;
-	char			 host[256], db[16], *colon;
+	char			 host[256], db[16], cname[48], *colon;
 	const char		*argv[3];
 	int			 port;
 
@@ -255,28 +334,46 @@ rconn_connect(struct rconn *rc)
 	redisAsyncSetDisconnectCallback(ac, rconn_disconnect_cb);
 
 	/* Queued now, written as soon as the socket connects. */
+#define STEP(s)	((void *)(intptr_t)(s))
 	if (c->redis_password != NULL) {
 		argv[0] = "AUTH";
 		if (c->redis_username != NULL) {
 			argv[1] = c->redis_username;
 			argv[2] = c->redis_password;
-			redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 3,
-			    argv, NULL);
+			redisAsyncCommandArgv(ac, rconn_handshake_cb,
+			    STEP(STEP_AUTH), 3, argv, NULL);
 		} else {
 			argv[1] = c->redis_password;
-			redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 2,
-			    argv, NULL);
+			redisAsyncCommandArgv(ac, rconn_handshake_cb,
+			    STEP(STEP_AUTH), 2, argv, NULL);
 		}
 	}
 	if (c->redis_database != 0) {
 		snprintf(db, sizeof(db), "%d", c->redis_database);
 		argv[0] = "SELECT";
 		argv[1] = db;
-		redisAsyncCommandArgv(ac, rconn_handshake_cb, NULL, 2, argv,
-		    NULL);
+		redisAsyncCommandArgv(ac, rconn_handshake_cb, STEP(STEP_AUTH), 2,
+		    argv, NULL);
 	}
+	/* Who is who in CLIENT LIST; refused by an ACL, it does not matter. */
+	snprintf(cname, sizeof(cname), "senderwatch-%s", rc->name);
+	argv[0] = "CLIENT";
+	argv[1] = "SETNAME";
+	argv[2] = cname;
+	redisAsyncCommandArgv(ac, rconn_handshake_cb, STEP(STEP_NAME), 3, argv,
+	    NULL);
+	argv[0] = "ROLE";
+	redisAsyncCommandArgv(ac, rconn_handshake_cb, STEP(STEP_ROLE), 1, argv,
+	    NULL);
+	argv[0] = "INFO";
+	argv[1] = "memory";
+	redisAsyncCommandArgv(ac, rconn_handshake_cb, STEP(STEP_INFO), 2, argv,
+	    NULL);
+	/* Last: "ready" means the server answered (see the top). */
 	argv[0] = "PING";
-	redisAsyncCommandArgv(ac, rconn_handshake_cb, rc, 1, argv, NULL);
+	redisAsyncCommandArgv(ac, rconn_handshake_cb, STEP(STEP_LAST), 1, argv,
+	    NULL);
+#undef STEP
 
 	ev_timer_stop(rc->loop, &rc->deadline);
 	ev_timer_set(&rc->deadline, RCONN_CONNECT_TIMEOUT, 0.);
@@ -409,4 +506,45 @@ rconn_formatted(struct rconn *rc, redisCallbackFn *fn, void *priv,
     const char *cmd, size_t len)
 {
 	return rconn_queue(rc, fn, priv, 0, NULL, NULL, cmd, len);
+}
+
+const char *
+rconn_state(const struct rconn *rc)
+{
+	switch (rc->state) {
+	case RCONN_READY:
+		return "ready";
+	case RCONN_CONNECTING:
+		return "connecting";
+	default:
+		return "down";
+	}
+}
+
+enum rconn_error
+rconn_error_kind(const redisReply *r)
+{
+	static const struct {
+		const char		*prefix;
+		enum rconn_error	 kind;
+	} kinds[] = {
+		{ "OOM ", RERR_OOM }, { "READONLY ", RERR_READONLY },
+		{ "BUSY ", RERR_BUSY }, { "NOSCRIPT ", RERR_NOSCRIPT },
+		{ "LOADING ", RERR_LOADING }, { "NOPERM ", RERR_NOPERM },
+	};
+	size_t	 i, n;
+
+	if (r->type != REDIS_REPLY_ERROR)
+		return RERR_OTHER;
+	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		n = strlen(kinds[i].prefix);
+		if (r->len >= n && memcmp(r->str, kinds[i].prefix, n) == 0)
+			return kinds[i].kind;
+	}
+	/* A script's error carries the command's: "... OOM command ..." */
+	if (strstr(r->str, "OOM command not allowed") != NULL)
+		return RERR_OOM;
+	if (strstr(r->str, "READONLY You can't write") != NULL)
+		return RERR_READONLY;
+	return RERR_OTHER;
 }

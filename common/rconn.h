@@ -1,9 +1,12 @@
 /*
  * rconn.h: one asynchronous Redis connection on a libev loop, kept up by
- * itself: connect with a deadline, AUTH and SELECT, reconnect with backoff,
- * and a watchdog that drops a connection whose replies stopped coming (a
- * frozen or hung server keeps its TCP socket open).  hiredis 0.14 has no
- * timeouts of its own, so every deadline lives here or with the caller.
+ * itself: connect with a deadline, AUTH and SELECT, check that the server
+ * is a master (ROLE) and whether it may evict keys (INFO memory), reconnect
+ * with backoff, and a watchdog that drops a connection whose replies
+ * stopped coming (a frozen or hung server keeps its TCP socket open).  A
+ * READONLY reply (a master demoted under us) drops the connection at once:
+ * nothing more is written to a replica.  hiredis 0.14 has no timeouts of
+ * its own, so every deadline lives here or with the caller.
  */
 #ifndef SW_RCONN_H
 #define SW_RCONN_H
@@ -23,7 +26,7 @@ struct rconn_cb {
 };
 
 /*
- * hung_ms: drop the connection when a command has waited this long for its
+ * hung_s: drop the connection when a command has waited this long for its
  * reply (0: never; for connections that block or subscribe).
  */
 struct rconn	*rconn_new(struct ev_loop *, const struct conf *,
@@ -53,5 +56,20 @@ redisAsyncContext *rconn_context(struct rconn *);
 
 /* Drop the connection now and reconnect after the backoff. */
 void		 rconn_reset(struct rconn *, const char *why);
+
+/* "ready", "connecting" or "down", for stats and status lines. */
+const char	*rconn_state(const struct rconn *);
+
+/* What an error reply from Redis is. */
+enum rconn_error {
+	RERR_OTHER,
+	RERR_OOM,		/* maxmemory reached, noeviction */
+	RERR_READONLY,		/* a replica */
+	RERR_BUSY,		/* a script running too long */
+	RERR_NOSCRIPT,
+	RERR_LOADING,		/* loading its dataset after a restart */
+	RERR_NOPERM,		/* an ACL refused it */
+};
+enum rconn_error rconn_error_kind(const redisReply *);
 
 #endif

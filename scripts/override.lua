@@ -17,10 +17,15 @@ ARGV[3]  events channel
 ARGV[4]  rule name, ARGV[5] key (for the announcement)
 ARGV[6]  a note: who and why
 
-Reply: "OK", or an error for an unknown action.
+Reply: "OK", or an error for an unknown action or a wrong number of
+keys or arguments.
 A plain `SET KEY allow EX 86400` works as well; it is just not announced.
 ]]
 
+if #KEYS ~= 1 or #ARGV < 5 or #ARGV > 6 then
+  return redis.error_reply('ERR override.lua: 1 key and action, lifetime, '
+    .. 'channel, rule, key [, note]')
+end
 local okey = KEYS[1]
 local action, ttl = ARGV[1], tonumber(ARGV[2])
 local channel, rule, key, note = ARGV[3], ARGV[4], ARGV[5], ARGV[6] or ''

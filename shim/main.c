@@ -1,18 +1,16 @@
 /*
- * main.c: senderwatch-shim's life: options, config, sockets, privileges,
- * signals.  The order matters: sockets and the pidfile are opened while
- * still root, then privileges go, then Redis is dialled.
+ * main.c: senderwatch-shim's hooks into the daemon life that common/daemon.c
+ * runs.  The order matters: sockets are opened while still root, then
+ * privileges go, then Redis is dialled.
  */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "daemon.h"
 #include "log.h"
 #include "rconn.h"
+#include "script.h"
 #include "shim.h"
 
 #ifndef SW_VERSION
@@ -23,41 +21,73 @@ struct shim shim;
 
 static struct daemon_opts opts = {
 	.name = "senderwatch-shim",
-	.conf_path = "/etc/senderwatch/config.yaml",
+	.conf_path = SW_SYSCONFDIR "/senderwatch/config.yaml",
 };
 
+/* What the shim needs beyond what conf_load() checks for both daemons. */
+static int
+shim_check(struct conf_ctx *cx, const struct conf *c)
+{
+	if (c->nlisten == 0)
+		return conf_fail(cx, &c->listen, "no address to listen on");
+	return 0;
+}
+
 static void
-redis_ready(struct rconn *rc, void *arg)
+shim_checked(const struct conf *c)
+{
+	printf("%s: configuration OK (%zu rules)\n", c->path, c->nrules);
+}
+
+static void
+shim_redis_ready(struct rconn *rc, void *arg)
 {
 	(void)rc;
 	(void)arg;
-	script_ready();
+	/* Pipelined ahead of every decision: EVALSHA is safe at once. */
+	script_conn_ready(shim.scripts);
 }
 
 /*
  * No "down" callback: requests in flight get NULL replies from hiredis and
  * new ones are answered by the fail policy while rconn is not ready.
  */
-static const struct rconn_cb redis_cb = { redis_ready, NULL };
+static const struct rconn_cb shim_redis_cb = { shim_redis_ready, NULL };
 
 static void
-log_stats(const char *event)
+shim_stats(const char *event)
 {
 	const struct shim_stats	*st = &shim.stats;
+	char			 fails[FAIL_MAX * 40];
+	size_t			 o = 0;
+	int			 i;
 
-	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu "
+	fails[0] = '\0';
+	for (i = FAIL_NONE + 1; i < FAIL_MAX; i++)
+		if (st->fail[i] > 0)
+			o += snprintf(fails + o, sizeof(fails) - o,
+			    " fail_%s=%llu", fail_reason_names[i],
+			    (unsigned long long)st->fail[i]);
+	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu%s "
 	    "bad_requests=%llu client_timeouts=%llu crossings=%llu "
-	    "listed=%llu sessions=%u", event,
+	    "listed=%llu policy_skipped=%llu shed=%llu accept_paused=%llu "
+	    "script_loads=%lu sessions=%u redis=%s", event,
 	    (unsigned long long)st->decisions, (unsigned long long)st->yes,
-	    (unsigned long long)st->fail_policy,
+	    (unsigned long long)st->fail_policy, fails,
 	    (unsigned long long)st->bad_requests,
 	    (unsigned long long)st->client_timeouts,
 	    (unsigned long long)st->crossings,
-	    (unsigned long long)st->listed, shim.nsessions);
+	    (unsigned long long)st->listed,
+	    (unsigned long long)st->policy_skipped,
+	    (unsigned long long)st->shed,
+	    (unsigned long long)st->accept_paused,
+	    shim.scripts != NULL ? script_conn_loads(shim.scripts) : 0UL,
+	    shim.nsessions, shim.redis != NULL ? rconn_state(shim.redis) :
+	    "down");
 }
 
 static int
-same_listen(const struct conf *a, const struct conf *b)
+shim_same_listen(const struct conf *a, const struct conf *b)
 {
 	size_t	 i;
 
@@ -82,7 +112,7 @@ struct retired {
 static struct retired	*retired;
 
 static void
-retired_free(struct retired *r)
+shim_retired_free(struct retired *r)
 {
 	struct retired	**pp;
 
@@ -95,26 +125,20 @@ retired_free(struct retired *r)
 }
 
 static void
-retired_cb(struct ev_loop *loop, ev_timer *w, int revents)
+shim_retired_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	retired_free(w->data);
+	shim_retired_free(w->data);
 }
 
 static void
-reload(void)
+shim_reload(struct conf *c)
 {
-	struct conf	*c;
-	const struct conf *old = shim.conf;
-	struct retired	*r;
-	char		 err[CONF_ERRLEN];
+	const struct conf	*old = shim.conf;
+	struct retired		*r;
 
-	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL) {
-		log_err("event=reload_failed error=\"%s\" action=keep_old", err);
-		return;
-	}
-	if (!same_listen(old, c))
+	if (!shim_same_listen(old, c))
 		log_warn("event=reload note=\"listen and socket settings "
 		    "take effect at restart\"");
 	rconn_set_conf(shim.redis, c);
@@ -128,107 +152,84 @@ reload(void)
 	r->conf = (struct conf *)old;
 	r->next = retired;
 	retired = r;
-	ev_timer_init(&r->timer, retired_cb,
+	ev_timer_init(&r->timer, shim_retired_cb,
 	    old->redis_timeout_ms / 1000. + 1., 0.);
 	r->timer.data = r;
 	ev_timer_start(shim.loop, &r->timer);
 	log_info("event=reload rules=%zu", c->nrules);
 }
 
-static void
-signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+static int
+shim_open(struct ev_loop *loop, struct conf *c, char *err, size_t errlen)
 {
-	(void)revents;
-	switch (w->signum) {
-	case SIGHUP:
-		reload();
-		break;
-	case SIGUSR1:
-		log_stats("stats");
-		break;
-	default:
-		log_info("event=shutdown signal=%d", w->signum);
-		ev_break(loop, EVBREAK_ALL);
-		break;
-	}
+	shim.loop = loop;
+	shim.conf = c;
+	return listener_open(c, err, errlen);
 }
+
+static int
+shim_start(char *err, size_t errlen)
+{
+	const struct conf	*c = shim.conf;
+	/* A hung server: drop it after this long without a reply. */
+	double			 hung = c->redis_timeout_ms * 20 / 1000.;
+
+	listener_check_dirs();
+	shim.redis = rconn_new(shim.loop, c, "shim", &shim_redis_cb, NULL,
+	    hung > 1. ? hung : 1.);
+	if (shim.redis == NULL ||
+	    (shim.scripts = script_conn_new(shim.loop, shim.redis,
+	    SCRIPT_BIT(SCRIPT_COUNT))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	listener_start();
+	log_info("event=start version=%s config=%s rules=%zu redis=%s "
+	    "timeout_ms=%lld on_error=%s", SW_VERSION, c->path, c->nrules,
+	    c->redis_address, (long long)c->redis_timeout_ms,
+	    c->redis_on_error ? "yes" : "no");
+	return 0;
+}
+
+static void
+shim_stop(struct ev_loop *loop)
+{
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static void
+shim_exit(void)
+{
+	if (shim.redis != NULL)
+		shim_stats("exit");
+	if (shim.loop == NULL)
+		return;
+	listener_close();
+	session_shutdown_all();
+	/* The connection first: pending calls get their NULL replies. */
+	rconn_free(shim.redis);
+	script_conn_free(shim.scripts);
+	shim.redis = NULL;
+	shim.scripts = NULL;
+	while (retired != NULL)
+		shim_retired_free(retired);
+	conf_free((struct conf *)shim.conf);
+	shim.conf = NULL;
+}
+
+static const struct daemon_hooks shim_hooks = {
+	.check = shim_check,
+	.checked = shim_checked,
+	.open = shim_open,
+	.start = shim_start,
+	.reload = shim_reload,
+	.stats = shim_stats,
+	.stop = shim_stop,
+	.exit = shim_exit,
+};
 
 int
 main(int argc, char *argv[])
 {
-	static ev_signal	 sigs[5];
-	static const int	 signums[5] = { SIGTERM, SIGINT, SIGHUP,
-				    SIGUSR1, SIGQUIT };
-	struct conf		*c;
-	char			 err[CONF_ERRLEN];
-	int			 rc;
-	size_t			 i;
-
-	if (daemon_options(argc, argv, &opts, &rc) == -1)
-		return rc;
-	if ((c = conf_load(opts.conf_path, err, sizeof(err))) == NULL) {
-		fprintf(stderr, "senderwatch-shim: %s\n", err);
-		return 1;
-	}
-	if (opts.check) {
-		printf("%s: configuration OK (%zu rules)\n", opts.conf_path,
-		    c->nrules);
-		conf_free(c);
-		return 0;
-	}
-	if (c->nlisten == 0) {
-		fprintf(stderr, "senderwatch-shim: %s: shim.listen: no "
-		    "address to listen on\n", opts.conf_path);
-		return 1;
-	}
-	shim.conf = c;
-	log_init(opts.name, opts.foreground);
-	log_set_verbose(opts.verbose);
-	signal(SIGPIPE, SIG_IGN);
-
-	shim.loop = ev_default_loop(EVFLAG_AUTO);
-	if (listener_open(c, err, sizeof(err)) == -1) {
-		fprintf(stderr, "senderwatch-shim: %s\n", err);
-		listener_close();
-		return 1;
-	}
-	if (daemon_start(&opts, c, err, sizeof(err)) == -1) {
-		log_err("event=fatal error=\"%s\"", err);
-		fprintf(stderr, "senderwatch-shim: %s\n", err);
-		listener_close();
-		return 1;
-	}
-
-	for (i = 0; i < 5; i++) {
-		ev_signal_init(&sigs[i], signal_cb, signums[i]);
-		ev_signal_start(shim.loop, &sigs[i]);
-	}
-	shim.redis = rconn_new(shim.loop, c, "shim", &redis_cb, NULL,
-	    /* a hung server: drop after this many seconds without a reply */
-	    c->redis_timeout_ms * 20 / 1000. > 1. ?
-	    c->redis_timeout_ms * 20 / 1000. : 1.);
-	if (shim.redis == NULL) {
-		log_err("event=fatal error=\"out of memory\"");
-		return 1;
-	}
-	listener_start();
-	daemon_ready();
-	log_info("event=start version=%s config=%s rules=%zu redis=%s "
-	    "timeout_ms=%lld on_error=%s", SW_VERSION, opts.conf_path,
-	    c->nrules, c->redis_address, (long long)c->redis_timeout_ms,
-	    c->redis_on_error);
-
-	ev_run(shim.loop, 0);
-
-	log_stats("exit");
-	listener_close();
-	session_shutdown_all();
-	rconn_free(shim.redis);
-	while (retired != NULL)
-		retired_free(retired);
-	if (opts.pid_path != NULL)
-		unlink(opts.pid_path);
-	conf_free((struct conf *)shim.conf);
-	ev_loop_destroy(shim.loop);
-	return 0;
+	return daemon_main(argc, argv, &opts, &shim_hooks);
 }

@@ -7,7 +7,9 @@
  *
  * One timer carries both deadlines: the client's (client_timeout) while
  * reading, Redis's (redis.timeout) while asking.  Everything ends in
- * session_free(), the only place a session is freed.
+ * session_free(), the only place a session is freed.  Every client that
+ * asked gets an answer: the verdict, or the fail policy (redis.on_error)
+ * when Redis failed, the request was bad or the client stayed silent.
  */
 #include <sys/queue.h>
 
@@ -30,9 +32,10 @@
 enum session_state { SESSION_READING, SESSION_ASKING };
 
 struct session {
-	TAILQ_ENTRY(session)	 entry;
+	TAILQ_ENTRY(session)	 entry;		/* oldest first */
 	int			 fd;
 	enum session_state	 state;
+	ev_tstamp		 since;		/* accepted, or last answered */
 	ev_io			 io;
 	ev_timer		 timer;
 	struct pending		*pending;
@@ -45,67 +48,30 @@ struct session {
 	char			 small[SESSION_SMALL];
 };
 
-/*
- * Rate-limited warnings: one client or one outage must not flood syslog.
- * The first of a kind is logged at once; the rest are counted, and the
- * count is logged with the next one ten seconds on, or by a timer when the
- * flood has stopped, so the last burst is never silent.
- */
-#define WARN_PERIOD	10.
-
-struct warn_limit {
-	const char	*event;
-	ev_tstamp	 last;
-	uint64_t	 suppressed;
-	char		 msg[512];	/* the last one suppressed */
-	ev_timer	 flush;
-};
-
 static TAILQ_HEAD(, session) sessions = TAILQ_HEAD_INITIALIZER(sessions);
 
-static struct warn_limit warn_fail = { .event = "fail_policy" };
-static struct warn_limit warn_bad = { .event = "bad_request" };
-static struct warn_limit warn_timeout = { .event = "client_timeout" };
+const char *const fail_reason_names[FAIL_MAX] = {
+	[FAIL_NONE] = "none",
+	[FAIL_NOT_CONNECTED] = "not_connected",
+	[FAIL_TIMEOUT] = "timeout",
+	[FAIL_LOST] = "connection_lost",
+	[FAIL_OOM] = "oom",
+	[FAIL_READONLY] = "readonly",
+	[FAIL_BUSY] = "busy",
+	[FAIL_NOSCRIPT] = "noscript",
+	[FAIL_LOADING] = "loading",
+	[FAIL_NOPERM] = "noperm",
+	[FAIL_ERROR] = "redis_error",
+	[FAIL_BAD_REPLY] = "bad_reply",
+	[FAIL_SHUTDOWN] = "shutdown",
+	[FAIL_NOMEM] = "out_of_memory",
+};
 
-static void
-warn_flush_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	struct warn_limit	*wl = w->data;
-
-	(void)revents;
-	if (wl->suppressed == 0)
-		return;
-	log_warn("event=%s %s suppressed=%llu", wl->event, wl->msg,
-	    (unsigned long long)wl->suppressed);
-	wl->suppressed = 0;
-	wl->last = ev_now(loop);
-}
-
-static void
-warn_limited(struct warn_limit *wl, const char *fmt, const char *a,
-    const char *b)
-{
-	ev_tstamp	 now = ev_now(shim.loop);
-
-	snprintf(wl->msg, sizeof(wl->msg), fmt, a, b);
-	if (wl->last != 0 && now - wl->last < WARN_PERIOD) {
-		if (wl->suppressed++ == 0) {
-			ev_timer_init(&wl->flush, warn_flush_cb,
-			    WARN_PERIOD - (now - wl->last), 0.);
-			wl->flush.data = wl;
-			ev_timer_start(shim.loop, &wl->flush);
-		}
-		return;
-	}
-	ev_timer_stop(shim.loop, &wl->flush);
-	if (wl->suppressed > 0)
-		log_warn("event=%s %s suppressed=%llu", wl->event, wl->msg,
-		    (unsigned long long)wl->suppressed);
-	else
-		log_warn("event=%s %s", wl->event, wl->msg);
-	wl->last = now;
-	wl->suppressed = 0;
-}
+/* One line per reason and period: an OOM is never hidden by timeouts. */
+static struct log_limit warn_fail[FAIL_MAX];
+static struct log_limit warn_bad = { .event = "bad_request", .warn = 1 };
+static struct log_limit warn_timeout = { .event = "client_timeout",
+	.warn = 1 };
 
 static void
 session_free(struct session *s, const char *reason)
@@ -113,7 +79,7 @@ session_free(struct session *s, const char *reason)
 	log_debug("event=session_close fd=%d reason=\"%s\"", s->fd, reason);
 	if (s->pending != NULL) {
 		/* Redis still owes a reply; it will find no session. */
-		script_detach(s->pending);
+		decide_detach(s->pending);
 		s->pending = NULL;
 	}
 	ev_io_stop(shim.loop, &s->io);
@@ -179,7 +145,7 @@ session_reply(struct session *s, const char *word, const char *reason)
 		return;
 	}
 	if (s->pending != NULL) {
-		script_detach(s->pending);
+		decide_detach(s->pending);
 		s->pending = NULL;
 	}
 	s->rule = NULL;
@@ -187,8 +153,19 @@ session_reply(struct session *s, const char *word, const char *reason)
 	s->len -= s->used;
 	s->used = 0;
 	s->state = SESSION_READING;
+	s->since = ev_now(shim.loop);
+	/* Answered: it is the newest session now, the last to be shed. */
+	TAILQ_REMOVE(&sessions, s, entry);
+	TAILQ_INSERT_TAIL(&sessions, s, entry);
+	/*
+	 * Postfix keeps an idle policy connection for its
+	 * smtpd_policy_service_max_idle (300s) and does not notice our close
+	 * while an SMTP session is open: its next request would fail (with
+	 * try_limit 1, uncounted).  So an idle one is kept longer than that.
+	 */
 	ev_timer_stop(shim.loop, &s->timer);
-	ev_timer_set(&s->timer, shim.conf->client_timeout_ms / 1000., 0.);
+	ev_timer_set(&s->timer, (s->len == 0 ? shim.conf->policy_idle_ms :
+	    shim.conf->client_timeout_ms) / 1000., 0.);
 	ev_timer_start(shim.loop, &s->timer);
 	ev_io_start(shim.loop, &s->io);
 	/*
@@ -216,22 +193,33 @@ session_word(const struct session *s, int yes)
 void
 session_answer(struct session *s, int verdict, const char *why)
 {
-	const char	*answer;
-
 	/*
 	 * s->pending stays set: session_free() detaches it.  After the Redis
 	 * timer (or at shutdown) the reply is still to come and must find no
-	 * session; from script_reply_cb() the pending is freed right after.
+	 * session; from the reply callback the pending is freed right after.
 	 */
-	if (verdict < 0) {
-		shim.stats.fail_policy++;
-		answer = session_word(s,
-		    strcasecmp(shim.conf->redis_on_error, "yes") == 0);
-		warn_limited(&warn_fail, "reason=\"%s\" answer=%s", why,
-		    answer);
-	} else
-		answer = session_word(s, verdict);
-	session_reply(s, answer, why != NULL ? why : "answered");
+	session_reply(s, session_word(s, verdict), why != NULL ? why :
+	    "answered");
+}
+
+void
+session_fail(struct session *s, enum fail_reason reason, const char *why)
+{
+	struct log_limit	*l = &warn_fail[reason];
+	const char		*answer;
+	char			 q[256];
+
+	shim.stats.fail_policy++;
+	shim.stats.fail[reason]++;
+	answer = session_word(s, shim.conf->redis_on_error);
+	if (l->event == NULL) {
+		l->event = "fail_policy";
+		l->warn = reason != FAIL_OOM && reason != FAIL_READONLY;
+	}
+	log_limited(shim.loop, l, "reason=%s detail=\"%s\" answer=%s",
+	    fail_reason_names[reason], log_quote(q, sizeof(q), why,
+	    strlen(why)), answer);
+	session_reply(s, answer, why);
 }
 
 static void
@@ -242,14 +230,14 @@ session_bad(struct session *s, const char *why)
 	shim.stats.bad_requests++;
 	if (s->policy) {
 		/* Postfix's advice: on trouble, log and close. */
-		warn_limited(&warn_bad, "reason=\"%s\" action=%s", why,
-		    "close");
+		log_limited(shim.loop, &warn_bad, "reason=\"%s\" action=close",
+		    why);
 		session_free(s, why);
 		return;
 	}
-	answer = session_word(s, strcasecmp(shim.conf->redis_on_error, "yes")
-	    == 0);
-	warn_limited(&warn_bad, "reason=\"%s\" answer=%s", why, answer);
+	answer = session_word(s, shim.conf->redis_on_error);
+	log_limited(shim.loop, &warn_bad, "reason=\"%s\" answer=%s", why,
+	    answer);
 	session_drain(s->fd);
 	session_reply(s, answer, why);
 }
@@ -269,12 +257,44 @@ session_policy_rule(const struct request *req)
 	return conf_rule_find(shim.conf, "default", 7);
 }
 
+/*
+ * Is this Postfix request one the rule counts?  A rule may count only
+ * its own clients (the Postfix counterpart of the Exim snippets' "hosts =
+ * +my_hosts": outgoing mail), and bounces only when asked to: MAIL FROM:<>
+ * is one key for the whole cluster, and every bounce past its limit would
+ * be deferred.  NULL: count it; else why not.
+ */
+static const char *
+session_policy_skip(const struct conf_rule *r, const struct request *req,
+    const struct request_attr *key)
+{
+	const struct request_attr	*a;
+
+	if (strcmp(r->postfix_key, "sender") == 0 &&
+	    (key == NULL || key->value_len == 0) && !r->postfix_bounces)
+		return "null sender";
+	if (r->npostfix_networks == 0 && !r->postfix_authenticated)
+		return NULL;
+	if (r->postfix_authenticated &&
+	    (a = request_attr(req, "sasl_username")) != NULL &&
+	    a->value_len > 0)
+		return NULL;
+	if (r->npostfix_networks > 0 &&
+	    (a = request_attr(req, "client_address")) != NULL &&
+	    rule_listed(r->postfix_networks, r->npostfix_networks, a->value,
+	    a->value_len))
+		return NULL;
+	return "client not counted by this rule";
+}
+
 static void
 session_ask(struct session *s, struct request *req)
 {
 	const struct conf_override	*ov;
 	const struct request_attr	*attr;
+	const char			*skip;
 	struct ask			 a;
+	enum fail_reason		 fail;
 	char				 why[160], q[CONF_NAME_MAX * 4];
 	char				*key;
 
@@ -284,6 +304,12 @@ session_ask(struct session *s, struct request *req)
 		s->rule = session_policy_rule(req);
 		attr = s->rule != NULL ? request_attr(req,
 		    s->rule->postfix_key) : NULL;
+		if (s->rule != NULL &&
+		    (skip = session_policy_skip(s->rule, req, attr)) != NULL) {
+			shim.stats.policy_skipped++;
+			session_reply(s, "DUNNO", skip);
+			return;
+		}
 		if (attr != NULL && attr->value_len > 0) {
 			req->key = attr->value;
 			req->key_len = attr->value_len < KEY_MAX ?
@@ -293,6 +319,7 @@ session_ask(struct session *s, struct request *req)
 			req->key = "<>", req->key_len = 2;
 		else {
 			/* No such attribute (not authenticated...): no key. */
+			shim.stats.policy_skipped++;
 			session_reply(s, "DUNNO", "no key attribute");
 			return;
 		}
@@ -349,10 +376,10 @@ session_ask(struct session *s, struct request *req)
 	}
 
 	ev_io_stop(shim.loop, &s->io);
-	s->pending = script_submit(s, &a);
-	if (s->pending == NULL) {
+	if ((fail = decide_submit(s, &a, &s->pending)) != FAIL_NONE) {
 		/* Known down: answer now rather than make Exim wait. */
-		session_answer(s, -1, "redis not connected");
+		session_fail(s, fail, fail == FAIL_NOMEM ? "out of memory" :
+		    "redis not connected");
 		return;
 	}
 	s->state = SESSION_ASKING;
@@ -445,8 +472,28 @@ session_read_cb(struct ev_loop *loop, ev_io *w, int revents)
 		session_free(s, strerror(errno));
 		return;
 	}
+	/* A policy connection that was idle: a request has begun. */
+	if (s->policy && s->len == 0 && n > 0) {
+		ev_timer_stop(shim.loop, &s->timer);
+		ev_timer_set(&s->timer, shim.conf->client_timeout_ms / 1000.,
+		    0.);
+		ev_timer_start(shim.loop, &s->timer);
+	}
 	s->len += n;
 	session_parse(s, n == 0);
+}
+
+/* A client that never sent a whole request: answered, as a bad one is. */
+static void
+session_silent(struct session *s, const char *why)
+{
+	if (s->policy) {
+		/* An idle Postfix connection: it reconnects when it needs. */
+		session_free(s, s->len == 0 ? "idle" : why);
+		return;
+	}
+	session_drain(s->fd);
+	session_reply(s, session_word(s, shim.conf->redis_on_error), why);
 }
 
 static void
@@ -460,18 +507,17 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (s->state == SESSION_ASKING) {
 		snprintf(why, sizeof(why), "redis did not answer in %lldms",
 		    (long long)shim.conf->redis_timeout_ms);
-		session_answer(s, -1, why);
+		session_fail(s, FAIL_TIMEOUT, why);
 		return;
 	}
-	if (s->policy && s->len == 0) {
-		/* An idle Postfix connection: it reconnects when it needs. */
-		session_free(s, "idle");
-		return;
+	if (!(s->policy && s->len == 0)) {
+		shim.stats.client_timeouts++;
+		log_limited(shim.loop, &warn_timeout, "reason=\"client sent no "
+		    "complete request in time\" answer=%s",
+		    s->policy ? "close" :
+		    session_word(s, shim.conf->redis_on_error));
 	}
-	shim.stats.client_timeouts++;
-	warn_limited(&warn_timeout, "reason=\"%s\"%s",
-	    "client sent no complete request in time", "");
-	session_free(s, "client timeout");
+	session_silent(s, "client timeout");
 }
 
 void
@@ -486,6 +532,7 @@ session_new(int fd)
 	}
 	s->fd = fd;
 	s->state = SESSION_READING;
+	s->since = ev_now(shim.loop);
 	s->pending = NULL;
 	s->rule = NULL;
 	s->policy = 0;
@@ -507,16 +554,46 @@ session_new(int fd)
 	session_read_cb(shim.loop, &s->io, EV_READ);
 }
 
+unsigned
+session_shed(unsigned max, double min_age)
+{
+	struct session	*s, *next;
+	ev_tstamp	 now = ev_now(shim.loop);
+	unsigned	 n = 0;
+
+	/*
+	 * Oldest first, and only those still reading: a client asking
+	 * (Redis owes it an answer within redis.timeout) is never shed, and
+	 * a live client's request arrives right after it connects.
+	 */
+	for (s = TAILQ_FIRST(&sessions); s != NULL && n < max; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		if (now - s->since < min_age)
+			break;		/* the rest are younger still */
+		if (s->state != SESSION_READING)
+			continue;
+		shim.stats.shed++;
+		session_silent(s, "shed: out of descriptors");
+		n++;
+	}
+	return n;
+}
+
 void
 session_shutdown_all(void)
 {
 	struct session	*s;
+	int		 i;
 
 	/* Clients waiting on Redis get the fail policy, not a bare EOF. */
 	while ((s = TAILQ_FIRST(&sessions)) != NULL) {
 		if (s->state == SESSION_ASKING)
-			session_answer(s, -1, "shutting down");
+			session_fail(s, FAIL_SHUTDOWN, "shutting down");
 		else
 			session_free(s, "shutting down");
 	}
+	for (i = 0; i < FAIL_MAX; i++)
+		log_limit_stop(&warn_fail[i]);
+	log_limit_stop(&warn_bad);
+	log_limit_stop(&warn_timeout);
 }

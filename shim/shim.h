@@ -2,12 +2,17 @@
  * shim.h: what the shim's parts share.  One process, one libev loop, one
  * Redis connection; sessions are the only per-client state.
  *
- *   listener.c  accept()s on the configured sockets, caps the sessions
+ *   listener.c  accept()s on the configured sockets, caps the sessions,
+ *               sheds silent ones when descriptors run out
  *   session.c   one client connection: read, parse, ask, answer, close
  *   request.c   the request grammar (pure)
  *   rule.c      normalisation, allow/deny lists, config overrides (pure)
- *   script.c    the Lua script: load, EVALSHA, NOSCRIPT, key escaping
- *   main.c      options, daemon life, signals, config reload
+ *   decide.c    one decision in Redis: count.lua's EVALSHA and its reply
+ *   main.c      the daemon's hooks: start, reload, stats, stop
+ *
+ * Calls go one way: listener -> session -> rule, decide -> common/ (Redis
+ * connection, scripts, key names).  decide.c answers the session through
+ * session_answer()/session_fail(), the session's documented callbacks.
  */
 #ifndef SW_SHIM_H
 #define SW_SHIM_H
@@ -33,20 +38,46 @@ struct ask {
 	double			 factor;	/* config override, 1 = none */
 };
 
+/* Why a client got the fail policy (redis.on_error) instead of a verdict. */
+enum fail_reason {
+	FAIL_NONE,
+	FAIL_NOT_CONNECTED,	/* Redis known down: answered at once */
+	FAIL_TIMEOUT,		/* no reply within redis.timeout */
+	FAIL_LOST,		/* the connection failed, request in flight */
+	FAIL_OOM,		/* Redis is full (maxmemory, noeviction) */
+	FAIL_READONLY,		/* a replica */
+	FAIL_BUSY,		/* a script running too long */
+	FAIL_NOSCRIPT,		/* still missing after a reload */
+	FAIL_LOADING,		/* Redis loading its data after a restart */
+	FAIL_NOPERM,		/* an ACL refused the script */
+	FAIL_ERROR,		/* any other error from Redis */
+	FAIL_BAD_REPLY,		/* a reply count.lua never sends */
+	FAIL_SHUTDOWN,		/* asked while we stop */
+	FAIL_NOMEM,		/* out of memory here */
+	FAIL_MAX
+};
+
+extern const char *const fail_reason_names[FAIL_MAX];
+
 struct shim_stats {
 	uint64_t	 decisions;	/* answered by the script */
 	uint64_t	 yes;
 	uint64_t	 fail_policy;	/* answered on_error: Redis failed */
+	uint64_t	 fail[FAIL_MAX];	/* the same, by reason */
 	uint64_t	 bad_requests;
 	uint64_t	 client_timeouts;
 	uint64_t	 crossings;
 	uint64_t	 listed;	/* answered by an allow/deny list */
+	uint64_t	 policy_skipped;	/* Postfix: not counted (bounces...) */
+	uint64_t	 shed;		/* silent sessions dropped for room */
+	uint64_t	 accept_paused;	/* accept() stopped: no room */
 };
 
 struct shim {
 	struct ev_loop		*loop;
 	const struct conf	*conf;
 	struct rconn		*redis;
+	struct script_conn	*scripts;
 	struct shim_stats	 stats;
 	unsigned		 nsessions;
 };
@@ -58,24 +89,28 @@ int	listener_open(const struct conf *, char *err, size_t errlen);
 void	listener_start(void);
 void	listener_close(void);
 void	listener_session_gone(void);	/* a slot is free again */
+void	listener_check_dirs(void);	/* after the privilege drop */
 
 /* session.c */
 void	session_new(int fd);
 void	session_shutdown_all(void);
-/* The verdict (1 yes, 0 no) or -1 for "Redis failed": why says why. */
-void	session_answer(struct session *, int verdict, const char *why);
-
-/* script.c */
-void	script_ready(void);		/* Redis (re)connected */
 /*
- * Ask Redis about req on behalf of s.  Returns NULL when the answer must be
- * the fail policy at once (Redis known down); otherwise a pending request
- * that will call session_answer() unless script_detach() runs first.
+ * Drop up to max of the oldest sessions still reading, at least min_age
+ * seconds old, each answered like a silent client.  Returns how many.
  */
-struct pending *script_submit(struct session *, const struct ask *);
-void	script_detach(struct pending *);
-/* Escape a key for a Redis key name; returns the length written. */
-size_t	script_escape_key(char *dst, size_t dstlen, const char *key,
-	    size_t len);
+unsigned session_shed(unsigned max, double min_age);
+/* The answers decide.c gives: a verdict (1 yes, 0 no), or a failure. */
+void	session_answer(struct session *, int verdict, const char *why);
+void	session_fail(struct session *, enum fail_reason, const char *why);
+
+/* decide.c */
+/*
+ * Ask Redis about a on behalf of s.  FAIL_NONE and *pending set: the reply
+ * will call session_answer() or session_fail() unless decide_detach()
+ * runs first.  Otherwise the reason to answer the fail policy at once.
+ */
+enum fail_reason decide_submit(struct session *, const struct ask *,
+	    struct pending **);
+void	decide_detach(struct pending *);
 
 #endif

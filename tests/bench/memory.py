@@ -107,7 +107,7 @@ def track(c, sha, algo, n):
             "senderwatch:crossed:default:" + key,
             "default", key, 1, "bench", "senderwatch:events", "", 10000,
             "count", algo, 0, 1 if algo == "fixed" else 0, 1,
-            *PARAMS[algo]))
+            "senderwatch-alerters", *PARAMS[algo]))
         if len(batch) == 1000 or i == n - 1:
             c.s.sendall(b"".join(batch))
             for _ in batch:

@@ -1,28 +1,25 @@
 /*
  * fuzz_conf.c: libFuzzer target for the config loader (common/conf.c).
  *
- * conf_load() reads a file, so each input is written to a memfd and loaded
- * through /proc/self/fd/N: no disk, no temporary names to clean up.  The
- * loader must either give a config that keeps the promises the daemons
- * rely on, or NULL with an error naming the file; LeakSanitizer checks
- * that every error path frees what it built.  A SIGHUP reload runs this
- * same code in a live daemon, so a leak or crash here is one there too.
+ * Each input goes to conf_parse(), the loader without the file, with a
+ * daemon-like check that reports through conf_fail().  The loader must
+ * either give a config that keeps the promises the daemons rely on, or
+ * NULL with an error naming the file and a line; LeakSanitizer checks that
+ * every error path frees what it built.  A SIGHUP reload runs this same
+ * code in a live daemon, so a leak or crash here is one there too.
  */
-#include <sys/mman.h>
-
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "conf.h"
 
 int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 
-static int	 fuzz_fd = -1;
-static char	 fuzz_path[64];
+#define FUZZ_NAME	"fuzz.yaml"
 
 static int
 no_line_break(const char *s)
@@ -43,12 +40,15 @@ check_conf(const struct conf *c)
 		    strlen(c->rules[i].name) >= CONF_NAME_MAX)
 			abort();
 	if (c->redis_address == NULL || c->redis_prefix == NULL ||
-	    c->redis_on_error == NULL || c->hostname == NULL)
+	    c->hostname == NULL)
 		abort();
-	/* Exim's condition reads the answer: only these two may come out. */
-	if (strcasecmp(c->redis_on_error, "yes") != 0 &&
-	    strcasecmp(c->redis_on_error, "no") != 0)
+	/* Exim's condition reads the answer: only yes or no may come out. */
+	if (c->redis_on_error != 0 && c->redis_on_error != 1)
 		abort();
+	for (i = 0; i < c->nrules; i++)
+		if (c->rules[i].ks == NULL || c->rules[i].nlimits == 0 ||
+		    c->rules[i].nlimits > CONF_LIMITS_MAX)
+			abort();
 	for (i = 0; i < c->nlisten; i++)
 		if (c->listen[i].addr[0] != '/' &&
 		    strncmp(c->listen[i].addr, "inet:", 5) != 0)
@@ -65,34 +65,32 @@ check_conf(const struct conf *c)
 		abort();
 }
 
+/* A daemon's check: it must be able to name any option's line. */
+static int
+fuzz_check(struct conf_ctx *cx, const struct conf *c)
+{
+	if (c->max_clients == 7)
+		return conf_fail(cx, &c->max_clients, "seven");
+	if (c->alerts_to != NULL && strcmp(c->alerts_to[0], "x") == 0)
+		return conf_fail(cx, &c->alerts_to, "x");
+	return 0;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct conf	*c;
 	char		 err[CONF_ERRLEN];
 
-	if (fuzz_fd == -1) {
-		if ((fuzz_fd = memfd_create("fuzz_conf", 0)) == -1) {
-			perror("memfd_create");
-			exit(1);
-		}
-		snprintf(fuzz_path, sizeof(fuzz_path), "/proc/self/fd/%d",
-		    fuzz_fd);
-	}
-	if (ftruncate(fuzz_fd, 0) == -1 ||
-	    pwrite(fuzz_fd, data, size, 0) != (ssize_t)size) {
-		perror("memfd write");
-		exit(1);
-	}
-
 	err[0] = '\0';
-	if ((c = conf_load(fuzz_path, err, sizeof(err))) == NULL) {
+	if ((c = conf_parse((const char *)data, size, FUZZ_NAME, fuzz_check,
+	    err, sizeof(err))) == NULL) {
 		/* Every refusal says which file, for the operator. */
-		if (strncmp(err, fuzz_path, strlen(fuzz_path)) != 0)
+		if (strncmp(err, FUZZ_NAME ":", strlen(FUZZ_NAME) + 1) != 0)
 			abort();
 		return 0;
 	}
-	if (strcmp(c->path, fuzz_path) != 0)
+	if (strcmp(c->path, FUZZ_NAME) != 0)
 		abort();
 	check_conf(c);
 	conf_free(c);

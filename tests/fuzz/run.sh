@@ -7,9 +7,9 @@
 #
 # The targets are built with clang from the sources themselves (not the
 # Makefile's objects, which are gcc-built without coverage), with
-# AddressSanitizer and UBSan, UB made fatal.  Both targets run at once, one
-# per core.  Seeds come from tests/fuzz/corpus/NAME and stay untouched:
-# what libFuzzer learns goes to a scratch corpus, so a run leaves the
+# AddressSanitizer and UBSan, UB made fatal.  The targets run at once,
+# sharing the cores.  Seeds come from tests/fuzz/corpus/NAME and stay
+# untouched: what libFuzzer learns goes to a scratch corpus, so a run leaves the
 # checkout clean.  A crash, leak or broken invariant leaves its input in
 # build/fuzz/ and fails the run.
 #
@@ -20,7 +20,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 seconds=${FUZZ_SECONDS:-20}
 out=${FUZZ_BUILD:-$root/build/fuzz}
 cc=${FUZZ_CC:-clang}
-targets=${*:-fuzz_request fuzz_conf}
+targets=${*:-fuzz_request fuzz_conf fuzz_keyspace}
 
 mkdir -p "$out" || exit 1
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sw-fuzz.XXXXXX") || exit 1
@@ -34,8 +34,8 @@ if ! command -v "$cc" >/dev/null 2>&1; then
 	exit 1
 fi
 
-yaml_cflags=$(pkg-config --cflags yaml-0.1 2>/dev/null)
-yaml_libs=$(pkg-config --libs yaml-0.1 2>/dev/null || echo -lyaml)
+yaml_cflags=$(pkg-config --cflags yaml-0.1 hiredis 2>/dev/null)
+yaml_libs="$(pkg-config --libs yaml-0.1 2>/dev/null || echo -lyaml) -lev"
 flags="-g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -std=c11
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
     -I$root/common -I$root/shim $yaml_cflags"
@@ -47,7 +47,11 @@ sources() {
 		echo "$root/tests/fuzz/fuzz_request.c $root/shim/request.c" \
 		    "$root/common/log.c" ;;
 	fuzz_conf)
-		echo "$root/tests/fuzz/fuzz_conf.c $root/common/conf.c" ;;
+		echo "$root/tests/fuzz/fuzz_conf.c $root/common/conf.c" \
+		    "$root/common/keyspace.c" ;;
+	fuzz_keyspace)
+		echo "$root/tests/fuzz/fuzz_keyspace.c" \
+		    "$root/common/keyspace.c" ;;
 	*)
 		return 1 ;;
 	esac

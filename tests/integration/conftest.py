@@ -40,6 +40,13 @@ def wait_for(cond, timeout=5.0, what="condition", interval=0.01):
         time.sleep(interval)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def read_all(s):
     """Read a socket until the peer closes it, as Exim's readsocket does."""
     out = b""
@@ -244,13 +251,14 @@ def write_config(path, text):
 class Daemon:
     """A senderwatch daemon run in the foreground with its log captured."""
 
-    def __init__(self, binary, conf, d, name, extra=()):
+    def __init__(self, binary, conf, d, name, extra=(), preexec=None):
         self.binary = binary
         self.conf = conf
         self.name = name
         self.logpath = os.path.join(d, name + ".log")
         self.pidfile = os.path.join(d, name + ".pid")
         self.extra = list(extra)
+        self.preexec = preexec      # run in the child before exec (limits)
         self.proc = None
 
     def start(self, wait=None):
@@ -262,7 +270,8 @@ class Daemon:
                    "--show-leak-kinds=definite,indirect",
                    "--errors-for-leak-kinds=definite,indirect",
                    "--error-exitcode=99", "--log-file=" + self.vglog] + cmd
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=self.preexec)
         if wait is not None:
             wait_for(wait, timeout=50 if VALGRIND else 5, what=self.name + " to start")
         return self

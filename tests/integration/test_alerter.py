@@ -25,8 +25,9 @@ import time
 
 import pytest
 
-from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask, stats,
-                      shim_answers, shim_config, wait_for, write_config)
+from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask, free_port,
+                      log_lines, stats, shim_answers, shim_config, wait_for,
+                      write_config)
 
 # Another build of the alerter (make B=/tmp/san SAN=1 ...) can be tested
 # with SW_ALERTER=/tmp/san/senderwatch-alerter.
@@ -249,6 +250,7 @@ class Cutter:
 
 
 # --- helpers ------------------------------------------------------------------
+
 
 def cross(sock, key, subjects=(b"Hello",), limit=3):
     """limit + 1 requests for key under rule default: the last one crosses
@@ -702,6 +704,90 @@ def test_redis_restarted_under_the_alerter(make_alerter, tmp):
         r.stop()
 
 
+def keys_mailed(sink):
+    """How many times each key was mailed, from the mails' bodies."""
+    return collections.Counter(
+        k for m in sink.mails()
+        for k in re.findall(r"^  Key:\s+(\S+)$", m.body, re.M))
+
+
+def test_alerter_on_a_demoted_master_says_so_and_comes_back(
+        make_shim, make_alerter, sink, redis, tmp):
+    """Its Redis becomes a replica (what a failover does to the old
+    master): writes answer READONLY.  The alerter drops that connection
+    at once, refuses to read from a replica, says it cannot read (at once,
+    then periodically, and in its stats), and reads again when its Redis
+    is a master again."""
+    port = free_port()
+    other = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", tmp,
+         "--logfile", os.path.join(tmp, "other.log")])
+    try:
+        wait_for(lambda: subprocess.run(
+            ["redis-cli", "-p", str(port), "PING"], capture_output=True,
+            text=True).stdout.strip() == "PONG", what="the other redis")
+        shim, sock = make_shim()
+        alerter = make_alerter(port=sink.port)
+        cross(sock, "before@example.org")
+        wait_for(lambda: keys_mailed(sink)["before@example.org"] == 1,
+                 what="the first mail")
+        assert redis.cli("REPLICAOF", "127.0.0.1", port) == "OK"
+        wait_for(lambda: log_lines(alerter, "event=not_reading"),
+                 what="the alerter to say it cannot read")
+        down = log_lines(alerter, "event=redis_down conn=alerter ")
+        assert any("READONLY" in l or "not a master" in l for l in down), down
+        st1 = stats(alerter)
+        assert st1["reading"] == 0, st1
+        wait_for(lambda: stats(alerter)["stalled_s"] > st1["stalled_s"],
+                 what="the stall to grow in the stats")
+        # A master again: reading resumes, and a new crossing is mailed.
+        assert redis.cli("REPLICAOF", "NO", "ONE") == "OK"
+        wait_for(lambda: log_lines(alerter, "event=reading_resumed"),
+                 timeout=10, what="reading to resume")
+        wait_for(lambda: shim_answers(sock) and
+                 ask(sock, "probe@example.org\n") == b"no",
+                 what="the shim to decide again")
+        cross(sock, "after@example.org")
+        wait_for(lambda: keys_mailed(sink)["after@example.org"] == 1,
+                 timeout=10, what="the mail after the failover")
+        assert keys_mailed(sink)["before@example.org"] == 1
+        assert stats(alerter)["reading"] == 1
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
+
+
+def test_stream_deleted_under_the_alerter_skips_nothing_written_after(
+        make_shim, make_alerter, sink, redis):
+    """The stream deleted while crossings arrive: every crossing recorded
+    after the DEL is mailed, once (count.lua makes the group with the new
+    stream's first entry, from its start), and what was lost with the old
+    stream is either mailed or counted as lost."""
+    shim, sock = make_shim()
+    alerter = make_alerter(port=sink.port, digest_wait="0ms")
+    before = ["before%d@example.org" % i for i in range(40)]
+    after = ["after%d@example.org" % i for i in range(40)]
+    for k in before:
+        cross(sock, k)
+    assert redis.cli("DEL", STREAM) == "1"
+    for k in after:
+        cross(sock, k)
+    wait_for(lambda: all(keys_mailed(sink)[k] == 1 for k in after),
+             timeout=15, what="every crossing after the DEL mailed")
+    wait_for(lambda: settled(redis, len(after)), timeout=15,
+             what="the new stream delivered and acknowledged")
+    mailed = keys_mailed(sink)
+    st = stats(alerter)
+    missing = [k for k in before if mailed[k] == 0]
+    print("\nFIGURE stream deleted: %d before (%d mailed, %d lost, %d "
+          "counted lost), %d after (all mailed once)" % (
+              len(before), len(before) - len(missing), len(missing),
+              st["events_lost"], len(after)))
+    assert all(c == 1 for c in mailed.values()), mailed
+    assert len(missing) <= st["events_lost"], (missing, st)
+
+
 def test_temporary_rejection_is_retried(make_shim, make_alerter, tmp, redis):
     shim, sock = make_shim()
     relay = Sink(tmp, "relay").start(reject=2)
@@ -1007,19 +1093,28 @@ def test_config_check(tmp, redis):
                            text=True, timeout=10)
         return r.returncode, r.stdout + r.stderr
 
+    # Every error names the file, the line of the option (or of its
+    # section when it is missing) and the option: the alerter's own checks
+    # run while the config's lines are known.
     rc, out = check("alerts:\n  from: a@example.com\n")
-    assert rc == 1 and "check.yaml: alerts.to: required" in out
+    assert rc == 1 and "check.yaml:3: alerts.to: is required" in out, out
     rc, out = check("alerts:\n  to: a@example.com\n")
-    assert rc == 1 and "alerts.from: required" in out
+    assert rc == 1 and "check.yaml:3: alerts.from: is required" in out, out
     rc, out = check("alerts:\n  from: a@example.com\n"
                     "  to: [ \"b@example.com\\r\\nBcc: c@example.com\" ]\n")
-    assert rc == 1 and "alerts.to: must not contain a line break" in out
+    assert rc == 1 and "check.yaml:5: alerts.to: must not contain a line " \
+        "break" in out, out
     rc, out = check("alerts:\n  from: a@example.com\n  to: b@example.com\n"
                     "  sendmail: [ /usr/sbin/sendmail, -oi ]\n")
-    assert rc == 1 and "alerts.sendmail: needs -t" in out
+    assert rc == 1 and "check.yaml:6: alerts.sendmail: needs -t" in out, out
     rc, out = check("alerts:\n  from: a@example.com\n  to: b@example.com\n"
                     "  smtp: ftp://relay.example\n")
-    assert rc == 1 and "only smtp:// and smtps://" in out
+    assert rc == 1 and "check.yaml:6: alerts.smtp: \"ftp://relay.example\": " \
+        "only smtp:// and smtps://" in out, out
+    rc, out = check("alerts:\n  from: a@example.com\n  to: b@example.com\n"
+                    "  cc: [ \"not an address\" ]\n")
+    assert rc == 1 and "check.yaml:6: alerts.cc: \"not an address\" is not " \
+        "an address" in out, out
     rc, out = check("alerts:\n  from: a@example.com\n  to: b@example.com\n"
                     "  smtp: smtps://relay.example:465\n")
     assert rc == 0 and "configuration OK" in out, out

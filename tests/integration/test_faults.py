@@ -230,3 +230,126 @@ def test_redis_slowed(make_shim, redis, tmp):
     check("sleep", shim, sock, redis, data, window, before, after, rss)
     # The connection itself survived: a slow reply is not an outage.
     assert len(log_lines(shim, "event=redis_up")) == 1
+
+
+# --- a full Redis, an evicting one, a storm of SCRIPT FLUSH -----------------
+
+def info(rdb, section):
+    """INFO section as a dict of its fields (strings)."""
+    text = rdb.cmd("INFO", section).decode()
+    return dict(l.split(":", 1) for l in text.splitlines() if ":" in l)
+
+
+def script_loads(rdb):
+    """SCRIPT LOAD commands Redis has run."""
+    f = info(rdb, "commandstats").get("cmdstat_script|load")
+    return int(f.split(",")[0].split("=")[1]) if f else 0
+
+
+def fill(rdb):
+    """Fill Redis with junk, then set maxmemory below what it uses: from
+    now every write that needs memory is refused with OOM (noeviction)."""
+    assert rdb.cmd("DEBUG", "POPULATE", "20000", "junk", "200") == "OK"
+    used = int(info(rdb, "memory")["used_memory"])
+    assert rdb.cmd("CONFIG", "SET", "maxmemory-policy", "noeviction") == "OK"
+    assert rdb.cmd("CONFIG", "SET", "maxmemory", str(used - 1000000)) == "OK"
+    return used
+
+
+def test_full_redis_answers_the_fail_policy_and_keeps_every_count(
+        make_shim, redis, rdb):
+    """A full Redis (maxmemory, noeviction) refuses INCRBY with OOM.  That
+    is not a corrupt counter: nothing may be deleted and counted afresh,
+    which would switch every limit of the cluster off, silently, and let
+    memory grow past maxmemory.  Each request gets the fail policy, counted
+    and logged by its reason, and the counts are there when room is."""
+    shim, sock = make_shim(rules="  default: { limit: 5, window: 60s }\n",
+                           on_error="yes")
+    key = "full@example.org"
+    counter = "senderwatch:default:" + key
+    assert [ask(sock, key + "\n") for _ in range(4)] == [b"no"] * 4
+    fill(rdb)
+    before = stats(shim)
+    mem0 = int(info(rdb, "memory")["used_memory"])
+    # A decision would be no (5), yes (6), yes (7); on_error "yes" tells the
+    # fail policy apart from the first.
+    assert [ask(sock, key + "\n") for _ in range(3)] == [b"yes"] * 3
+    assert rdb.cmd("GET", counter) == b"4"
+    after = stats(shim)
+    assert after.get("fail_oom", 0) - before.get("fail_oom", 0) == 3
+    assert after["decisions"] == before["decisions"]
+    oom = [l for l in log_lines(shim, "event=fail_policy")
+           if "reason=oom" in l]
+    assert oom and "level=error" in oom[0] and "OOM" in oom[0], oom
+    # 2,000 new senders while full: no key, no memory.
+    for i in range(2000):
+        assert ask(sock, "new%d@example.org\n" % i) == b"yes"
+    mem1 = int(info(rdb, "memory")["used_memory"])
+    print("\nFIGURE full redis: 2000 new senders refused with OOM, "
+          "used_memory %+d bytes" % (mem1 - mem0))
+    assert rdb.cmd("EXISTS", "senderwatch:default:new1@example.org") == 0
+    assert mem1 - mem0 < 256 * 1024, mem1 - mem0
+    # One line for the burst, not one per request.
+    assert len([l for l in log_lines(shim, "event=fail_policy")
+                if "reason=oom" in l]) == 1
+    # Room again: counting goes on from 4, the limit holds.
+    assert rdb.cmd("CONFIG", "SET", "maxmemory", "0") == "OK"
+    assert [ask(sock, key + "\n") for _ in range(2)] == [b"no", b"yes"]
+    assert rdb.cmd("GET", counter) == b"6"
+
+
+def test_a_redis_that_may_evict_is_warned_of_once_per_connection(
+        make_shim, redis, rdb):
+    """Eviction resets limits and announces crossings twice (counter and
+    marker evicted together): both daemons read maxmemory-policy at
+    connect (INFO memory, which works where CONFIG is disabled) and say so
+    loudly, once per connection."""
+    shim, sock = make_shim()
+    assert ask(sock, "e@example.org\n") == b"no"
+    assert not log_lines(shim, "event=redis_may_evict")   # noeviction
+    assert rdb.cmd("CONFIG", "SET", "maxmemory-policy", "allkeys-lru") == \
+        "OK"
+    # The shim's connection, by the name it gives itself, dropped.
+    clients = rdb.cmd("CLIENT", "LIST").decode().splitlines()
+    mine = [c for c in clients if "name=senderwatch-shim " in c]
+    assert len(mine) == 1, clients
+    cid = mine[0].split()[0].split("=")[1]
+    assert rdb.cmd("CLIENT", "KILL", "ID", cid) == 1
+    wait_for(lambda: log_lines(shim, "event=redis_may_evict"),
+             what="the eviction warning")
+    for i in range(20):
+        assert ask(sock, "e%d@example.org\n" % i) == b"no"
+    lines = log_lines(shim, "event=redis_may_evict")
+    assert len(lines) == 1, lines
+    assert "level=error" in lines[0] and "policy=allkeys-lru" in lines[0]
+
+
+def test_script_flush_storm_one_reload_per_flush(make_shim, redis, rdb, tmp):
+    """SCRIPT FLUSH every 100 ms under load (what a failover or a restart
+    does once): no request answered wrongly, one SCRIPT LOAD per flush
+    however many requests were in flight, one log line for the burst."""
+    shim, sock = make(make_shim)
+    load = Load(tmp, sock, 3.5, "flush")
+    wait_for(lambda: int(redis.cli("DBSIZE")) >= 50, timeout=10,
+             what="the load to reach Redis")
+    loads0 = script_loads(rdb)
+    flushes = 20
+    for _ in range(flushes):
+        assert rdb.cmd("SCRIPT", "FLUSH") == "OK"
+        time.sleep(0.1)             # the storm's pace, not a wait
+    data = load.wait()
+    loads = script_loads(rdb) - loads0
+    s = data["summary"]
+    yes = len([r for r in data["results"] if r[2] == "yes"])
+    counted = sum(int(rdb.cmd("GET", k) or 0)
+                  for k in rdb.keys() if k.startswith(b"senderwatch:default:"))
+    print("\nFIGURE script flush storm: %d flushes, %d SCRIPT LOADs, "
+          "%d requests, %d by the fail policy, %d script_missing lines"
+          % (flushes, loads, s["answered"], yes,
+             len(log_lines(shim, "event=script_missing"))))
+    assert data["errors"] == [], data["errors"][:5]
+    # Each "no" was counted once; a fail-policy answer (on_error "yes") at
+    # most once: never counted twice, never a wrong verdict.
+    assert s["no"] <= counted <= s["no"] + yes, (s, yes, counted)
+    assert 1 <= loads <= flushes + 1, loads
+    assert len(log_lines(shim, "event=script_missing")) == 1

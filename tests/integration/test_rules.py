@@ -81,9 +81,9 @@ def test_several_limits_any_exceeded_says_yes_and_event_names_it(make_shim, redi
     # the 6th hit is over both: 3 > 2 in the new short window, 6 > 5 an hour
     assert answers(sock, "multi", "m", 1) == ["yes"]
     lines = stream_entries(redis).splitlines()
-    li = [lines[i + 1] for i, l in enumerate(lines) if l.endswith('"limit_index"')]
+    li = [lines[i + 1] for i, l in enumerate(lines) if l.endswith('"window_ms"')]
     # one event per limit per window: the short window twice, the hour once
-    assert [x.split()[-1].strip('"') for x in li] == ["1", "1", "2"]
+    assert [x.split()[-1].strip('"') for x in li] == ["400", "400", "3600000"]
 
 
 def test_three_windows_are_one_command_each_request(make_shim, redis):
@@ -261,7 +261,8 @@ def test_count_lua_by_hand_as_the_readme_shows(redis):
              "senderwatch:default:alice@example.org",
              "senderwatch:crossed:default:alice@example.org", ",",
              "default", "alice@example.org", cost, "mta1", "senderwatch:events",
-             "", "10000", "count", "fixed", "0", "1", "1", "20", "300000", "20"],
+             "", "10000", "count", "fixed", "0", "1", "1", "senderwatch-alerters",
+                 "20", "300000", "20"],
             capture_output=True, text=True).stdout.split()
     assert run("1") == ["0", "1", "-1", "0", "0", "0", "0"]
     assert run("19") == ["0", "20", "-1", "0", "0", "0", "0"]

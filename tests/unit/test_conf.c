@@ -98,7 +98,7 @@ test_good(void)
 	    "  smtp: localhost:2525\n"
 	    "  smtp_starttls: \"no\"\n"
 	    "  digest_wait: 5m\n"
-	    "  digest_max: 7\n"), err, sizeof(err));
+	    "  digest_max: 7\n"), NULL, err, sizeof(err));
 	CHECK(c != NULL);
 	if (c == NULL) {
 		printf("  error: %s\n", err);
@@ -122,7 +122,7 @@ test_good(void)
 	CHECK(streq(c->redis_password, "s3cret: yes"));
 	CHECK(c->redis_database == 3);
 	CHECK(c->redis_timeout_ms == 2000);
-	CHECK(streq(c->redis_on_error, "yes"));
+	CHECK(c->redis_on_error == 1);
 	CHECK(streq(c->redis_prefix, "swtest"));
 	CHECK(streq(c->events_channel, "sw:ch"));
 	CHECK(streq(c->events_stream, "sw:st"));
@@ -157,7 +157,8 @@ test_good(void)
 	/* sendmail instead of smtp: an argv; smtp then stays unset. */
 	c = conf_load(put(RULES_OK
 	    "alerts:\n"
-	    "  sendmail: [ /usr/sbin/sendmail, -t, -oi ]\n"), err, sizeof(err));
+	    "  sendmail: [ /usr/sbin/sendmail, -t, -oi ]\n"), NULL, err,
+	    sizeof(err));
 	CHECK(c != NULL);
 	if (c != NULL) {
 		CHECK(c->alerts_smtp == NULL);
@@ -175,7 +176,7 @@ test_defaults(void)
 	struct conf	*c;
 	char		 err[CONF_ERRLEN], host[256];
 
-	c = conf_load(put(RULES_OK), err, sizeof(err));
+	c = conf_load(put(RULES_OK), NULL, err, sizeof(err));
 	CHECK(c != NULL);
 	if (c == NULL) {
 		printf("  error: %s\n", err);
@@ -193,7 +194,7 @@ test_defaults(void)
 	CHECK(c->redis_database == 0);
 	CHECK(c->redis_timeout_ms == 100);
 	/* Fail open: a rate limiter must not stop mail when Redis is down. */
-	CHECK(streq(c->redis_on_error, "no"));
+	CHECK(c->redis_on_error == 0);
 	CHECK(streq(c->redis_prefix, "senderwatch"));
 	CHECK(streq(c->events_channel, "senderwatch:events"));
 	CHECK(streq(c->events_stream, "senderwatch:stream"));
@@ -213,13 +214,13 @@ test_defaults(void)
 	conf_free(c);
 
 	/* A bare no is still the string "no" to libyaml, as is a quoted one. */
-	c = conf_load(put(RULES_OK "redis:\n  on_error: no\n"), err,
+	c = conf_load(put(RULES_OK "redis:\n  on_error: no\n"), NULL, err,
 	    sizeof(err));
-	CHECK(c != NULL && streq(c->redis_on_error, "no"));
+	CHECK(c != NULL && c->redis_on_error == 0);
 	conf_free(c);
 	/* A single listen address needs no list. */
-	c = conf_load(put(RULES_OK "shim:\n  listen: /run/x.sock\n"), err,
-	    sizeof(err));
+	c = conf_load(put(RULES_OK "shim:\n  listen: /run/x.sock\n"), NULL,
+	    err, sizeof(err));
 	CHECK(c != NULL && c->nlisten == 1 &&
 	    streq(c->listen[0].addr, "/run/x.sock"));
 	conf_free(c);
@@ -292,7 +293,7 @@ bad(const char *text, const char *want, int line)
 	char		 err[CONF_ERRLEN], full[CONF_ERRLEN + 64];
 
 	strcpy(err, "(no error)");
-	c = conf_load(put(text), err, sizeof(err));
+	c = conf_load(put(text), NULL, err, sizeof(err));
 	snprintf(full, sizeof(full), "%s%s", path, want);
 	if (c != NULL) {
 		check_at(0, "conf_load() failed", __FILE__, line);
@@ -400,7 +401,11 @@ test_errors(void)
 	    ":3: rules: a rule name may only contain letters, digits, _ and "
 	    "- (at most 63)");
 	BAD(RULES_OK "  subjects: { limit: 1, window: 1s }\n",
-	    ":3: rules.subjects: the name is reserved");
+	    ":3: rules.subjects: the name is reserved: senderwatch's own "
+	    "keys are called PREFIX:subjects:...");
+	BAD(RULES_OK "  alerter: { limit: 1, window: 1s }\n",
+	    ":3: rules.alerter: the name is reserved: senderwatch's own "
+	    "keys are called PREFIX:alerter:...");
 
 	/* Values. */
 	BAD(RULES_OK "redis:\n  on_error: maybe\n",
@@ -415,17 +420,18 @@ test_errors(void)
 	    ":4: shim.listen: must not be empty");
 	BAD(RULES_OK "redis:\n  prefix: \"sw prefix\"\n",
 	    ":4: redis.prefix: \"sw prefix\" may only contain letters, digits "
-	    "and _ . : @ - (at most 128)");
+	    "and _ . : @ - (at most 64)");
 	BAD(RULES_OK "redis:\n  username: sw\n",
-	    ":1: redis.username needs redis.password");
+	    ":4: redis.username: needs redis.password");
 	BAD(RULES_OK "redis:\n  address: localhost\n",
-	    ":1: redis.address: \"localhost\" is neither unix:/path nor "
+	    ":4: redis.address: \"localhost\" is neither unix:/path nor "
 	    "host:port");
 	BAD(RULES_OK "alerts:\n  smtp: localhost:25\n"
 	    "  sendmail: /usr/sbin/sendmail\n",
-	    ":1: alerts: give smtp or sendmail, not both");
+	    ":5: alerts.sendmail: give alerts.smtp or alerts.sendmail, not "
+	    "both");
 	BAD(RULES_OK "alerts:\n  sendmail: [ sendmail, -t ]\n",
-	    ":1: alerts.sendmail: the command must be an absolute path");
+	    ":4: alerts.sendmail: the command must be an absolute path");
 	BAD(RULES_OK "alerts:\n  smtp_starttls: maybe\n",
 	    ":4: alerts.smtp_starttls: must be no, try or yes");
 
@@ -442,7 +448,7 @@ test_errors(void)
 	snprintf(want, sizeof(want), "%s/missing.yaml: No such file or "
 	    "directory", tmpdir);
 	snprintf(path, sizeof(path), "%s/missing.yaml", tmpdir);
-	c = conf_load(path, err, sizeof(err));
+	c = conf_load(path, NULL, err, sizeof(err));
 	CHECK(c == NULL && strcmp(err, want) == 0);
 
 	/* A short error buffer truncates but stays a string. */
@@ -451,7 +457,7 @@ test_errors(void)
 
 		memset(small, 'x', sizeof(small));
 		c = conf_load(put("rules:\n  ip: { limit: 1, window: 1s }\n"),
-		    small, sizeof(small));
+		    NULL, small, sizeof(small));
 		CHECK(c == NULL && memchr(small, '\0', sizeof(small)) != NULL);
 	}
 }
@@ -476,7 +482,7 @@ test_rule_options(void)
 	    "    postfix: { key: sasl_username,\n"
 	    "               action: \"REJECT 5.7.1 slow\" }\n"
 	    "  bucket: { limit: 10, window: 1m, algorithm: gcra, "
-	    "count_denied: yes }\n"), err, sizeof(err));
+	    "count_denied: yes }\n"), NULL, err, sizeof(err));
 	CHECK(c != NULL);
 	if (c == NULL) {
 		printf("  error: %s\n", err);
@@ -544,10 +550,10 @@ test_rule_options(void)
 	    ":5: rules.ip.limits: at most 8");
 	BAD(RULES_OK "  ip:\n    limits:\n      - { limit: 1, window: 1s }\n"
 	    "      - { limit: 2 }\n",
-	    ":6: rules.ip: window is required");
+	    ":6: rules.ip.limits[2]: window is required");
 	BAD(RULES_OK "  ip:\n    limits:\n      - { limit: 1, window: 1s, "
 	    "burts: 3 }\n",
-	    ":5: rules.ip: unknown option \"burts\"");
+	    ":5: rules.ip.limits[1]: unknown option \"burts\"");
 	BAD(RULES_OK "  ip: { limit: 1, window: 1s, burst: 0 }\n",
 	    ":3: rules.ip.burst: must be a whole number, 1 or more");
 	BAD(RULES_OK "  ip: { limit: 1, window: 1s, algorithm: leaky }\n",
@@ -578,9 +584,11 @@ test_rule_options(void)
 	    "    postfix: { key: \"bad key\" }\n",
 	    ":6: rules.ip.postfix.key: not a policy attribute name");
 	BAD(RULES_OK "  crossed: { limit: 1, window: 1s }\n",
-	    ":3: rules.crossed: the name is reserved");
+	    ":3: rules.crossed: the name is reserved: senderwatch's own "
+	    "keys are called PREFIX:crossed:...");
 	BAD(RULES_OK "  override: { limit: 1, window: 1s }\n",
-	    ":3: rules.override: the name is reserved");
+	    ":3: rules.override: the name is reserved: senderwatch's own "
+	    "keys are called PREFIX:override:...");
 }
 
 /* Passwords kept in a file of their own, out of the readable config. */
@@ -601,7 +609,7 @@ test_secrets(void)
 	fclose(fp);
 	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: %s\n"
 	    "alerts:\n  smtp_password_file: %s\n", secret, secret);
-	c = conf_load(put(text), err, sizeof(err));
+	c = conf_load(put(text), NULL, err, sizeof(err));
 	CHECK(c != NULL && streq(c->redis_password, "s3cret") &&
 	    streq(c->alerts_smtp_password, "s3cret"));
 	conf_free(c);
@@ -610,10 +618,12 @@ test_secrets(void)
 	    ":4: redis.password_file: must be an absolute path");
 	snprintf(text, sizeof(text), RULES_OK "redis:\n  password: x\n"
 	    "  password_file: %s\n", secret);
-	BAD(text, ":5: redis.password_file: the password is given twice");
+	BAD(text, ":5: redis.password_file: the same setting as "
+	    "redis.password (line 4): give one of them");
 	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: %s\n"
 	    "  password: x\n", secret);
-	BAD(text, ":5: redis.password: the password is given twice");
+	BAD(text, ":5: redis.password: the same setting as "
+	    "redis.password_file (line 4): give one of them");
 
 	snprintf(text, sizeof(text), RULES_OK "redis:\n  password_file: "
 	    "%s/nope\n", tmpdir);
@@ -632,6 +642,114 @@ test_secrets(void)
 	    "first line", secret);
 	BAD(text, want);
 	unlink(secret);
+}
+
+/* A daemon's own check, as the alerter's and the shim's are. */
+static int
+check_listen(struct conf_ctx *cx, const struct conf *c)
+{
+	if (c->nlisten == 0)
+		return conf_fail(cx, &c->listen, "no address to listen on");
+	if (c->max_clients == 500)
+		return conf_fail(cx, &c->max_clients, "not 500 here");
+	return 0;
+}
+
+/* Text in memory, and checks that run while the file's lines are known. */
+static void
+test_parse_and_checks(void)
+{
+	struct conf		*c;
+	const struct conf_rule	*r;
+	char			 err[CONF_ERRLEN];
+	static const char	 good[] =
+	    "shim:\n  listen: /run/x.sock\n  policy_idle_timeout: 10m\n"
+	    "redis:\n  on_error: \"yes\"\n"
+	    "rules:\n"
+	    "  default: { limit: 20, window: 300s }\n"
+	    "  postfix:\n    limit: 5\n    window: 1h\n"
+	    "    postfix: { key: sasl_username, bounces: count,\n"
+	    "               networks: [ 192.0.2.0/24, \"2001:db8::/32\" ],\n"
+	    "               authenticated: yes }\n";
+
+	c = conf_parse(good, sizeof(good) - 1, "mem.yaml", check_listen, err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("  %s\n", err);
+		return;
+	}
+	CHECK(streq(c->path, "mem.yaml"));
+	CHECK(c->policy_idle_ms == 600000);
+	CHECK(c->redis_on_error == 1);
+	r = conf_rule_find(c, "postfix", 7);
+	CHECK(r != NULL && r->postfix_bounces == 1 &&
+	    r->postfix_authenticated == 1 && r->npostfix_networks == 2 &&
+	    r->postfix_networks[0].type == PAT_CIDR &&
+	    r->postfix_networks[1].prefix == 32 &&
+	    streq(r->postfix_key, "sasl_username"));
+	r = conf_rule_find(c, "default", 7);
+	/* The defaults: bounces skipped, every client counted. */
+	CHECK(r != NULL && r->postfix_bounces == 0 &&
+	    r->postfix_authenticated == 0 && r->npostfix_networks == 0);
+	conf_free(c);
+	/* The default idle timeout outlasts Postfix's own (300 s). */
+	c = conf_parse(RULES_OK, strlen(RULES_OK), "mem.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL && c->policy_idle_ms > 300000);
+	conf_free(c);
+
+#define PBAD(text, want) do {						\
+	strcpy(err, "(none)");						\
+	c = conf_parse((text), strlen(text), "mem.yaml", check_listen,	\
+	    err, sizeof(err));						\
+	CHECK(c == NULL && streq(err, (want)));				\
+	if (c != NULL || !streq(err, (want)))				\
+		printf("  got:  %s\n  want: %s\n", err, (want));		\
+	conf_free(c);							\
+} while (0)
+	/* A daemon's check names the option's line... */
+	PBAD("shim:\n  listen: /x.sock\n  max_clients: 500\n" RULES_OK,
+	    "mem.yaml:3: shim.max_clients: not 500 here");
+	/* ...or its section's when the file leaves it out... */
+	PBAD("shim:\n  max_clients: 5\n" RULES_OK,
+	    "mem.yaml:1: shim.listen: no address to listen on");
+	/* ...or the top's when the section is not there either. */
+	PBAD("# rules only\n" RULES_OK,
+	    "mem.yaml:2: shim.listen: no address to listen on");
+	/* The same table checks every level: a duplicate in a limit too. */
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  ip:\n    limits:\n      - { limit: 1, window: 1s, burst: 2,"
+	    " burst: 3 }\n",
+	    "mem.yaml:7: rules.ip.limits[1].burst: given twice");
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  ip:\n    limits:\n      - { limit: 1, window: 1s }\n"
+	    "      - { limit: x, window: 2s }\n",
+	    "mem.yaml:8: rules.ip.limits[2].limit: must be a whole number, 0 "
+	    "or more");
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  p: { limit: 1, window: 1s, postfix: { bounces: maybe } }\n",
+	    "mem.yaml:5: rules.p.postfix.bounces: must be skip or count");
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  p: { limit: 1, window: 1s, postfix: { networks: [ \"*@x.org\" ] } }"
+	    "\n", "mem.yaml:5: rules.p.postfix.networks: \"*@x.org\" is not "
+	    "an address/prefix such as 192.0.2.0/24");
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  p: { limit: 1, window: 1s, postfix: { authenticated: 2 } }\n",
+	    "mem.yaml:5: rules.p.postfix.authenticated: must be yes or no");
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  p: { limit: 1, window: 1s, postfix: { keys: sender } }\n",
+	    "mem.yaml:5: rules.p.postfix: unknown option \"keys\"");
+	PBAD("shim:\n  listen: /x.sock\n  policy_idle_timeout: 500ms\n" RULES_OK,
+	    "mem.yaml:3: shim.policy_idle_timeout: 500ms is out of range");
+	/* A value of the wrong shape gets the option's own message. */
+	PBAD("shim:\n  listen: /x.sock\n" RULES_OK
+	    "  ip: { limit: { a: 1 }, window: 1s }\n",
+	    "mem.yaml:5: rules.ip.limit: must be a whole number, 0 or more");
+	/* Nothing after a NUL in a buffer is read as config. */
+	PBAD("shim:\n  listen: [\n", "mem.yaml:3: did not find expected "
+	    "node content");
+#undef PBAD
 }
 
 /* The shipped reference config, found from this binary's place. */
@@ -653,7 +771,7 @@ test_reference(const char *argv0)
 	} else
 		snprintf(file, sizeof(file), "config.yaml");
 
-	c = conf_load(file, err, sizeof(err));
+	c = conf_load(file, NULL, err, sizeof(err));
 	CHECK(c != NULL);
 	if (c == NULL) {
 		printf("  reference config: %s\n", err);
@@ -663,7 +781,7 @@ test_reference(const char *argv0)
 	CHECK((r = conf_rule_find(c, "default", 7)) != NULL &&
 	    r->limits[0].limit == 20 && r->limits[0].window_ms == 300000);
 	CHECK(c->nlisten >= 1);
-	CHECK(streq(c->redis_on_error, "no"));
+	CHECK(c->redis_on_error == 0);
 	conf_free(c);
 }
 
@@ -684,6 +802,7 @@ main(int argc, char *argv[])
 	test_errors();
 	test_rule_options();
 	test_secrets();
+	test_parse_and_checks();
 	test_reference(argv[0]);
 
 	for (i = 0; i < nfiles; i++) {

@@ -263,20 +263,27 @@ conf_init(struct conf *c)
 	c->alerts_top_subjects = 10;
 }
 
+/* struct event's strings are char *: writable copies, not literals. */
+static char s_buy[] = "Buy now", s_hello[] = "Hello";
 static struct mail_subject subjects[] = {
-	{ "Buy now", 7, 12 },
-	{ "Hello", 5, 9 },
+	{ s_buy, 7, 12 },
+	{ s_hello, 5, 9 },
 };
+static char rule_default[] = "default", rule_ip[] = "ip";
+static char key_alice[] = "alice@example.org", key_bob[] = "bob@example.org",
+	    key_ip[] = "192.0.2.1";
+static char host_mta1[] = "mta1.example.com";
+static char alg_sliding[] = "sliding";
 
 static void
-event_init(struct mail_event *e)
+event_init(struct event *e)
 {
 	memset(e, 0, sizeof(*e));
-	e->id = "1700000000123-0";
-	e->rule = "default";
-	e->key = "alice@example.org";
+	snprintf(e->id, sizeof(e->id), "%s", "1700000000123-0");
+	e->rule = rule_default;
+	e->key = key_alice;
 	e->key_len = strlen(e->key);
-	e->host = "mta1.example.com";
+	e->host = host_mta1;
 	e->count = 21;
 	e->limit = 20;
 	e->window_ms = 300000;
@@ -327,16 +334,6 @@ test_duration_dates(void)
 static void
 test_text(void)
 {
-	char	 d[64];
-	size_t	 n;
-
-	n = mail_unescape(d, "a%0D%0Ab%zz%4", 13);
-	CHECK(n == 9 && memcmp(d, "a\r\nb%zz%4", 10) == 0);
-	n = mail_unescape(d, "J%C3%BCrgen", 11);
-	CHECK(n == 7 && strcmp(d, "J\xc3\xbcrgen") == 0);
-	n = mail_unescape(d, "%", 1);
-	CHECK(n == 1 && strcmp(d, "%") == 0);
-
 	CHECK(mail_text_ok("alice@example.org", 17));
 	CHECK(mail_text_ok("", 0));
 	CHECK(mail_text_ok("Gr\xc3\xbc\xc3\x9f" "e \xe2\x82\xac \xf0\x9f\x98\x80",
@@ -502,14 +499,56 @@ test_qp(void)
 	buf_free(&d);
 }
 
+/* ---- the alerts section, through the loader ---- */
+
+#define RULES	"rules:\n  default: { limit: 20, window: 300s }\n"
+
+/*
+ * Load text as t.yaml with check (mail_check_conf, or one of the wrappers
+ * below); err is "" when it loads.
+ */
+static int
+load(const char *text, conf_check_fn *check, char *err, size_t errlen)
+{
+	struct conf	*c;
+
+	err[0] = '\0';
+	if ((c = conf_parse(text, strlen(text), "t.yaml", check, err,
+	    errlen)) == NULL)
+		return -1;
+	conf_free(c);
+	return 0;
+}
+
+/*
+ * The loader refuses line breaks in any value before mail_check_conf runs;
+ * these put one in (in place of the first space) to reach its own check,
+ * which also guards a conf that was not loaded from a file.
+ */
+static int
+break_to(struct conf_ctx *cx, const struct conf *c)
+{
+	char	*p;
+
+	if (c->alerts_nto > 1 && (p = strchr(c->alerts_to[1], ' ')) != NULL)
+		*p = '\n';
+	return mail_check_conf(cx, c);
+}
+
+static int
+break_from(struct conf_ctx *cx, const struct conf *c)
+{
+	char	*p;
+
+	if (c->alerts_from != NULL && (p = strchr(c->alerts_from, ' ')) != NULL)
+		*p = '\r';
+	return mail_check_conf(cx, c);
+}
+
 static void
 test_addresses(void)
 {
-	char		 a[MAIL_ADDR_MAX + 1], err[256];
-	struct conf	 c;
-	char		*bad_to[] = { "ok@example.com", "x@example.com\nBcc: y@z",
-			    NULL };
-	char		*bad_cc[] = { "not an address", NULL };
+	char		 a[MAIL_ADDR_MAX + 1], err[CONF_ERRLEN];
 
 	CHECK(mail_addr_spec("Name <a@b.example>", a, sizeof(a)) == 0 &&
 	    strcmp(a, "a@b.example") == 0);
@@ -527,60 +566,97 @@ test_addresses(void)
 	CHECK(mail_addr_spec("a@", a, sizeof(a)) == -1);
 	CHECK(mail_addr_spec("<a@b>, <c@d>", a, sizeof(a)) == -1);
 
-	conf_init(&c);
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == 0);
-	c.alerts_to = NULL;
-	c.alerts_nto = 0;
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == -1 &&
-	    strcmp(err, "config.yaml: alerts.to: required") == 0);
-	conf_init(&c);
-	c.alerts_from = NULL;
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == -1 &&
-	    strcmp(err, "config.yaml: alerts.from: required") == 0);
-	conf_init(&c);
-	c.alerts_to = bad_to;
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == -1 &&
-	    strstr(err, "alerts.to: must not contain a line break") != NULL);
-	conf_init(&c);
-	c.alerts_cc = bad_cc;
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == -1 &&
-	    strstr(err, "alerts.cc: \"not an address\" is not an address")
-	    != NULL);
-	conf_init(&c);
-	c.alerts_subject = "Alert\x1b[2J";
-	CHECK(mail_check_conf(&c, err, sizeof(err)) == -1 &&
-	    strstr(err, "alerts.subject") != NULL);
+	/* What conf_init() builds by hand, as a file. */
+	CHECK(load(RULES "alerts:\n"
+	    "  from: Senderwatch <sysadmin@example.com>\n"
+	    "  to: [ director@example.com, "
+	    "\"\\\"Doe, Jane\\\" <jane@example.com>\" ]\n"
+	    "  cc: Lackey \xc3\x9cnicode <lackey@example.com>\n"
+	    "  subject: Mail Abuse Alert\n",
+	    mail_check_conf, err, sizeof(err)) == 0 && err[0] == '\0');
+
+	/* Not set: the line of the alerts section, or of the file. */
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n", mail_check_conf,
+	    err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:3: alerts.to: is required") == 0);
+	CHECK(load(RULES "alerts:\n  to: a@example.com\n", mail_check_conf,
+	    err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:3: alerts.from: is required") == 0);
+	CHECK(load(RULES, mail_check_conf, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:1: alerts.from: is required") == 0);
+
+	/* Line breaks: the loader's check, then mail_check_conf's own. */
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n"
+	    "  to: [ ok@example.com, \"x@example.com\\nBcc: y@z\" ]\n",
+	    mail_check_conf, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:5: alerts.to: must not contain a line break")
+	    == 0);
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n"
+	    "  to: [ ok@example.com, \"x@example.com Bcc: y@z\" ]\n",
+	    break_to, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:5: alerts.to: must not contain a line break")
+	    == 0);
+	CHECK(load(RULES "alerts:\n  from: Senderwatch <a@example.com>\n"
+	    "  to: b@example.com\n", break_from, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:4: alerts.from: must not contain a line "
+	    "break") == 0);
+
+	/* Controls, which YAML's escapes let through. */
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n"
+	    "  to: \"a\\tb@example.com\"\n", mail_check_conf, err,
+	    sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:5: alerts.to: control characters or invalid "
+	    "UTF-8 in \"a\tb@example.com\"") == 0);
+
+	/* Not addresses. */
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n"
+	    "  to: b@example.com\n  cc: not an address\n", mail_check_conf,
+	    err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:6: alerts.cc: \"not an address\" is not an "
+	    "address (user@domain or Name <user@domain>)") == 0);
+	CHECK(load(RULES "alerts:\n  from: sysadmin\n  to: b@example.com\n",
+	    mail_check_conf, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:4: alerts.from: \"sysadmin\" is not an "
+	    "address (user@domain or Name <user@domain>)") == 0);
+
+	/* The subject: one line of text. */
+	CHECK(load(RULES "alerts:\n  from: a@example.com\n"
+	    "  to: b@example.com\n  subject: \"Alert\\e[2J\"\n",
+	    mail_check_conf, err, sizeof(err)) == -1 &&
+	    strcmp(err, "t.yaml:6: alerts.subject: must be one line of text "
+	    "without control characters") == 0);
 }
 
 static void
 test_message_id(void)
 {
 	struct conf		 c;
-	struct mail_event	 e[2];
+	struct event		 e[2];
+	struct event		*evs[2] = { &e[0], &e[1] };
 	struct buf		 a, b;
 
 	conf_init(&c);
 	event_init(&e[0]);
 	event_init(&e[1]);
-	e[1].id = "1700000000124-0";
+	snprintf(e[1].id, sizeof(e[1].id), "%s", "1700000000124-0");
 	buf_init(&a);
 	buf_init(&b);
-	mail_message_id(&a, &c, e, 1);
-	mail_message_id(&b, &c, e, 1);
+	mail_message_id(&a, &c, evs, 1);
+	mail_message_id(&b, &c, evs, 1);
 	CHECK(strcmp(a.data, b.data) == 0);		/* stable */
 	CHECK(strncmp(a.data, "<senderwatch.1700000000123-0.", 29) == 0);
 	CHECK(strcmp(a.data + a.len - 13, "@example.com>") == 0);
 	buf_reset(&b);
-	mail_message_id(&b, &c, e + 1, 1);
+	mail_message_id(&b, &c, evs + 1, 1);
 	CHECK(strcmp(a.data, b.data) != 0);
 	buf_reset(&b);
-	mail_message_id(&b, &c, e, 2);
+	mail_message_id(&b, &c, evs, 2);
 	CHECK(strstr(b.data, ".n2.") != NULL && strcmp(a.data, b.data) != 0);
 	buf_reset(&a);
 	/* A hostile id or From domain cannot break the header. */
-	e[0].id = "1-0>\r\nBcc: x";
+	snprintf(e[0].id, sizeof(e[0].id), "%s", "1-0>\r\nBcc: x");
 	c.alerts_from = "x@exa\"mple..com.";
-	mail_message_id(&a, &c, e, 1);
+	mail_message_id(&a, &c, evs, 1);
 	CHECK(strpbrk(a.data, "\r\n\" ") == NULL);
 	CHECK(strcmp(a.data + a.len - 13, "@example..com>") != 0);
 	buf_free(&a);
@@ -591,7 +667,8 @@ static void
 test_single(void)
 {
 	struct conf		 c;
-	struct mail_event	 e;
+	struct event		 e;
+	struct event		*evs[1] = { &e };
 	struct buf		 b, v;
 	struct msg		 m;
 	char			 err[256];
@@ -600,7 +677,7 @@ test_single(void)
 	event_init(&e);
 	buf_init(&b);
 	buf_init(&v);
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 1);
 	CHECK(m.ok);
@@ -649,16 +726,24 @@ test_single(void)
 	e.count_now = -1;
 	e.ttl_ms = -2;
 	e.nsubjects = 0;
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	CHECK(contains(&b, "  Count:        21 when it crossed\r\n"));
 	CHECK(contains(&b, "over (the counter has expired)"));
 	CHECK(contains(&b, "    (none recorded)\r\n"));
 	buf_reset(&b);
-	e.algorithm = "sliding";
+	/* A request that counted several (a message's recipients) says so. */
+	e.cost = 3;
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
+	    sizeof(err)) == 0);
+	CHECK(contains(&b, "  Count:        21 when it crossed (a request "
+	    "counting 3)\r\n"));
+	e.cost = 1;
+	buf_reset(&b);
+	e.algorithm = alg_sliding;
 	e.shadow = 1;
 	e.ttl_ms = -1;
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	CHECK(contains(&b, "limit 20 in 5m (sliding)\r\n"));
 	CHECK(contains(&b, "shadow mode"));
@@ -666,11 +751,34 @@ test_single(void)
 
 	/* LF line ends for sendmail. */
 	buf_reset(&b);
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 0, err,
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 0, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 0);
 	CHECK(m.ok && strchr(b.data, '\r') == NULL);
 	buf_free(&m.headers);
+
+	/*
+	 * The report block: only once report.c has been (reported), a note
+	 * without output, and (as batch.c had it) nothing at all when the
+	 * command printed nothing and has no note.
+	 */
+	event_init(&e);
+	snprintf(e.report_note, sizeof(e.report_note), "%s", "timed out");
+	buf_reset(&b);
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
+	    sizeof(err)) == 0);
+	CHECK(!contains(&b, "Report from"));
+	e.reported = 1;
+	buf_reset(&b);
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
+	    sizeof(err)) == 0);
+	CHECK(contains(&b, "\r\n  Report from the report command (timed out):"
+	    "\r\n    (no output)\r\n"));
+	e.report_note[0] = '\0';
+	buf_reset(&b);
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
+	    sizeof(err)) == 0);
+	CHECK(!contains(&b, "Report from"));
 	buf_free(&b);
 	buf_free(&v);
 }
@@ -678,8 +786,15 @@ test_single(void)
 static void
 test_hostile(void)
 {
+	/* The shim's escaped form of "evil\r\nBcc: victim@example.net\r\n". */
+	static char		 evil[] =
+				    "evil%0D%0ABcc:%20victim@example.net%0D%0A";
+	static char		 s0[] = "Hi\r\nBcc: victim2@example.net",
+				 s1[] = "$(touch /tmp/pwned); `id` | rm -rf /",
+				 s2[] = ".\r\n.\r\nQUIT\r\n";
 	struct conf		 c;
-	struct mail_event	 e;
+	struct event		 e;
+	struct event		*evs[1] = { &e };
 	struct mail_subject	 s[3];
 	struct buf		 b, v, body;
 	struct msg		 m;
@@ -690,16 +805,15 @@ test_hostile(void)
 	event_init(&e);
 	c.alerts_report_command = (char *[]){ "/usr/local/bin/exireport",
 	    NULL };
-	/* The shim's escaped form of "evil\r\nBcc: victim@example.net\r\n". */
-	e.key = "evil%0D%0ABcc:%20victim@example.net%0D%0A";
+	e.key = evil;
 	e.key_len = strlen(e.key);
-	s[0].text = "Hi\r\nBcc: victim2@example.net";
+	s[0].text = s0;
 	s[0].len = strlen(s[0].text);
 	s[0].count = 3;
-	s[1].text = "$(touch /tmp/pwned); `id` | rm -rf /";
+	s[1].text = s1;
 	s[1].len = strlen(s[1].text);
 	s[1].count = 2;
-	s[2].text = ".\r\n.\r\nQUIT\r\n";
+	s[2].text = s2;
 	s[2].len = strlen(s[2].text);
 	s[2].count = 1;
 	e.subjects = s;
@@ -707,14 +821,15 @@ test_hostile(void)
 	/* Report output: escapes, a lone dot, a header-looking line. */
 	snprintf(report, sizeof(report), "line1\n.\nBcc: x@y\n\x1b[2Jred\n"
 	    "\xff\xfe bad utf8\n");
-	e.report = report;
-	e.report_len = strlen(report);
-	e.report_note = "exit 1";
+	e.reported = 1;
+	e.report.data = report;
+	e.report.len = strlen(report);
+	snprintf(e.report_note, sizeof(e.report_note), "%s", "exit 1");
 
 	buf_init(&b);
 	buf_init(&v);
 	buf_init(&body);
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 1);
 	CHECK(m.ok);
@@ -747,8 +862,8 @@ test_hostile(void)
 	e.key_len = strlen(key);
 	memset(report, 'r', 2500);		/* one 2500-byte log line */
 	report[2500] = '\n';
-	e.report_len = 2501;
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	e.report.len = 2501;
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 1);
 	CHECK(m.ok);
@@ -769,9 +884,10 @@ test_hostile(void)
 	/* ASCII only: 7bit, and the 2500-byte line is cut, not overlong. */
 	event_init(&e);
 	c.alerts_report_command = (char *[]){ "/bin/report", NULL };
-	e.report = report;
-	e.report_len = 2501;
-	CHECK(mail_compose(&b, &c, &e, 1, 1700000100, 1, err,
+	e.reported = 1;
+	e.report.data = report;
+	e.report.len = 2501;
+	CHECK(mail_compose(&b, &c, evs, 1, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 1);
 	CHECK(m.ok);
@@ -787,7 +903,8 @@ static void
 test_digest(void)
 {
 	struct conf		 c;
-	struct mail_event	 e[3];
+	struct event		 e[3];
+	struct event		*evs[3] = { &e[0], &e[1], &e[2] };
 	struct buf		 b, v;
 	struct msg		 m;
 	char			 err[256];
@@ -796,16 +913,16 @@ test_digest(void)
 	event_init(&e[0]);
 	event_init(&e[1]);
 	event_init(&e[2]);
-	e[1].id = "1700000000200-0";
-	e[1].key = "bob@example.org";
+	snprintf(e[1].id, sizeof(e[1].id), "%s", "1700000000200-0");
+	e[1].key = key_bob;
 	e[1].key_len = 15;
-	e[2].id = "1700000000300-0";
-	e[2].key = "192.0.2.1";
+	snprintf(e[2].id, sizeof(e[2].id), "%s", "1700000000300-0");
+	e[2].key = key_ip;
 	e[2].key_len = 9;
-	e[2].rule = "ip";
+	e[2].rule = rule_ip;
 	buf_init(&b);
 	buf_init(&v);
-	CHECK(mail_compose(&b, &c, e, 3, 1700000100, 1, err,
+	CHECK(mail_compose(&b, &c, evs, 3, 1700000100, 1, err,
 	    sizeof(err)) == 0);
 	parse(&m, &b, 1);
 	CHECK(m.ok);

@@ -1,8 +1,8 @@
 /*
  * test_request.c: unit tests for the shim's request grammar (request.c:
- * bare keys, attribute blocks, Postfix policy requests), plus the two
- * functions that make a client's bytes safe on the way out:
- * script_escape_key() for Redis key names and log_quote() for log lines.
+ * bare keys, attribute blocks, Postfix policy requests), plus log_quote(),
+ * which makes a client's bytes safe for a log line (key escaping for
+ * Redis key names is tested in test_keyspace.c).
  *
  * Every case spells out its input bytes and the exact result expected, so
  * a change to the grammar shows up here as a named failure rather than as
@@ -427,49 +427,6 @@ test_policy(void)
 }
 
 static void
-test_escape_key(void)
-{
-	char	 out[KEY_MAX * 3 + 1];
-	size_t	 n;
-
-#define ESC(lit) script_escape_key(out, sizeof(out), (lit), sizeof(lit) - 1)
-	n = ESC("alice@example.org");
-	CHECK(n == 17 && strcmp(out, "alice@example.org") == 0);
-	/* Hash tags, the escape itself, controls, space, NUL, high bytes. */
-	n = ESC("{evil}@example.org");
-	CHECK(strcmp(out, "%7Bevil%7D@example.org") == 0 && n == 22);
-	ESC("100%");
-	CHECK(strcmp(out, "100%25") == 0);
-	ESC("a\rb\nc d\te");
-	CHECK(strcmp(out, "a%0Db%0Ac%20d%09e") == 0);
-	n = ESC("nul\0byte");
-	CHECK(n == 10 && strcmp(out, "nul%00byte") == 0);
-	ESC("\xff\x7f\x80");
-	CHECK(strcmp(out, "%FF%7F%80") == 0);
-	/* ':' stays: the rule is fixed, so "a:b" cannot reach another rule. */
-	ESC("<>");
-	CHECK(strcmp(out, "<>") == 0);
-
-	/* The worst case of KEY_MAX bytes fits the buffer the shim uses. */
-	{
-		char	 key[KEY_MAX];
-
-		memset(key, '{', sizeof(key));
-		n = script_escape_key(out, sizeof(out), key, sizeof(key));
-		CHECK(n == KEY_MAX * 3);
-		CHECK(strlen(out) == KEY_MAX * 3);
-	}
-	/* A short buffer truncates at a whole escape and stays terminated. */
-	{
-		char	 small[5];
-
-		n = script_escape_key(small, sizeof(small), "a{b", 3);
-		CHECK(n == 4 && strcmp(small, "a%7B") == 0);
-	}
-#undef ESC
-}
-
-static void
 test_log_quote(void)
 {
 	char	 out[64];
@@ -500,7 +457,6 @@ main(void)
 	test_nul();
 	test_cost_and_mode();
 	test_policy();
-	test_escape_key();
 	test_log_quote();
 	return check_done();
 }

@@ -39,7 +39,7 @@ load(void)
 		exit(2);
 	}
 	close(fd);
-	c = conf_load(path, err, sizeof(err));
+	c = conf_load(path, NULL, err, sizeof(err));
 	unlink(path);
 	if (c == NULL) {
 		printf("FAIL: %s\n", err);

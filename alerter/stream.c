@@ -1,0 +1,1051 @@
+/*
+ * stream.c: the alerter's side of the event stream (events.stream), read
+ * through the consumer group (events.group) as consumer alerts.consumer.
+ *
+ * Reading.  The group hands each entry to one consumer and keeps it in that
+ * consumer's pending list until XACK.  After every (re)connect we first
+ * re-read our own pending entries (from id 0): what this consumer read but
+ * never got acknowledged, say before a crash.  Then new entries (">"), as
+ * many as the policy has room for.  A wake-up from the channel, the poll
+ * timer and the policy (when it has room again) all trigger a read, so a
+ * lost wake-up only costs up to a poll period.  Reading waits for the
+ * consumer name's lease (lease.c).
+ *
+ * Losses.  The shim caps the stream (events.stream_maxlen).  If every
+ * alerter is away long enough, the cap trims entries no alerter ever read,
+ * and XREADGROUP skips over the gap without a word: new entries are read
+ * through scripts/read.lua, which counts them atomically with the read.
+ * If the stream or the group is lost (deleted, a Redis restarted without
+ * persistence), count.lua makes the group with the stream's first new
+ * entry, from its start; if we find the group gone first, we make it from
+ * the last entry we read, so nothing written since is skipped, and count
+ * what we knew was still unread as lost.
+ *
+ * Claiming.  Entries pending for another consumer for longer than
+ * alerts.claim_idle belong to an alerter that died: XAUTOCLAIM takes them.
+ *
+ * Keeping.  Every claim_idle / 3 the entries we hold get their idle time
+ * reset through scripts/own.lua, which checks the owner and claims in one
+ * step, so a live alerter's entries are not claimed even while its relay
+ * is down and it keeps retrying.
+ *
+ * Stalls.  While Redis is down or refuses our reads or acknowledgements
+ * (a replica after a failover answers READONLY), we say so every
+ * STALL_LOG_S, and in the stats, until a read works again.
+ *
+ * Every event read is in the `held` tree until it is released, whatever
+ * stage it is in, so one read twice (our pending list after a reconnect,
+ * a claim of our own entry) is recognised and skipped.
+ */
+#include <errno.h>
+#include <search.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alerter.h"
+#include "keyspace.h"
+#include "log.h"
+#include "rconn.h"
+#include "script.h"
+
+#define READ_MAX	1000	/* entries per XREADGROUP / XAUTOCLAIM */
+#define OWN_MAX		1000	/* ids per own.lua call */
+#define POLL_S		1.0	/* read even without a wake-up this often */
+#define STALL_LOG_S	30.0	/* "cannot read" again after this */
+
+static const struct stream_hooks *stream_hooks;
+static char	*stream_name, *stream_group, *stream_consumer;
+
+/* Events read and not yet released. */
+static void	*held;
+static size_t	 nheld;
+
+/* Reading: our own pending entries first, then new ones. */
+static struct {
+	int		 busy;		/* a read in flight */
+	int		 again;		/* a wake-up came during it */
+	int		 pel;		/* the read in flight is of our own */
+	size_t		 count;		/* what it asked for */
+	int		 pel_done;
+	char		 pel_cursor[48];
+	size_t		 pel_resumed;
+	char		 last_id[48];	/* the newest entry read, or "" */
+	uint64_t	 last_ms, last_seq;
+	long long	 unread;	/* left unread at the last read, -1 ? */
+	int		 lost_unknown_logged;
+	ev_tstamp	 next_group;	/* NOGROUP: when to make it again */
+} rd;
+
+/* Claiming dead alerters' entries. */
+static struct {
+	int		 busy;
+	int		 broken;	/* XAUTOCLAIM unknown: Redis < 6.2 */
+	char		 cursor[48];
+	ev_tstamp	 next;
+} cl;
+
+/* Not reading: since when, why, and when we last said so. */
+static struct {
+	ev_tstamp	 since;		/* 0: reading fine */
+	ev_tstamp	 logged;
+	char		 why[256];
+} stall;
+
+static ev_timer	 poll_timer, keep_timer;
+
+static void	stream_read(void);
+
+static int
+stream_event_cmp(const void *a, const void *b)
+{
+	const struct event	*x = a, *y = b;
+
+	if (x->id_ms != y->id_ms)
+		return x->id_ms < y->id_ms ? -1 : 1;
+	if (x->id_seq != y->id_seq)
+		return x->id_seq < y->id_seq ? -1 : 1;
+	return 0;
+}
+
+static void
+stream_event_free(void *p)
+{
+	struct event	*ev = p;
+	size_t		 i;
+
+	free(ev->rule);
+	free(ev->host);
+	free(ev->algorithm);
+	free(ev->key);
+	free(ev->counter);
+	free(ev->subjects_key);
+	for (i = 0; i < ev->nsubjects; i++)
+		free(ev->subjects[i].text);
+	free(ev->subjects);
+	buf_free(&ev->report);
+	free(ev);
+}
+
+/* Reading works (again): a stall ends. */
+static void
+stream_ok(void)
+{
+	if (stall.since != 0)
+		log_info("event=reading_resumed stream=%s stalled_s=%.1f",
+		    stream_name, ev_now(alerter.loop) - stall.since);
+	stall.since = 0;
+	stall.logged = 0;
+}
+
+/* Reading or acknowledging failed: said at once, then every STALL_LOG_S. */
+static void
+stream_stalled(const char *why)
+{
+	ev_tstamp	 now = ev_now(alerter.loop);
+	char		 q[256];
+
+	snprintf(stall.why, sizeof(stall.why), "%s", why);
+	if (stall.since == 0)
+		stall.since = now;
+	if (stall.logged != 0 && now - stall.logged < STALL_LOG_S)
+		return;
+	stall.logged = now;
+	log_err("event=not_reading stream=%s held=%zu stalled_s=%.0f "
+	    "reason=\"%s\" note=\"crossings wait in the stream; none is "
+	    "lost while it keeps them\"", stream_name, nheld,
+	    now - stall.since, log_quote(q, sizeof(q), why, strlen(why)));
+}
+
+/* A stream id, "ms-seq", into its two numbers. */
+static int
+stream_parse_id(const char *s, size_t len, uint64_t *ms, uint64_t *seq)
+{
+	char	 tmp[48], *dash, *end;
+
+	if (len == 0 || len >= sizeof(tmp) ||
+	    strspn(s, "0123456789-") < len)
+		return -1;
+	memcpy(tmp, s, len);
+	tmp[len] = '\0';
+	if ((dash = strchr(tmp, '-')) == NULL || dash == tmp)
+		return -1;
+	*dash = '\0';
+	errno = 0;
+	*ms = strtoull(tmp, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*seq = strtoull(dash + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || dash[1] == '\0')
+		return -1;
+	return 0;
+}
+
+static long long
+stream_field_num(const redisReply *v)
+{
+	char		 tmp[32], *end;
+	long long	 n;
+
+	if (v->len == 0 || v->len >= sizeof(tmp))
+		return -1;
+	memcpy(tmp, v->str, v->len);
+	tmp[v->len] = '\0';
+	errno = 0;
+	n = strtoll(tmp, &end, 10);
+	if (errno != 0 || *end != '\0' || n < 0)
+		return -1;
+	return n;
+}
+
+/* A copy that is NUL-terminated even if the value holds a NUL. */
+static int
+stream_field_str(char **dst, const redisReply *v, size_t *len)
+{
+	char	*s;
+
+	if ((s = malloc(v->len + 1)) == NULL)
+		return -1;
+	memcpy(s, v->str, v->len);
+	s[v->len] = '\0';
+	free(*dst);
+	*dst = s;
+	if (len != NULL)
+		*len = v->len;
+	return 0;
+}
+
+/*
+ * An event from a stream entry, field by field as keyspace_fields[] names
+ * them.  Fields the script did not write (an older script, a hand-made
+ * entry) are shown as unknown: the crossing is still mailed.  NULL only
+ * when out of memory or the id is not an id.
+ */
+static struct event *
+stream_event_new(const redisReply *id, const redisReply *fields)
+{
+	struct event		*ev;
+	const redisReply	*k, *v;
+	size_t			 i;
+	int			 oom = 0;
+
+	if ((ev = calloc(1, sizeof(*ev))) == NULL)
+		return NULL;
+	if (stream_parse_id(id->str, id->len, &ev->id_ms, &ev->id_seq) == -1) {
+		free(ev);
+		return NULL;
+	}
+	memcpy(ev->id, id->str, id->len);
+	ev->count = ev->limit = ev->window_ms = ev->time = ev->cost = -1;
+	ev->count_now = ev->ttl_ms = -1;
+	buf_init(&ev->report);
+	for (i = 0; i + 1 < fields->elements; i += 2) {
+		k = fields->element[i];
+		v = fields->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING ||
+		    v->type != REDIS_REPLY_STRING)
+			continue;
+		switch (keyspace_field(k->str, k->len)) {
+		case KSF_RULE:
+			oom |= stream_field_str(&ev->rule, v, NULL);
+			break;
+		case KSF_KEY:
+			oom |= stream_field_str(&ev->key, v, &ev->key_len);
+			break;
+		case KSF_HOST:
+			oom |= stream_field_str(&ev->host, v, NULL);
+			break;
+		case KSF_ALGORITHM:
+			oom |= stream_field_str(&ev->algorithm, v, NULL);
+			break;
+		case KSF_COUNTER:
+			oom |= stream_field_str(&ev->counter, v,
+			    &ev->counter_len);
+			break;
+		case KSF_SUBJECTS:
+			oom |= stream_field_str(&ev->subjects_key, v,
+			    &ev->subjects_key_len);
+			break;
+		case KSF_COUNT:
+			ev->count = stream_field_num(v);
+			break;
+		case KSF_LIMIT:
+			ev->limit = stream_field_num(v);
+			break;
+		case KSF_WINDOW_MS:
+			ev->window_ms = stream_field_num(v);
+			break;
+		case KSF_TIME:
+			ev->time = stream_field_num(v);
+			break;
+		case KSF_COST:
+			ev->cost = stream_field_num(v);
+			break;
+		case KSF_SHADOW:
+			ev->shadow = stream_field_num(v) == 1;
+			break;
+		default:
+			break;	/* a newer script's: not ours to read */
+		}
+	}
+	if (ev->rule == NULL && (ev->rule = strdup("?")) == NULL)
+		oom = 1;
+	if (ev->host == NULL && (ev->host = strdup("?")) == NULL)
+		oom = 1;
+	if (ev->key == NULL && (ev->key = strdup("")) == NULL)
+		oom = 1;
+	if (oom) {
+		stream_event_free(ev);
+		return NULL;
+	}
+	return ev;
+}
+
+static void
+stream_ignore_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	(void)ac;
+	(void)r;
+	(void)priv;
+}
+
+/* An entry trimmed off the stream (events.stream_maxlen) unmailed. */
+static void
+stream_event_lost(const char *id, size_t len, int ack)
+{
+	const char	*argv[4] = { "XACK", stream_name, stream_group, id };
+	size_t		 argvlen[4];
+	char		 q[64];
+
+	alerter.stats.events_lost++;
+	log_err("event=event_lost id=%s reason=\"trimmed from the stream "
+	    "before it was mailed: raise events.stream_maxlen\"",
+	    log_quote(q, sizeof(q), id, len));
+	if (!ack)
+		return;
+	argvlen[0] = 4;
+	argvlen[1] = strlen(stream_name);
+	argvlen[2] = strlen(stream_group);
+	argvlen[3] = len;
+	store_command(stream_ignore_cb, NULL, 4, argv, argvlen);
+}
+
+static void
+stream_handle(const redisReply *entries, const char *how)
+{
+	const redisReply	*e;
+	struct event		*ev;
+	char			 q[KEY_MAX * 4 + 1];
+	size_t			 i;
+
+	if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
+		return;
+	for (i = 0; i < entries->elements; i++) {
+		e = entries->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    e->element[0]->type != REDIS_REPLY_STRING) {
+			log_warn("event=bad_entry reason=\"unexpected reply "
+			    "shape\"");
+			continue;
+		}
+		if (e->element[1]->type != REDIS_REPLY_ARRAY) {
+			stream_event_lost(e->element[0]->str,
+			    e->element[0]->len, 1);
+			continue;
+		}
+		if ((ev = stream_event_new(e->element[0], e->element[1])) ==
+		    NULL) {
+			/* Still pending: re-read at the next reconnect. */
+			log_err("event=bad_entry id=%s reason=\"out of memory "
+			    "or not a stream id\"", log_quote(q, 64,
+			    e->element[0]->str, e->element[0]->len));
+			continue;
+		}
+		if (ev->id_ms > rd.last_ms || (ev->id_ms == rd.last_ms &&
+		    ev->id_seq > rd.last_seq)) {
+			rd.last_ms = ev->id_ms;
+			rd.last_seq = ev->id_seq;
+			snprintf(rd.last_id, sizeof(rd.last_id), "%s", ev->id);
+		}
+		if (tfind(ev, &held, stream_event_cmp) != NULL) {
+			stream_event_free(ev);	/* already on its way */
+			continue;
+		}
+		if (tsearch(ev, &held, stream_event_cmp) == NULL) {
+			log_err("event=bad_entry id=%s reason=\"out of "
+			    "memory\"", ev->id);
+			stream_event_free(ev);
+			continue;
+		}
+		nheld++;
+		alerter.stats.events_read++;
+		if (strcmp(how, "claimed") == 0)
+			alerter.stats.events_claimed++;
+		if (strcmp(how, "new") != 0 || log_verbose())
+			log_info("event=event_%s id=%s rule=%s key=\"%s\" "
+			    "count=%lld", how, ev->id, ev->rule,
+			    log_quote(q, sizeof(q), ev->key, ev->key_len),
+			    ev->count);
+		stream_hooks->event(ev);
+	}
+}
+
+static void
+stream_group_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	redisReply	*reply = r;
+	char		 err[256];
+
+	(void)ac;
+	(void)priv;
+	if (reply == NULL)
+		return;
+	switch (keyspace_group_reply(reply, err, sizeof(err))) {
+	case 1:
+		alerter.stats.groups_made++;
+		log_warn("event=group_created stream=%s group=%s from=%s",
+		    stream_name, stream_group, rd.last_id[0] != '\0' ?
+		    rd.last_id : "$");
+		break;
+	case 0:
+		break;		/* count.lua or another alerter made it */
+	default:
+		log_warn("event=group_create_failed stream=%s group=%s "
+		    "reason=\"%s\"", stream_name, stream_group, err);
+	}
+}
+
+/*
+ * The group is gone (XGROUP DESTROY, the stream deleted, a Redis without
+ * persistence restarted).  Made again from the last entry we read: what
+ * was written since is read, and what we had not read yet when it was
+ * lost is counted as lost.  Never read anything: from "$", as a new
+ * install starts, rather than mail a stream's whole history again.
+ */
+static void
+stream_group_lost(void)
+{
+	const char	*argv[KEYSPACE_GROUP_ARGC];
+
+	if (rd.unread > 0) {
+		alerter.stats.events_lost += (uint64_t)rd.unread;
+		log_err("event=events_lost lost_at_least=%lld stream=%s "
+		    "group=%s reason=\"the group or the stream was lost with "
+		    "entries no alerter had read yet\"", rd.unread,
+		    stream_name, stream_group);
+	}
+	rd.unread = 0;
+	log_warn("event=group_missing stream=%s group=%s action=create",
+	    stream_name, stream_group);
+	keyspace_group_argv(alerter.conf, rd.last_id[0] != '\0' ? rd.last_id :
+	    "$", argv);
+	store_command(stream_group_cb, NULL, KEYSPACE_GROUP_ARGC, argv, NULL);
+}
+
+/* XREADGROUP's reply: [[stream, entries]], or nil when nothing is new. */
+static const redisReply *
+stream_entries(const redisReply *reply)
+{
+	const redisReply	*s;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
+		return NULL;
+	s = reply->element[0];
+	if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
+	    s->element[1]->type != REDIS_REPLY_ARRAY)
+		return NULL;
+	return s->element[1];
+}
+
+/*
+ * read.lua's reply: log what the group lost to trimming, note what was
+ * left unread, and return the XREADGROUP reply inside, or NULL if the
+ * reply is not what it sends.
+ */
+static const redisReply *
+stream_read_lost(const redisReply *reply)
+{
+	long long	 lost, lag;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    reply->element[0]->type != REDIS_REPLY_INTEGER ||
+	    reply->element[2]->type != REDIS_REPLY_INTEGER)
+		return NULL;
+	lost = reply->element[0]->integer;
+	lag = reply->element[2]->integer;
+	if (lost > 0) {
+		alerter.stats.events_lost += (uint64_t)lost;
+		log_err("event=events_trimmed lost=%lld stream=%s group=%s "
+		    "reason=\"trimmed from the stream before any alerter read "
+		    "them: raise events.stream_maxlen\"", lost, stream_name,
+		    stream_group);
+	} else if (lost < 0 && !rd.lost_unknown_logged++)
+		log_warn("event=events_trimmed_unknown stream=%s group=%s "
+		    "reason=\"the group keeps no read counter (set by "
+		    "XGROUP SETID?), or XINFO is refused: entries trimmed "
+		    "unread cannot be counted\"", stream_name, stream_group);
+	rd.unread = lag;
+	return reply->element[1];
+}
+
+static void
+stream_read_reply(redisReply *reply)
+{
+	const redisReply	*entries, *last;
+	size_t			 n;
+
+	if (reply == NULL || alerter.stopping) {
+		rd.busy = 0;	/* the connection failed: connected() restarts */
+		if (!alerter.stopping)
+			stream_stalled("redis connection failed");
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		rd.busy = 0;
+		alerter.stats.read_errors++;
+		if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+			if (ev_now(alerter.loop) >= rd.next_group) {
+				rd.next_group = ev_now(alerter.loop) + POLL_S;
+				stream_group_lost();
+				stream_read();
+			}
+			return;
+		}
+		stream_stalled(reply->str);
+		return;
+	}
+	if (!rd.pel && (reply = (redisReply *)stream_read_lost(reply)) ==
+	    NULL) {
+		rd.busy = 0;
+		alerter.stats.read_errors++;
+		stream_stalled("unexpected reply shape from read.lua");
+		return;
+	}
+	stream_ok();
+	entries = stream_entries(reply);
+	n = entries != NULL ? entries->elements : 0;
+	if (!rd.pel && rd.unread > 0)
+		rd.unread = rd.unread > (long long)n ? rd.unread -
+		    (long long)n : 0;
+	if (rd.pel) {
+		if (n == 0) {
+			rd.pel_done = 1;
+			if (rd.pel_resumed > 0)
+				log_info("event=resumed pending=%zu",
+				    rd.pel_resumed);
+		} else {
+			last = entries->element[n - 1];
+			if (last->type == REDIS_REPLY_ARRAY &&
+			    last->elements == 2 &&
+			    last->element[0]->type == REDIS_REPLY_STRING &&
+			    last->element[0]->len < sizeof(rd.pel_cursor)) {
+				memcpy(rd.pel_cursor, last->element[0]->str,
+				    last->element[0]->len);
+				rd.pel_cursor[last->element[0]->len] = '\0';
+			} else
+				rd.pel_done = 1;	/* cannot go on */
+			rd.pel_resumed += n;
+		}
+		rd.again = 1;	/* on to the rest, or to new ones */
+	} else if (n >= rd.count)
+		rd.again = 1;	/* a full read may have left more */
+	/* Still "busy": kicks from the policy only set rd.again. */
+	stream_handle(entries, rd.pel ? "resumed" : "new");
+	rd.busy = 0;
+	if (rd.again)
+		stream_read();
+}
+
+static void
+stream_read_cb(void *priv, redisReply *reply)
+{
+	(void)priv;
+	stream_read_reply(reply);
+}
+
+static void
+stream_xread_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	(void)ac;
+	(void)priv;
+	stream_read_reply(r);
+}
+
+static void
+stream_read(void)
+{
+	const char	*argv[9];
+	char		 count[24];
+	size_t		 room;
+	int		 rc;
+
+	if (alerter.stopping || !store_ready() || !lease_held())
+		return;
+	if (rd.busy) {
+		rd.again = 1;
+		return;
+	}
+	room = READ_MAX;
+	if (rd.pel_done && (room = stream_hooks->room()) == 0)
+		return;		/* the policy calls stream_kick() later */
+	if (room > READ_MAX)
+		room = READ_MAX;
+	snprintf(count, sizeof(count), "%zu", room);
+	if (rd.pel_done) {
+		argv[0] = "1";
+		argv[1] = stream_name;
+		argv[2] = stream_group;
+		argv[3] = stream_consumer;
+		argv[4] = count;
+		rc = script_run(store_scripts(), SCRIPT_READ, stream_read_cb,
+		    NULL, 5, argv, NULL);
+	} else {
+		argv[0] = "XREADGROUP";
+		argv[1] = "GROUP";
+		argv[2] = stream_group;
+		argv[3] = stream_consumer;
+		argv[4] = "COUNT";
+		argv[5] = count;
+		argv[6] = "STREAMS";
+		argv[7] = stream_name;
+		argv[8] = rd.pel_cursor;
+		rc = store_command(stream_xread_cb, NULL, 9, argv, NULL);
+	}
+	if (rc == 0) {
+		rd.busy = 1;
+		rd.again = 0;
+		rd.pel = !rd.pel_done;
+		rd.count = room;
+	}
+}
+
+static double
+stream_claim_interval(void)
+{
+	double	 s = alerter.conf->alerts_claim_idle_ms / 4000.;
+
+	return s < 0.25 ? 0.25 : s > 30 ? 30 : s;
+}
+
+static void	stream_claim(void);
+
+static void
+stream_claim_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	redisReply		*reply = r;
+	const redisReply	*cur, *del;
+	size_t			 i;
+
+	(void)ac;
+	(void)priv;
+	cl.busy = 0;
+	if (reply == NULL || alerter.stopping)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR) {
+		if (strstr(reply->str, "unknown command") != NULL) {
+			cl.broken = 1;
+			log_err("event=claim_unavailable reason=\"XAUTOCLAIM "
+			    "needs Redis 6.2: events of dead alerters are not "
+			    "taken over\"");
+		} else
+			log_warn("event=claim_failed reason=\"%s\"",
+			    reply->str);
+		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+		return;
+	}
+	/* [next cursor, entries, deleted ids (Redis 7)] */
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+	    (cur = reply->element[0])->type != REDIS_REPLY_STRING ||
+	    cur->len >= sizeof(cl.cursor)) {
+		log_warn("event=claim_failed reason=\"unexpected reply\"");
+		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+		return;
+	}
+	memcpy(cl.cursor, cur->str, cur->len);
+	cl.cursor[cur->len] = '\0';
+	if (reply->elements > 2 &&
+	    (del = reply->element[2])->type == REDIS_REPLY_ARRAY)
+		for (i = 0; i < del->elements; i++)
+			if (del->element[i]->type == REDIS_REPLY_STRING)
+				stream_event_lost(del->element[i]->str,
+				    del->element[i]->len, 0);
+	stream_handle(reply->element[1], "claimed");
+	if (strcmp(cl.cursor, "0-0") == 0)
+		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+	else
+		stream_claim();	/* more of the pending list to scan */
+}
+
+static void
+stream_claim(void)
+{
+	const char	*argv[8];
+	char		 idle[24], count[24];
+	size_t		 room;
+
+	if (alerter.stopping || !store_ready() || cl.busy || !lease_held() ||
+	    !rd.pel_done || cl.broken || ev_now(alerter.loop) < cl.next)
+		return;
+	if ((room = stream_hooks->room()) == 0)
+		return;
+	if (room > READ_MAX)
+		room = READ_MAX;
+	snprintf(idle, sizeof(idle), "%lld",
+	    (long long)alerter.conf->alerts_claim_idle_ms);
+	snprintf(count, sizeof(count), "%zu", room);
+	argv[0] = "XAUTOCLAIM";
+	argv[1] = stream_name;
+	argv[2] = stream_group;
+	argv[3] = stream_consumer;
+	argv[4] = idle;
+	argv[5] = cl.cursor;
+	argv[6] = "COUNT";
+	argv[7] = count;
+	if (store_command(stream_claim_cb, NULL, 8, argv, NULL) == 0)
+		cl.busy = 1;
+}
+
+/* One own.lua or XACK call on behalf of the policy. */
+struct stream_call {
+	struct event	**evs;
+	size_t		 n;
+	stream_done_fn	*done;
+	void		*arg;
+};
+
+static int
+stream_own_parse(const redisReply *reply, struct event **evs, size_t n)
+{
+	size_t	 i;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (reply->element[i]->type != REDIS_REPLY_INTEGER)
+			return -1;
+	for (i = 0; i < n; i++)
+		switch (reply->element[i]->integer) {
+		case 1:
+			evs[i]->owner = OWNER_US;
+			break;
+		case 2:
+			evs[i]->owner = OWNER_NOBODY;
+			break;
+		default:
+			evs[i]->owner = OWNER_OTHER;
+			break;
+		}
+	return 0;
+}
+
+static void
+stream_own_cb(void *priv, redisReply *reply)
+{
+	struct stream_call	*call = priv;
+	int			 ok = 0;
+
+	if (reply != NULL && call->evs != NULL &&
+	    stream_own_parse(reply, call->evs, call->n) == 0)
+		ok = 1;
+	else if (reply != NULL && call->evs != NULL) {
+		alerter.stats.read_errors++;
+		stream_stalled(reply->type == REDIS_REPLY_ERROR ? reply->str :
+		    "unexpected reply from own.lua");
+	}
+	if (call->done != NULL)
+		call->done(call->arg, ok);
+	free(call);
+}
+
+/* own.lua for evs[0..n), OWN_MAX ids a call at most. */
+static int
+stream_own_call(struct event **evs, size_t n, stream_done_fn *done,
+    void *arg)
+{
+	struct stream_call	*call;
+	const char		**argv;
+	size_t			 i;
+	int			 rc;
+
+	if (n == 0 || n > OWN_MAX)
+		return -1;
+	if ((call = calloc(1, sizeof(*call))) == NULL)
+		return -1;
+	if ((argv = calloc(n + 4, sizeof(*argv))) == NULL) {
+		free(call);
+		return -1;
+	}
+	call->evs = evs;
+	call->n = n;
+	call->done = done;
+	call->arg = arg;
+	argv[0] = "1";
+	argv[1] = stream_name;
+	argv[2] = stream_group;
+	argv[3] = stream_consumer;
+	for (i = 0; i < n; i++)
+		argv[4 + i] = evs[i]->id;
+	rc = script_run(store_scripts(), SCRIPT_OWN, stream_own_cb, call,
+	    (int)(n + 4), argv, NULL);
+	free(argv);
+	if (rc == -1)
+		free(call);
+	return rc;
+}
+
+int
+stream_own(struct event **evs, size_t n, stream_done_fn *done, void *arg)
+{
+	return stream_own_call(evs, n, done, arg);
+}
+
+static void
+stream_ack_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct stream_call	*call = priv;
+	redisReply		*reply = r;
+	int			 ok = reply != NULL;
+
+	(void)ac;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+		ok = 0;
+		alerter.stats.read_errors++;
+		log_warn("event=ack_failed reason=\"%s\"", reply->str);
+		stream_stalled(reply->str);
+	}
+	call->done(call->arg, ok);
+	free(call);
+}
+
+int
+stream_ack(struct event **evs, size_t n, stream_done_fn *done, void *arg)
+{
+	struct stream_call	*call;
+	const char		**argv;
+	size_t			 i;
+	int			 rc;
+
+	if ((call = calloc(1, sizeof(*call))) == NULL)
+		return -1;
+	if ((argv = calloc(n + 3, sizeof(*argv))) == NULL) {
+		free(call);
+		return -1;
+	}
+	call->done = done;
+	call->arg = arg;
+	argv[0] = "XACK";
+	argv[1] = stream_name;
+	argv[2] = stream_group;
+	for (i = 0; i < n; i++)
+		argv[3 + i] = evs[i]->id;
+	rc = store_command(stream_ack_cb, call, (int)(n + 3), argv, NULL);
+	free(argv);
+	if (rc == -1)
+		free(call);
+	return rc;
+}
+
+void
+stream_release(struct event *ev)
+{
+	if (tdelete(ev, &held, stream_event_cmp) != NULL)
+		nheld--;
+	stream_event_free(ev);
+}
+
+void
+stream_kick(void)
+{
+	stream_read();
+}
+
+void
+stream_wakeup(void)
+{
+	stream_read();
+}
+
+/* The keepalive's reply: only counted; the policy acts on ownership. */
+static void
+stream_keep_cb(void *priv, redisReply *reply)
+{
+	struct stream_call	*call = priv;
+	size_t			 i, other = 0;
+
+	if (reply == NULL || alerter.stopping) {
+		free(call);
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY) {
+		log_warn("event=keepalive_failed reason=\"%s\"",
+		    reply->type == REDIS_REPLY_ERROR ? reply->str :
+		    "unexpected reply");
+		free(call);
+		return;
+	}
+	for (i = 0; i < reply->elements; i++)
+		if (reply->element[i]->type == REDIS_REPLY_INTEGER &&
+		    reply->element[i]->integer == 0)
+			other++;
+	if (other > 0)
+		log_warn("event=keepalive held=%zu taken_over=%zu",
+		    reply->elements, other);
+	free(call);
+}
+
+struct stream_walk {
+	struct event	**evs;
+	size_t		 n, cap;
+};
+
+static void
+stream_collect(const void *node, VISIT which, void *arg)
+{
+	struct stream_walk	*w = arg;
+
+	if ((which == postorder || which == leaf) && w->n < w->cap)
+		w->evs[w->n++] = *(struct event *const *)node;
+}
+
+/*
+ * Every claim_idle / 3: reset the idle time of what we hold, so that no
+ * other alerter claims it while our relay is down and we retry.  Each
+ * call gets its own copy of the ids: events may be released meanwhile.
+ */
+static void
+stream_keep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct stream_walk	 walk;
+	struct stream_call	*call;
+	const char		**argv;
+	size_t			 off, n, i;
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (!store_ready() || nheld == 0)
+		return;
+	walk.cap = nheld;
+	walk.n = 0;
+	if ((walk.evs = calloc(walk.cap, sizeof(*walk.evs))) == NULL)
+		return;
+	twalk_r(held, stream_collect, &walk);
+	for (off = 0; off < walk.n; off += n) {
+		n = walk.n - off < OWN_MAX ? walk.n - off : OWN_MAX;
+		if ((call = calloc(1, sizeof(*call))) == NULL)
+			break;
+		if ((argv = calloc(n + 4, sizeof(*argv))) == NULL) {
+			free(call);
+			break;
+		}
+		argv[0] = "1";
+		argv[1] = stream_name;
+		argv[2] = stream_group;
+		argv[3] = stream_consumer;
+		for (i = 0; i < n; i++)
+			argv[4 + i] = walk.evs[off + i]->id;
+		/* script_run() copies the ids into its command. */
+		if (script_run(store_scripts(), SCRIPT_OWN, stream_keep_cb,
+		    call, (int)(n + 4), argv, NULL) == -1)
+			free(call);
+		free(argv);
+	}
+	free(walk.evs);
+}
+
+static void
+stream_keep_schedule(void)
+{
+	double	 s = alerter.conf->alerts_claim_idle_ms / 3000.;
+
+	ev_timer_stop(alerter.loop, &keep_timer);
+	ev_timer_set(&keep_timer, s, s);
+	ev_timer_start(alerter.loop, &keep_timer);
+}
+
+static void
+stream_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	if (!store_ready() && !alerter.stopping)
+		stream_stalled("redis is down");
+	else if (stall.since != 0)
+		stream_stalled(stall.why);
+	lease_kick();
+	stream_read();
+	stream_claim();
+}
+
+void
+stream_connected(void)
+{
+	/* Our own pending entries first: a previous run may have left some. */
+	rd.pel_done = 0;
+	rd.pel_resumed = 0;
+	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
+	rd.busy = cl.busy = 0;
+	lease_kick();		/* reading starts once the lease is ours */
+	stream_hooks->ready();
+}
+
+int
+stream_init(const struct stream_hooks *hooks, char *err, size_t errlen)
+{
+	const struct conf	*c = alerter.conf;
+
+	stream_hooks = hooks;
+	if ((stream_name = strdup(c->events_stream)) == NULL ||
+	    (stream_group = strdup(c->events_group)) == NULL ||
+	    (stream_consumer = strdup(c->alerts_consumer)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(cl.cursor, sizeof(cl.cursor), "0-0");
+	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
+	cl.next = ev_now(alerter.loop) + stream_claim_interval();
+	ev_timer_init(&poll_timer, stream_poll_cb, POLL_S, POLL_S);
+	ev_timer_start(alerter.loop, &poll_timer);
+	ev_timer_init(&keep_timer, stream_keep_timer_cb, 0., 0.);
+	stream_keep_schedule();
+	return 0;
+}
+
+void
+stream_reload(const struct conf *old)
+{
+	const struct conf	*c = alerter.conf;
+
+	if (strcmp(stream_name, c->events_stream) != 0 ||
+	    strcmp(stream_group, c->events_group) != 0 ||
+	    strcmp(stream_consumer, c->alerts_consumer) != 0)
+		log_warn("event=reload note=\"events.stream, events.group and "
+		    "alerts.consumer take effect at restart\"");
+	if (old->alerts_claim_idle_ms != c->alerts_claim_idle_ms)
+		stream_keep_schedule();
+}
+
+void
+stream_stats(char *dst, size_t len)
+{
+	snprintf(dst, len, " reading=%d stalled_s=%.0f held=%zu",
+	    store_ready() && lease_held() && stall.since == 0,
+	    stall.since != 0 ? ev_now(alerter.loop) - stall.since : 0.,
+	    nheld);
+}
+
+void
+stream_free(void)
+{
+	ev_timer_stop(alerter.loop, &poll_timer);
+	ev_timer_stop(alerter.loop, &keep_timer);
+	tdestroy(held, stream_event_free);
+	held = NULL;
+	nheld = 0;
+	free(stream_name);
+	free(stream_group);
+	free(stream_consumer);
+	stream_name = stream_group = stream_consumer = NULL;
+}

@@ -1,0 +1,115 @@
+/*
+ * keyspace.h: the Redis contract.  What the shim, the alerter, the Lua
+ * scripts and an admin with redis-cli agree on about names and data in
+ * Redis lives here and nowhere else:
+ *
+ *   key names   PREFIX:RULE[.WINDOW]:KEY            the counter of a limit
+ *               PREFIX:crossed:RULE[.WINDOW]:KEY    set while it is crossed
+ *               PREFIX:subjects:RULE:KEY            top subjects (zset)
+ *               PREFIX:override:RULE:KEY            runtime override
+ *               PREFIX:alerter:CONSUMER             an alerter's lease
+ *   escaping    KEY is written %XX-escaped (keyspace_escape), so no sender
+ *               can reach another key's name or pick a Cluster hash tag
+ *   reserved    rule names that would share a name with the kinds above
+ *   stream      the fields of a threshold event (keyspace_fields[]), in
+ *               the order scripts/count.lua writes them
+ *   group       how the alerters' consumer group is made
+ *
+ * Every key of one decision is built here from a rule's heads and the
+ * escaped key (keyspace_rule), so a layout change, such as a hash tag on
+ * every key of a decision, is a change to this file alone.
+ */
+#ifndef SW_KEYSPACE_H
+#define SW_KEYSPACE_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "conf.h"
+
+/* An escaped key is at most three bytes per byte of the key. */
+#define KEYSPACE_EKEY_MAX	(KEY_MAX * 3)
+
+/*
+ * Escape key for a key name: printable ASCII but % { } stays, everything
+ * else becomes %XX.  Returns the length written (dst is NUL-terminated and
+ * cut short, never overrun, when dstlen is too small).
+ */
+size_t	keyspace_escape(char *dst, size_t dstlen, const char *key,
+	    size_t len);
+/*
+ * The inverse: %XX back to its byte; anything else, including a % that
+ * does not start a valid escape, is copied as it is.  dst needs len bytes
+ * (and one more for the NUL it adds).  Returns the length written.
+ */
+size_t	keyspace_unescape(char *dst, const char *src, size_t len);
+
+/* 1 when a rule may not be called name: it would share a key namespace. */
+int	keyspace_reserved(const char *name);
+
+/*
+ * What every decision of a rule names the same, made once at config load:
+ * the heads of its key names ("PREFIX:crossed:RULE.5m:"), to which the
+ * escaped key is appended, and its limits as the script's arguments.
+ */
+struct keyspace_rule {
+	char	*subjects;
+	char	*override;
+	char	*state[CONF_LIMITS_MAX];
+	char	*crossed[CONF_LIMITS_MAX];
+	char	 limit_text[CONF_LIMITS_MAX][3][24];	/* limit, ms, burst */
+};
+
+struct keyspace_rule *keyspace_rule_new(const char *prefix,
+	    const struct conf_rule *);
+void	keyspace_rule_free(struct keyspace_rule *);
+
+/*
+ * One key name into dst: head (from a keyspace_rule) and the escaped key.
+ * Returns the length, or -1 when it does not fit.
+ */
+int	keyspace_name(char *dst, size_t dstlen, const char *head,
+	    const char *ekey, size_t elen);
+
+/* PREFIX:alerter:CONSUMER, malloc'ed; NULL when out of memory. */
+char	*keyspace_lease_key(const struct conf *, const char *consumer);
+
+/*
+ * The fields of a stream entry, as count.lua's XADD writes them (a unit
+ * test holds the script to this order) and the alerter reads them.
+ */
+enum keyspace_field {
+	KSF_RULE,		/* rule name */
+	KSF_KEY,		/* the key, escaped as in key names */
+	KSF_COUNT,		/* the count that crossed */
+	KSF_LIMIT,		/* the limit crossed (after an override factor) */
+	KSF_WINDOW_MS,		/* that limit's window */
+	KSF_TIME,		/* Redis's clock at the crossing, unix seconds */
+	KSF_HOST,		/* the MTA that asked */
+	KSF_COUNTER,		/* the limit's counter key, for "count now" */
+	KSF_SUBJECTS,		/* the subjects key */
+	KSF_ALGORITHM,		/* fixed | sliding | gcra */
+	KSF_COST,		/* what the request that crossed counted */
+	KSF_SHADOW,		/* 1: a rule in shadow mode */
+	KSF_MAX
+};
+
+extern const char *const keyspace_fields[KSF_MAX];
+
+/* The field a name is, or -1 for one this version does not know. */
+int	keyspace_field(const char *name, size_t len);
+
+/*
+ * The command that makes the consumer group: XGROUP CREATE stream group
+ * ID MKSTREAM, into argv[6].  count.lua makes it with the stream's first
+ * entry (from id 0); an alerter makes it again when it finds it gone.
+ */
+#define KEYSPACE_GROUP_ARGC	6
+void	keyspace_group_argv(const struct conf *, const char *id,
+	    const char *argv[KEYSPACE_GROUP_ARGC]);
+/* Its reply: 1 made, 0 there already, -1 an error (err says which). */
+int	keyspace_group_reply(const redisReply *, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,239 @@
+/*
+ * decide.c: the shim's side of scripts/count.lua: one EVALSHA per
+ * decision, on the one pipelined Redis connection, and its reply.
+ *
+ * The command is written in RESP here (common/resp.h), into a call sized
+ * for this request, from what the config prepared per rule (key name
+ * heads and limits as text, common/keyspace.h): a request only copies
+ * bytes.  The script registry (common/script.c) loads the script and
+ * retries once on NOSCRIPT.
+ *
+ * Each request in flight has a struct pending, owned by the registry's
+ * call until the reply comes.  When the client goes first, the session
+ * detaches itself and the reply just frees the pending: a reply never
+ * touches freed memory.  An error from Redis is never read as a verdict:
+ * it is the fail policy, counted by its reason.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "keyspace.h"
+#include "log.h"
+#include "rconn.h"
+#include "resp.h"
+#include "script.h"
+#include "shim.h"
+
+struct pending {
+	struct session		*session;	/* NULL once the client left */
+	struct ask		 ask;		/* points into the session */
+};
+
+void
+decide_detach(struct pending *p)
+{
+	p->session = NULL;
+}
+
+/* { answer, count, ttl_ms, crossed, limit number, over, override } */
+#define DECIDE_REPLY_LEN	7
+
+static int
+decide_reply_ok(const redisReply *r)
+{
+	size_t	 i;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != DECIDE_REPLY_LEN)
+		return 0;
+	for (i = 0; i < DECIDE_REPLY_LEN; i++)
+		if (r->element[i]->type != REDIS_REPLY_INTEGER)
+			return 0;
+	return 1;
+}
+
+static void
+decide_log(const struct pending *p, const redisReply *reply)
+{
+	const struct ask	*a = &p->ask;
+	long long		 answer = reply->element[0]->integer;
+	long long		 count = reply->element[1]->integer;
+	long long		 which = reply->element[4]->integer;
+	long long		 over = reply->element[5]->integer;
+	const struct conf_limit	*l;
+	char			 qkey[KEY_MAX * 4 + 1];
+
+	shim.stats.decisions++;
+	if (answer)
+		shim.stats.yes++;
+	l = &a->rule->limits[which >= 1 && (size_t)which <= a->rule->nlimits ?
+	    which - 1 : 0];
+	if (reply->element[3]->integer) {
+		shim.stats.crossings++;
+		log_info("event=crossing rule=%s key=\"%s\" count=%lld "
+		    "limit=%lld window_ms=%lld%s", a->rule->name,
+		    log_quote(qkey, sizeof(qkey), a->key, a->key_len), count,
+		    (long long)l->limit, (long long)l->window_ms,
+		    a->rule->shadow ? " shadow=yes" : "");
+	}
+	if (log_verbose())
+		log_debug("event=decision rule=%s key=\"%s\" cost=%lld "
+		    "count=%lld limit=%lld ttl_ms=%lld answer=%s%s%s%s",
+		    a->rule->name, log_quote(qkey, sizeof(qkey), a->key,
+		    a->key_len), a->cost, count, (long long)l->limit,
+		    reply->element[2]->integer, answer ? "yes" : "no",
+		    a->peek ? " mode=peek" : "",
+		    a->rule->shadow && over ? " shadow_would_answer=yes" : "",
+		    reply->element[6]->integer ? " override=redis" : "");
+}
+
+/* Why an error reply (or none) means the fail policy. */
+static enum fail_reason
+decide_error_reason(const redisReply *r)
+{
+	switch (rconn_error_kind(r)) {
+	case RERR_OOM:
+		return FAIL_OOM;
+	case RERR_READONLY:
+		return FAIL_READONLY;
+	case RERR_BUSY:
+		return FAIL_BUSY;
+	case RERR_NOSCRIPT:
+		return FAIL_NOSCRIPT;
+	case RERR_LOADING:
+		return FAIL_LOADING;
+	case RERR_NOPERM:
+		return FAIL_NOPERM;
+	default:
+		return FAIL_ERROR;
+	}
+}
+
+static void
+decide_reply_cb(void *priv, redisReply *reply)
+{
+	struct pending	*p = priv;
+	char		 why[160];
+
+	if (p->session == NULL) {
+		/* The client left (or timed out) before Redis answered. */
+		free(p);
+		return;
+	}
+	if (reply == NULL)
+		session_fail(p->session, FAIL_LOST, "redis connection failed");
+	else if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof(why), "%.*s", (int)reply->len, reply->str);
+		session_fail(p->session, decide_error_reason(reply), why);
+	} else if (!decide_reply_ok(reply))
+		session_fail(p->session, FAIL_BAD_REPLY, "unexpected reply "
+		    "shape");
+	else {
+		decide_log(p, reply);
+		session_answer(p->session, reply->element[0]->integer != 0,
+		    NULL);
+	}
+	free(p);
+}
+
+/*
+ * The command, written into a call sized for it.  Key names are
+ * PREFIX:[KIND:]RULE[.WINDOW]:ESCAPED_KEY (common/keyspace.h), the
+ * arguments are count.lua's contract, in its order.
+ */
+static struct script_call *
+decide_command(const struct ask *a, const char **cmd, size_t *len)
+{
+	const struct conf		*c = shim.conf;
+	const struct conf_rule		*r = a->rule;
+	const struct keyspace_rule	*ks = r->ks;
+	struct script_call		*call;
+	struct resp			 resp;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	char				 factor[24];
+	size_t				 i, elen, cap, heads = 0;
+	size_t				 nkeys = 3 + 2 * r->nlimits;
+
+	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
+	/*
+	 * Room for exactly this request: every argument's own bytes, and
+	 * resp_size()'s bound on its framing; numbers take 24 at most.
+	 */
+	for (i = 0; i < r->nlimits; i++)
+		heads += strlen(ks->state[i]) + strlen(ks->crossed[i]);
+	cap = RESP_HEAD + resp_size(0) * (3 + nkeys + 13 + 3 * r->nlimits) +
+	    7 + 40 + 24 + strlen(ks->subjects) + strlen(ks->override) + heads +
+	    (3 + 2 * r->nlimits) * elen + strlen(c->events_stream) +
+	    strlen(r->name) + strlen(c->hostname) +
+	    strlen(c->events_channel) + strlen(c->events_group) +
+	    a->subject_len + 7 + 7 + 24 * (4 + 3 * r->nlimits);
+	if ((call = script_call_new(cap)) == NULL)
+		return NULL;
+	resp_init(&resp, script_call_buf(call));
+	resp_str(&resp, "EVALSHA");
+	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
+	resp_num(&resp, (long long)nkeys);
+	resp_cat(&resp, ks->subjects, strlen(ks->subjects), ekey, elen);
+	resp_str(&resp, c->events_stream);
+	resp_cat(&resp, ks->override, strlen(ks->override), ekey, elen);
+	for (i = 0; i < r->nlimits; i++) {
+		resp_cat(&resp, ks->state[i], strlen(ks->state[i]), ekey, elen);
+		resp_cat(&resp, ks->crossed[i], strlen(ks->crossed[i]), ekey,
+		    elen);
+	}
+	resp_str(&resp, r->name);
+	resp_arg(&resp, ekey, elen);
+	resp_num(&resp, a->cost);
+	resp_str(&resp, c->hostname);
+	resp_str(&resp, c->events_channel);
+	resp_arg(&resp, a->subject != NULL ? a->subject : "",
+	    a->subject_len);
+	resp_num(&resp, (long long)c->events_stream_maxlen);
+	resp_str(&resp, a->peek ? "peek" : "count");
+	resp_str(&resp, conf_algorithm_name(r->algorithm));
+	resp_str(&resp, r->shadow ? "1" : "0");
+	resp_str(&resp, r->count_denied ? "1" : "0");
+	if (a->factor == 1)
+		resp_str(&resp, "1");
+	else
+		resp_arg(&resp, factor, (size_t)snprintf(factor,
+		    sizeof(factor), "%.6g", a->factor));
+	resp_str(&resp, c->events_group);
+	for (i = 0; i < r->nlimits; i++) {
+		resp_str(&resp, ks->limit_text[i][0]);
+		resp_str(&resp, ks->limit_text[i][1]);
+		resp_str(&resp, ks->limit_text[i][2]);
+	}
+	*cmd = resp_finish(&resp, len);
+	return call;
+}
+
+enum fail_reason
+decide_submit(struct session *s, const struct ask *a, struct pending **out)
+{
+	struct pending		*p;
+	struct script_call	*call;
+	const char		*cmd;
+	size_t			 len;
+
+	*out = NULL;
+	if (!rconn_is_ready(shim.redis))
+		return FAIL_NOT_CONNECTED;
+	if ((p = malloc(sizeof(*p))) == NULL ||
+	    (call = decide_command(a, &cmd, &len)) == NULL) {
+		free(p);
+		return FAIL_NOMEM;
+	}
+	p->session = s;
+	p->ask = *a;
+	if (script_call_send(shim.scripts, call, SCRIPT_COUNT, cmd, len,
+	    decide_reply_cb, p) == -1) {
+		script_call_free(call);
+		free(p);
+		/* rconn refuses only when it is down or out of memory. */
+		return rconn_is_ready(shim.redis) ? FAIL_NOMEM :
+		    FAIL_NOT_CONNECTED;
+	}
+	*out = p;
+	return FAIL_NONE;
+}

@@ -1,0 +1,259 @@
+/*
+ * test_keyspace.c: unit tests for the Redis contract (common/keyspace.c)
+ * and the script registry's table (common/script.c): the escaping of keys
+ * and its inverse, reserved rule names, key names, and the scripts held
+ * to what the C side agrees with them on (the stream's fields in the
+ * order count.lua writes them, the cost limit, each script's arity check
+ * and contract header).  Prints one final line "N passed, N failed".
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conf.h"
+#include "keyspace.h"
+#include "request.h"
+#include "script.h"
+#include "check.h"
+
+static void
+test_escape(void)
+{
+	char	 out[KEYSPACE_EKEY_MAX + 1];
+	size_t	 n;
+
+#define ESC(lit) keyspace_escape(out, sizeof(out), (lit), sizeof(lit) - 1)
+	n = ESC("alice@example.org");
+	CHECK(n == 17 && strcmp(out, "alice@example.org") == 0);
+	/* Hash tags, the escape itself, controls, space, NUL, high bytes. */
+	n = ESC("{evil}@example.org");
+	CHECK(strcmp(out, "%7Bevil%7D@example.org") == 0 && n == 22);
+	ESC("100%");
+	CHECK(strcmp(out, "100%25") == 0);
+	ESC("a\rb\nc d\te");
+	CHECK(strcmp(out, "a%0Db%0Ac%20d%09e") == 0);
+	n = ESC("nul\0byte");
+	CHECK(n == 10 && strcmp(out, "nul%00byte") == 0);
+	ESC("\xff\x7f\x80");
+	CHECK(strcmp(out, "%FF%7F%80") == 0);
+	/* ':' stays: the rule is fixed, so "a:b" cannot reach another rule. */
+	ESC("<>");
+	CHECK(strcmp(out, "<>") == 0);
+#undef ESC
+
+	/* The worst case of KEY_MAX bytes fits the buffer the shim uses. */
+	{
+		char	 key[KEY_MAX];
+
+		memset(key, '{', sizeof(key));
+		n = keyspace_escape(out, sizeof(out), key, sizeof(key));
+		CHECK(n == KEY_MAX * 3);
+		CHECK(strlen(out) == KEY_MAX * 3);
+	}
+	/* A short buffer truncates at a whole escape and stays terminated. */
+	{
+		char	 small[5];
+
+		n = keyspace_escape(small, sizeof(small), "a{b", 3);
+		CHECK(n == 4 && strcmp(small, "a%7B") == 0);
+	}
+}
+
+static void
+test_unescape(void)
+{
+	char	 d[64];
+	size_t	 n;
+
+	n = keyspace_unescape(d, "a%0D%0Ab%zz%4", 13);
+	CHECK(n == 9 && memcmp(d, "a\r\nb%zz%4", 10) == 0);
+	n = keyspace_unescape(d, "J%C3%BCrgen", 11);
+	CHECK(n == 7 && strcmp(d, "J\xc3\xbcrgen") == 0);
+	n = keyspace_unescape(d, "%", 1);
+	CHECK(n == 1 && strcmp(d, "%") == 0);
+	/* Lower-case hex is read too: a hand-made key, say. */
+	n = keyspace_unescape(d, "%7b%7D", 6);
+	CHECK(n == 2 && strcmp(d, "{}") == 0);
+	n = keyspace_unescape(d, "%00", 3);
+	CHECK(n == 1 && d[0] == '\0');
+}
+
+/* Every byte string comes back from escape and unescape unchanged. */
+static void
+test_round_trip(void)
+{
+	char		 key[KEY_MAX], e[KEYSPACE_EKEY_MAX + 1], back[KEY_MAX + 1];
+	size_t		 len, elen, blen, i;
+	unsigned	 seed = 1, ok = 1, printable = 1;
+	int		 round;
+
+	for (round = 0; round < 20000; round++) {
+		len = (size_t)(seed = seed * 1103515245 + 12345) % KEY_MAX;
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245 + 12345;
+			/* Often the dangerous bytes, sometimes any byte. */
+			key[i] = (seed >> 16) % 4 == 0 ? "%{} \r\n\0:"[(seed >>
+			    20) % 9] : (char)(seed >> 20);
+		}
+		elen = keyspace_escape(e, sizeof(e), key, len);
+		for (i = 0; i < elen; i++)
+			if (!isgraph((unsigned char)e[i]) || e[i] == '{' ||
+			    e[i] == '}')
+				printable = 0;
+		blen = keyspace_unescape(back, e, elen);
+		if (blen != len || memcmp(back, key, len) != 0)
+			ok = 0;
+	}
+	CHECK(ok);
+	/* And an escaped name is printable, with no hash tag in it. */
+	CHECK(printable);
+}
+
+static void
+test_reserved(void)
+{
+	CHECK(keyspace_reserved("subjects"));
+	CHECK(keyspace_reserved("crossed"));
+	CHECK(keyspace_reserved("override"));
+	CHECK(keyspace_reserved("alerter"));
+	CHECK(!keyspace_reserved("default"));
+	CHECK(!keyspace_reserved("Alerter"));
+	CHECK(!keyspace_reserved("alerters"));
+}
+
+static void
+test_names(void)
+{
+	struct conf		*c;
+	const struct conf_rule	*r;
+	char			 err[CONF_ERRLEN], name[256], *lease;
+	static const char	 text[] =
+	    "redis:\n  prefix: sw\n"
+	    "rules:\n"
+	    "  default: { limit: 20, window: 300s }\n"
+	    "  user:\n    limits:\n      - { limit: 5, window: 5m }\n"
+	    "      - { limit: 500, window: 1d, burst: 7 }\n";
+
+	c = conf_parse(text, sizeof(text) - 1, "t.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("  %s\n", err);
+		return;
+	}
+	r = conf_rule_find(c, "default", 7);
+	CHECK(r != NULL && strcmp(r->ks->state[0], "sw:default:") == 0);
+	CHECK(r != NULL && strcmp(r->ks->crossed[0], "sw:crossed:default:") ==
+	    0);
+	CHECK(r != NULL && strcmp(r->ks->subjects, "sw:subjects:default:") ==
+	    0);
+	CHECK(r != NULL && strcmp(r->ks->override, "sw:override:default:") ==
+	    0);
+	CHECK(r != NULL && strcmp(r->ks->limit_text[0][0], "20") == 0 &&
+	    strcmp(r->ks->limit_text[0][1], "300000") == 0 &&
+	    strcmp(r->ks->limit_text[0][2], "20") == 0);
+	r = conf_rule_find(c, "user", 4);
+	CHECK(r != NULL && strcmp(r->ks->state[0], "sw:user.5m:") == 0 &&
+	    strcmp(r->ks->state[1], "sw:user.1d:") == 0);
+	CHECK(r != NULL && strcmp(r->ks->crossed[1], "sw:crossed:user.1d:") ==
+	    0);
+	CHECK(r != NULL && strcmp(r->ks->limit_text[1][2], "7") == 0);
+	CHECK(keyspace_name(name, sizeof(name), "sw:user.1d:", "a%7Bb", 5) ==
+	    16 && strcmp(name, "sw:user.1d:a%7Bb") == 0);
+	CHECK(keyspace_name(name, 10, "sw:user.1d:", "a", 1) == -1);
+	CHECK((lease = keyspace_lease_key(c, "mta1")) != NULL &&
+	    strcmp(lease, "sw:alerter:mta1") == 0);
+	free(lease);
+	conf_free(c);
+}
+
+/* The names count.lua's XADD writes, in order, from its text. */
+static size_t
+xadd_fields(const char *body, char names[][32], size_t max)
+{
+	const char	*p, *q;
+	size_t		 n = 0, len;
+	int		 field = 1;
+
+	if ((p = strstr(body, "redis.call('XADD'")) == NULL ||
+	    (p = strstr(p, "'*',")) == NULL)
+		return 0;
+	p += 4;
+	/* 'name', value, 'name', value ... ) */
+	while (n < max && (p = strpbrk(p, "',)")) != NULL && *p != ')') {
+		if (*p == ',') {
+			field = !field;
+			p++;
+			continue;
+		}
+		q = strchr(p + 1, '\'');
+		if (q == NULL)
+			break;
+		len = (size_t)(q - p - 1);
+		if (field && len < 32) {
+			memcpy(names[n], p + 1, len);
+			names[n++][len] = '\0';
+		}
+		p = q + 1;
+	}
+	return n;
+}
+
+static void
+test_stream_fields(void)
+{
+	char	 names[32][32];
+	size_t	 n, i;
+	int	 same;
+
+	n = xadd_fields(script_defs[SCRIPT_COUNT].body, names, 32);
+	CHECK(n == KSF_MAX);
+	same = n == KSF_MAX;
+	for (i = 0; same && i < n; i++)
+		if (strcmp(names[i], keyspace_fields[i]) != 0) {
+			printf("  count.lua writes %s where keyspace_fields "
+			    "has %s\n", names[i], keyspace_fields[i]);
+			same = 0;
+		}
+	CHECK(same);
+	CHECK(keyspace_field("window_ms", 9) == KSF_WINDOW_MS);
+	CHECK(keyspace_field("window", 6) == -1);
+	CHECK(keyspace_field("limit_index", 11) == -1);
+}
+
+static void
+test_scripts(void)
+{
+	char	 want[64];
+	size_t	 i, j;
+	int	 hex;
+
+	/* The shim refuses costs above this; the script must agree. */
+	snprintf(want, sizeof(want), "local COST_MAX = %d", REQUEST_COST_MAX);
+	CHECK(strstr(script_defs[SCRIPT_COUNT].body, want) != NULL);
+	for (i = 0; i < SCRIPT_MAX; i++) {
+		hex = strlen(script_defs[i].sha) == 40;
+		for (j = 0; hex && j < 40; j++)
+			hex = isxdigit((unsigned char)script_defs[i].sha[j]);
+		CHECK(hex);
+		/* Each states its contract and checks its own arity. */
+		CHECK(strstr(script_defs[i].body, "KEYS[1]") != NULL);
+		CHECK(strstr(script_defs[i].body, "Reply:") != NULL);
+		CHECK(strstr(script_defs[i].body, "#KEYS") != NULL);
+		CHECK(strstr(script_defs[i].body, "redis.error_reply") != NULL);
+	}
+}
+
+int
+main(void)
+{
+	test_escape();
+	test_unescape();
+	test_round_trip();
+	test_reserved();
+	test_names();
+	test_stream_fields();
+	test_scripts();
+	return check_done();
+}
