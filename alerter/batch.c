@@ -1,8 +1,10 @@
 /*
- * batch.c: the alerter's policy: from events to mails.  It calls the store
- * (stream.c, lookup.c) and a transport (transport.h); the store calls it
- * back only through the stream_hooks it registers (batch_event,
- * batch_room, batch_ready), and the transport through done().
+ * batch.c: the alerter's policy: from events to mails.  It calls down: the
+ * store (stream.c, lookup.c), the composer (mail.c, pure), the report
+ * command (report.c) and a transport (transport.h).  Nothing calls into
+ * it but through callbacks it hands over: the stream_hooks it registers
+ * (batch_event, batch_room, batch_ready), and the done() of each call it
+ * makes (batch_step_done for the store, batch_report_done, batch_sent).
  *
  *   queue --digest_wait after the first event, or digest_max reached--> batch
  *

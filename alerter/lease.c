@@ -8,7 +8,7 @@
  * holder stops renewing (scripts/lease.lua).  A lease held by this host's
  * earlier process (its pid gone: a crash or a restart) is taken over at
  * once; one held by a live process is not, and says so in the log until
- * that alerter goes away.  If the lease itself is refused (an ACL), we
+ * that alerter goes away.  If the lease itself is refused by an ACL, we
  * read anyway: a guard must not stop the alerts.
  */
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include "alerter.h"
 #include "keyspace.h"
 #include "log.h"
+#include "rconn.h"
 #include "script.h"
 
 #define LEASE_MS	3000	/* a consumer-name lease lapses after this */
@@ -68,11 +69,23 @@ lease_cb(void *priv, redisReply *reply)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
-		if (!lease.held)
-			log_warn("event=lease_failed key=%s reason=\"%s\" "
-			    "action=read_anyway", lease.key, reply->str);
-		lease.held = 1;
-		stream_kick();
+		/*
+		 * An ACL that refuses the lease: a guard must not stop the
+		 * alerts, read anyway.  Anything else (a full Redis, a replica,
+		 * loading) is a passing state: wait, and try again at the poll.
+		 */
+		if (rconn_error_kind(reply) == RERR_NOPERM) {
+			if (!lease.held)
+				log_warn("event=lease_failed key=%s reason=\"%s\" "
+				    "action=read_anyway", lease.key, reply->str);
+			lease.held = 1;
+			stream_kick();
+		} else {
+			if (lease.held)
+				log_warn("event=lease_failed key=%s reason=\"%s\" "
+				    "action=wait", lease.key, reply->str);
+			lease.held = 0;
+		}
 		return;
 	}
 	if (reply->type != REDIS_REPLY_STRING)

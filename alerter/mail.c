@@ -28,7 +28,7 @@ static const char hexdig[] = "0123456789ABCDEF";
  * it is not valid (overlong, surrogate, beyond U+10FFFF, cut short).
  */
 static size_t
-utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
+mail_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
 {
 	uint32_t	 c, min;
 	size_t		 n, i;
@@ -73,7 +73,7 @@ utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
  * backwards, or to look like a different address).
  */
 static int
-cp_unsafe(uint32_t c)
+mail_cp_unsafe(uint32_t c)
 {
 	return c < 0x20 || (c >= 0x7f && c <= 0x9f) ||
 	    (c >= 0x200e && c <= 0x200f) || (c >= 0x2028 && c <= 0x202e) ||
@@ -88,8 +88,8 @@ mail_text_ok(const char *s, size_t len)
 	size_t			 i = 0, n;
 
 	while (i < len) {
-		if ((n = utf8_decode(p + i, len - i, &cp)) == 0 ||
-		    cp_unsafe(cp))
+		if ((n = mail_utf8_decode(p + i, len - i, &cp)) == 0 ||
+		    mail_cp_unsafe(cp))
 			return 0;
 		i += n;
 	}
@@ -99,7 +99,7 @@ mail_text_ok(const char *s, size_t len)
 /* %XX for every byte that is not printable ASCII (and for %, unless the
  * input is already in %XX form). */
 static void
-escape_bytes(struct buf *b, const char *s, size_t len, int keep_pct)
+mail_escape_bytes(struct buf *b, const char *s, size_t len, int keep_pct)
 {
 	unsigned char	 c;
 	size_t		 i;
@@ -127,7 +127,7 @@ mail_display(struct buf *b, const char *s, size_t len, int escaped)
 			buf_add(b, s, len);
 			return 0;
 		}
-		escape_bytes(b, s, len, 0);
+		mail_escape_bytes(b, s, len, 0);
 		return 1;
 	}
 	buf_init(&tmp);
@@ -143,7 +143,7 @@ mail_display(struct buf *b, const char *s, size_t len, int escaped)
 		return 0;
 	}
 	buf_free(&tmp);
-	escape_bytes(b, s, len, 1);
+	mail_escape_bytes(b, s, len, 1);
 	return 1;
 }
 
@@ -159,12 +159,12 @@ mail_sanitize(struct buf *b, const char *s, size_t len)
 			i++;		/* CRLF output: keep the LF only */
 			continue;
 		}
-		if ((n = utf8_decode(p + i, len - i, &cp)) == 0) {
+		if ((n = mail_utf8_decode(p + i, len - i, &cp)) == 0) {
 			buf_addc(b, '?');
 			i++;
 			continue;
 		}
-		if (cp != '\n' && cp != '\t' && cp_unsafe(cp))
+		if (cp != '\n' && cp != '\t' && mail_cp_unsafe(cp))
 			buf_addc(b, '?');
 		else
 			buf_add(b, p + i, n);
@@ -238,7 +238,7 @@ mail_date(char *dst, size_t len, time_t t)
 }
 
 static void
-base64(struct buf *b, const unsigned char *s, size_t len)
+mail_base64(struct buf *b, const unsigned char *s, size_t len)
 {
 	static const char tab[] =
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -269,13 +269,13 @@ base64(struct buf *b, const unsigned char *s, size_t len)
  * counts as a character of its own.
  */
 static size_t
-utf8_prefix(const char *s, size_t len, size_t max)
+mail_utf8_prefix(const char *s, size_t len, size_t max)
 {
 	uint32_t	 cp;
 	size_t		 i = 0, n;
 
 	while (i < len) {
-		if ((n = utf8_decode((const unsigned char *)s + i, len - i,
+		if ((n = mail_utf8_decode((const unsigned char *)s + i, len - i,
 		    &cp)) == 0)
 			n = 1;
 		if (i > 0 && i + n > max)
@@ -291,7 +291,7 @@ utf8_prefix(const char *s, size_t len, size_t max)
  * col is the column the first word starts at.
  */
 static void
-encoded_words(struct buf *b, const char *s, size_t len, size_t col,
+mail_encoded_words(struct buf *b, const char *s, size_t len, size_t col,
     const char *eol)
 {
 	size_t	 room, max, n;
@@ -308,9 +308,9 @@ encoded_words(struct buf *b, const char *s, size_t len, size_t col,
 			continue;
 		}
 		max = (room - 12) / 4 * 3;
-		n = utf8_prefix(s, len, max);
+		n = mail_utf8_prefix(s, len, max);
 		buf_adds(b, "=?UTF-8?B?");
-		base64(b, (const unsigned char *)s, n);
+		mail_base64(b, (const unsigned char *)s, n);
 		buf_adds(b, "?=");
 		col += 12 + (n + 2) / 3 * 4;
 		s += n;
@@ -324,7 +324,7 @@ encoded_words(struct buf *b, const char *s, size_t len, size_t col,
 }
 
 static int
-plain_ascii(const char *s, size_t len)
+mail_plain_ascii(const char *s, size_t len)
 {
 	size_t	 i, word = 0;
 
@@ -348,8 +348,8 @@ mail_header_text(struct buf *b, const char *name, const char *text,
 
 	buf_printf(b, "%s: ", name);
 	col = strlen(name) + 2;
-	if (!plain_ascii(text, len)) {
-		encoded_words(b, text, len, col, eol);
+	if (!mail_plain_ascii(text, len)) {
+		mail_encoded_words(b, text, len, col, eol);
 		buf_adds(b, eol);
 		return;
 	}
@@ -368,7 +368,7 @@ mail_header_text(struct buf *b, const char *name, const char *text,
 }
 
 static int
-specials(const char *s, size_t len)
+mail_specials(const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -379,7 +379,7 @@ specials(const char *s, size_t len)
 }
 
 static const char *
-trim(const char *s, size_t *len)
+mail_trim(const char *s, size_t *len)
 {
 	while (*len > 0 && (*s == ' ' || *s == '\t')) {
 		s++;
@@ -392,13 +392,13 @@ trim(const char *s, size_t *len)
 
 /* Split "Name <addr>" (or "addr") into its parts; -1 when malformed. */
 static int
-addr_split(const char *s, const char **name, size_t *nlen, const char **addr,
+mail_addr_split(const char *s, const char **name, size_t *nlen, const char **addr,
     size_t *alen)
 {
 	const char	*lt;
 	size_t		 len = strlen(s), i;
 
-	s = trim(s, &len);
+	s = mail_trim(s, &len);
 	*name = NULL;
 	*nlen = 0;
 	if (len > 0 && s[len - 1] == '>') {
@@ -407,7 +407,7 @@ addr_split(const char *s, const char **name, size_t *nlen, const char **addr,
 		*addr = lt + 1;
 		*alen = (size_t)(s + len - 1 - *addr);
 		*nlen = (size_t)(lt - s);
-		*name = trim(s, nlen);
+		*name = mail_trim(s, nlen);
 	} else {
 		*addr = s;
 		*alen = len;
@@ -431,7 +431,7 @@ mail_addr_spec(const char *s, char *dst, size_t dstlen)
 	const char	*name, *addr;
 	size_t		 nlen, alen;
 
-	if (addr_split(s, &name, &nlen, &addr, &alen) == -1 ||
+	if (mail_addr_split(s, &name, &nlen, &addr, &alen) == -1 ||
 	    alen >= dstlen)
 		return -1;
 	memcpy(dst, addr, alen);
@@ -441,13 +441,13 @@ mail_addr_spec(const char *s, char *dst, size_t dstlen)
 
 /* One mailbox for a From/To/Cc header, the display name made safe. */
 static void
-mailbox(struct buf *b, const char *s)
+mail_mailbox(struct buf *b, const char *s)
 {
 	const char	*name, *addr;
 	size_t		 nlen, alen, i;
 	struct buf	 dn;
 
-	if (addr_split(s, &name, &nlen, &addr, &alen) == -1)
+	if (mail_addr_split(s, &name, &nlen, &addr, &alen) == -1)
 		return;			/* mail_check_conf refused it */
 	if (nlen == 0) {
 		buf_add(b, addr, alen);
@@ -463,9 +463,9 @@ mailbox(struct buf *b, const char *s)
 		}
 	} else
 		buf_add(&dn, name, nlen);
-	if (dn.len > 0 && !plain_ascii(dn.data, dn.len)) {
-		encoded_words(b, dn.data, dn.len, 0, "");
-	} else if (dn.len > 0 && specials(dn.data, dn.len)) {
+	if (dn.len > 0 && !mail_plain_ascii(dn.data, dn.len)) {
+		mail_encoded_words(b, dn.data, dn.len, 0, "");
+	} else if (dn.len > 0 && mail_specials(dn.data, dn.len)) {
 		buf_addc(b, '"');
 		for (i = 0; i < dn.len; i++) {
 			if (dn.data[i] == '"' || dn.data[i] == '\\')
@@ -485,7 +485,7 @@ mailbox(struct buf *b, const char *s)
 
 /* From/To/Cc: mailboxes separated by commas, folded between them. */
 static void
-header_addrs(struct buf *b, const char *name, char *const *list, size_t n,
+mail_header_addrs(struct buf *b, const char *name, char *const *list, size_t n,
     const char *eol)
 {
 	struct buf	 one;
@@ -496,7 +496,7 @@ header_addrs(struct buf *b, const char *name, char *const *list, size_t n,
 	buf_init(&one);
 	for (i = 0; i < n; i++) {
 		buf_reset(&one);
-		mailbox(&one, list[i]);
+		mail_mailbox(&one, list[i]);
 		if (i > 0) {
 			buf_addc(b, ',');
 			col++;
@@ -559,7 +559,7 @@ mail_qp(struct buf *b, const char *s, size_t len, const char *eol)
 
 /* Code points in s (which is valid UTF-8 or plain bytes). */
 static size_t
-cp_count(const char *s, size_t len)
+mail_cp_count(const char *s, size_t len)
 {
 	size_t	 i, n = 0;
 
@@ -571,7 +571,7 @@ cp_count(const char *s, size_t len)
 
 /* Byte length of the first cps code points of s. */
 static size_t
-cp_bytes(const char *s, size_t len, size_t cps)
+mail_cp_bytes(const char *s, size_t len, size_t cps)
 {
 	size_t	 i, n = 0;
 
@@ -591,17 +591,17 @@ cp_bytes(const char *s, size_t len, size_t cps)
  * when one is in the last third of the line, else between characters.
  */
 static void
-wrap(struct buf *b, const char *s, size_t len, size_t col, size_t indent)
+mail_wrap(struct buf *b, const char *s, size_t len, size_t col, size_t indent)
 {
 	size_t	 room, n, brk, k;
 
 	for (;;) {
 		room = WRAP_WIDTH > col ? WRAP_WIDTH - col : 1;
-		if (cp_count(s, len) <= room) {
+		if (mail_cp_count(s, len) <= room) {
 			buf_add(b, s, len);
 			return;
 		}
-		n = cp_bytes(s, len, room);
+		n = mail_cp_bytes(s, len, room);
 		brk = n;
 		for (k = n; k > n * 2 / 3; k--)
 			if (s[k - 1] == ' ') {
@@ -620,7 +620,7 @@ wrap(struct buf *b, const char *s, size_t len, size_t col, size_t indent)
 
 /* A sender's text, shown safely and wrapped; notes when it is %XX. */
 static void
-show(struct buf *b, const char *s, size_t len, int escaped, size_t col,
+mail_show(struct buf *b, const char *s, size_t len, int escaped, size_t col,
     size_t indent)
 {
 	struct buf	 d;
@@ -632,20 +632,20 @@ show(struct buf *b, const char *s, size_t len, int escaped, size_t col,
 		buf_adds(&d, "(empty)");
 	if (esc)
 		buf_adds(&d, " (%XX-escaped: not clean UTF-8 text)");
-	wrap(b, d.data != NULL ? d.data : "", d.len, col, indent);
+	mail_wrap(b, d.data != NULL ? d.data : "", d.len, col, indent);
 	if (buf_failed(&d))
 		b->failed = 1;
 	buf_free(&d);
 }
 
 static void
-label(struct buf *b, const char *l)
+mail_label(struct buf *b, const char *l)
 {
 	buf_printf(b, "  %-*s", LABEL_COL - 2, l);
 }
 
 static const char *
-num(char *dst, size_t len, long long v)
+mail_num(char *dst, size_t len, long long v)
 {
 	if (v < 0)
 		snprintf(dst, len, "?");
@@ -655,7 +655,7 @@ num(char *dst, size_t len, long long v)
 }
 
 static void
-report_block(struct buf *b, const struct conf *c, const struct event *e)
+mail_report_block(struct buf *b, const struct conf *c, const struct event *e)
 {
 	struct buf	 clean;
 	const char	*p, *end, *nl;
@@ -667,13 +667,13 @@ report_block(struct buf *b, const struct conf *c, const struct event *e)
 		return;
 	buf_adds(b, "\n  Report from ");
 	if (c->alerts_report_command != NULL)
-		show(b, c->alerts_report_command[0],
+		mail_show(b, c->alerts_report_command[0],
 		    strlen(c->alerts_report_command[0]), 0, 15, 4);
 	else
 		buf_adds(b, "the report command");
 	if (note) {
 		buf_adds(b, " (");
-		show(b, e->report_note, strlen(e->report_note), 0, 0, 4);
+		mail_show(b, e->report_note, strlen(e->report_note), 0, 0, 4);
 		buf_adds(b, ")");
 	}
 	buf_adds(b, ":\n");
@@ -691,7 +691,7 @@ report_block(struct buf *b, const struct conf *c, const struct event *e)
 		do {
 			n = (size_t)(nl - p);
 			if (n > RAW_LINE_MAX)
-				n = utf8_prefix(p, n, RAW_LINE_MAX);
+				n = mail_utf8_prefix(p, n, RAW_LINE_MAX);
 			buf_adds(b, "    ");
 			buf_add(b, p, n);
 			buf_addc(b, '\n');
@@ -705,61 +705,61 @@ report_block(struct buf *b, const struct conf *c, const struct event *e)
 }
 
 static void
-event_block(struct buf *b, const struct conf *c, const struct event *e)
+mail_event_block(struct buf *b, const struct conf *c, const struct event *e)
 {
 	char	 t[64], w[32], n1[24], n2[24];
 	size_t	 i;
 
-	label(b, "Key:");
-	show(b, e->key, e->key_len, 1, LABEL_COL, LABEL_COL);
+	mail_label(b, "Key:");
+	mail_show(b, e->key, e->key_len, 1, LABEL_COL, LABEL_COL);
 	buf_addc(b, '\n');
 
 	mail_duration(w, sizeof(w), e->window_ms);
-	label(b, "Rule:");
-	show(b, e->rule, strlen(e->rule), 0, LABEL_COL, LABEL_COL);
-	buf_printf(b, ", limit %s in %s", num(n1, sizeof(n1), e->limit), w);
+	mail_label(b, "Rule:");
+	mail_show(b, e->rule, strlen(e->rule), 0, LABEL_COL, LABEL_COL);
+	buf_printf(b, ", limit %s in %s", mail_num(n1, sizeof(n1), e->limit), w);
 	if (e->algorithm != NULL && strcmp(e->algorithm, "fixed") != 0) {
 		buf_adds(b, " (");
-		show(b, e->algorithm, strlen(e->algorithm), 0, 0, LABEL_COL);
+		mail_show(b, e->algorithm, strlen(e->algorithm), 0, 0, LABEL_COL);
 		buf_adds(b, ")");
 	}
 	buf_addc(b, '\n');
 	if (e->shadow) {
-		label(b, "");
+		mail_label(b, "");
 		buf_adds(b, "shadow mode: counted and reported, not refused\n");
 	}
 
-	label(b, "Count:");
-	buf_printf(b, "%s when it crossed", num(n1, sizeof(n1), e->count));
+	mail_label(b, "Count:");
+	buf_printf(b, "%s when it crossed", mail_num(n1, sizeof(n1), e->count));
 	/* One message to 50 recipients can cross a recipients-a-day rule. */
 	if (e->cost > 1)
-		buf_printf(b, " (a request counting %s)", num(n2, sizeof(n2),
+		buf_printf(b, " (a request counting %s)", mail_num(n2, sizeof(n2),
 		    e->cost));
 	if (e->count_now >= 0)
-		buf_printf(b, ", %s now", num(n2, sizeof(n2), e->count_now));
+		buf_printf(b, ", %s now", mail_num(n2, sizeof(n2), e->count_now));
 	buf_addc(b, '\n');
 
 	if (e->count_now >= 0 && e->ttl_ms >= 0) {
 		/* Whole seconds: the mail is read later than it is written. */
 		mail_duration(w, sizeof(w), e->ttl_ms / 1000 * 1000);
-		label(b, "Window:");
+		mail_label(b, "Window:");
 		buf_printf(b, "ends in %s\n", e->ttl_ms < 1000 ? "under 1s" :
 		    w);
 	} else if (e->ttl_ms == -2) {
-		label(b, "Window:");
+		mail_label(b, "Window:");
 		buf_adds(b, "over (the counter has expired)\n");
 	}
 
 	mail_rfc3339(t, sizeof(t), e->time);
-	label(b, "Crossed at:");
+	mail_label(b, "Crossed at:");
 	buf_printf(b, "%s\n", t);
 
-	label(b, "Reported by:");
-	show(b, e->host, strlen(e->host), 0, LABEL_COL, LABEL_COL);
+	mail_label(b, "Reported by:");
+	mail_show(b, e->host, strlen(e->host), 0, LABEL_COL, LABEL_COL);
 	buf_addc(b, '\n');
 
-	label(b, "Event:");
-	show(b, e->id, strlen(e->id), 0, LABEL_COL, LABEL_COL);
+	mail_label(b, "Event:");
+	mail_show(b, e->id, strlen(e->id), 0, LABEL_COL, LABEL_COL);
 	buf_addc(b, '\n');
 
 	if (c->alerts_top_subjects > 0) {
@@ -769,16 +769,16 @@ event_block(struct buf *b, const struct conf *c, const struct event *e)
 			buf_adds(b, "    (none recorded)\n");
 		for (i = 0; i < e->nsubjects; i++) {
 			buf_printf(b, "  %8lld  ", e->subjects[i].count);
-			show(b, e->subjects[i].text, e->subjects[i].len, 0,
+			mail_show(b, e->subjects[i].text, e->subjects[i].len, 0,
 			    12, 12);
 			buf_addc(b, '\n');
 		}
 	}
-	report_block(b, c, e);
+	mail_report_block(b, c, e);
 }
 
 static void
-body(struct buf *b, const struct conf *c, struct event *const *evs,
+mail_body(struct buf *b, const struct conf *c, struct event *const *evs,
     size_t n)
 {
 	char	 w[32], n1[24], n2[24], t[64];
@@ -786,32 +786,32 @@ body(struct buf *b, const struct conf *c, struct event *const *evs,
 
 	if (n == 1) {
 		buf_adds(b, "A sender went over its limit.\n\n");
-		event_block(b, c, evs[0]);
+		mail_event_block(b, c, evs[0]);
 	} else {
 		buf_printf(b, "%zu senders went over their limits.\n\n", n);
 		for (i = 0; i < n; i++) {
 			mail_duration(w, sizeof(w), evs[i]->window_ms);
 			mail_rfc3339(t, sizeof(t), evs[i]->time);
 			buf_printf(b, "  %3zu. ", i + 1);
-			show(b, evs[i]->key, evs[i]->key_len, 1, 7, 7);
+			mail_show(b, evs[i]->key, evs[i]->key_len, 1, 7, 7);
 			buf_adds(b, "\n       ");
-			show(b, evs[i]->rule, strlen(evs[i]->rule), 0, 7, 7);
+			mail_show(b, evs[i]->rule, strlen(evs[i]->rule), 0, 7, 7);
 			buf_printf(b, ": %s, limit %s in %s, at %s\n",
-			    num(n1, sizeof(n1), evs[i]->count),
-			    num(n2, sizeof(n2), evs[i]->limit), w, t);
+			    mail_num(n1, sizeof(n1), evs[i]->count),
+			    mail_num(n2, sizeof(n2), evs[i]->limit), w, t);
 		}
 		for (i = 0; i < n; i++) {
 			buf_printf(b, "\n[%zu of %zu]\n", i + 1, n);
-			event_block(b, c, evs[i]);
+			mail_event_block(b, c, evs[i]);
 		}
 	}
 	buf_adds(b, "\n-- \nsenderwatch-alerter on ");
-	show(b, c->hostname, strlen(c->hostname), 0, 24, 0);
+	mail_show(b, c->hostname, strlen(c->hostname), 0, 24, 0);
 	buf_adds(b, "\n");
 }
 
 static uint64_t
-fnv1a(uint64_t h, const char *s, size_t len)
+mail_fnv1a(uint64_t h, const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -824,7 +824,7 @@ fnv1a(uint64_t h, const char *s, size_t len)
 
 /* Only the characters a stream id has: the Message-ID stays well-formed. */
 static void
-add_id(struct buf *b, const char *id)
+mail_add_id(struct buf *b, const char *id)
 {
 	for (; *id != '\0'; id++)
 		if ((*id >= '0' && *id <= '9') || *id == '-')
@@ -844,12 +844,12 @@ mail_message_id(struct buf *b, const struct conf *c,
 	 * Stream ids, the stream name and the From domain: the same crossing
 	 * gets the same Message-ID from any alerter and on every retry.
 	 */
-	h = fnv1a(0xcbf29ce484222325ULL, c->events_stream,
+	h = mail_fnv1a(0xcbf29ce484222325ULL, c->events_stream,
 	    strlen(c->events_stream));
 	for (i = 0; i < n; i++)
-		h = fnv1a(h, evs[i]->id, strlen(evs[i]->id) + 1);
+		h = mail_fnv1a(h, evs[i]->id, strlen(evs[i]->id) + 1);
 	buf_adds(b, "<senderwatch.");
-	add_id(b, n > 0 ? evs[0]->id : "");
+	mail_add_id(b, n > 0 ? evs[0]->id : "");
 	if (n > 1)
 		buf_printf(b, ".n%zu", n);
 	buf_printf(b, ".%016llx@", (unsigned long long)h);
@@ -872,7 +872,7 @@ mail_message_id(struct buf *b, const struct conf *c,
 }
 
 static void
-subject(struct buf *b, const struct conf *c, struct event *const *evs,
+mail_subject(struct buf *b, const struct conf *c, struct event *const *evs,
     size_t n)
 {
 	struct buf	 key;
@@ -886,7 +886,7 @@ subject(struct buf *b, const struct conf *c, struct event *const *evs,
 	buf_init(&key);
 	mail_display(&key, evs[0]->key, evs[0]->key_len, 1);
 	buf_adds(b, ": ");
-	cut = cp_bytes(key.data != NULL ? key.data : "", key.len,
+	cut = mail_cp_bytes(key.data != NULL ? key.data : "", key.len,
 	    SUBJECT_KEY_MAX);
 	buf_add(b, key.data, cut);
 	if (cut < key.len)
@@ -900,7 +900,7 @@ subject(struct buf *b, const struct conf *c, struct event *const *evs,
 }
 
 static int
-all_ascii(const char *s, size_t len)
+mail_all_ascii(const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -923,16 +923,16 @@ mail_compose(struct buf *out, const struct conf *c,
 
 	buf_init(&text);
 	buf_init(&subj);
-	body(&text, c, evs, n);
-	subject(&subj, c, evs, n);
-	qp = !all_ascii(text.data, text.len);
+	mail_body(&text, c, evs, n);
+	mail_subject(&subj, c, evs, n);
+	qp = !mail_all_ascii(text.data, text.len);
 
 	mail_date(date, sizeof(date), now);
 	buf_printf(out, "Date: %s%s", date, eol);
-	header_addrs(out, "From", &c->alerts_from, 1, eol);
-	header_addrs(out, "To", c->alerts_to, c->alerts_nto, eol);
+	mail_header_addrs(out, "From", &c->alerts_from, 1, eol);
+	mail_header_addrs(out, "To", c->alerts_to, c->alerts_nto, eol);
 	if (c->alerts_ncc > 0)
-		header_addrs(out, "Cc", c->alerts_cc, c->alerts_ncc, eol);
+		mail_header_addrs(out, "Cc", c->alerts_cc, c->alerts_ncc, eol);
 	mail_header_text(out, "Subject", subj.data, subj.len, eol);
 	buf_adds(out, "Message-ID: ");
 	mail_message_id(out, c, evs, n);
@@ -968,7 +968,7 @@ mail_compose(struct buf *out, const struct conf *c,
 }
 
 static int
-check_addr(struct conf_ctx *cx, const void *field, const char *s)
+mail_check_addr(struct conf_ctx *cx, const void *field, const char *s)
 {
 	char	 addr[MAIL_ADDR_MAX + 1];
 
@@ -992,13 +992,13 @@ mail_check_conf(struct conf_ctx *cx, const struct conf *c)
 		return conf_fail(cx, &c->alerts_from, "is required");
 	if (c->alerts_to == NULL || c->alerts_nto == 0)
 		return conf_fail(cx, &c->alerts_to, "is required");
-	if (check_addr(cx, &c->alerts_from, c->alerts_from) == -1)
+	if (mail_check_addr(cx, &c->alerts_from, c->alerts_from) == -1)
 		return -1;
 	for (i = 0; i < c->alerts_nto; i++)
-		if (check_addr(cx, &c->alerts_to, c->alerts_to[i]) == -1)
+		if (mail_check_addr(cx, &c->alerts_to, c->alerts_to[i]) == -1)
 			return -1;
 	for (i = 0; i < c->alerts_ncc; i++)
-		if (check_addr(cx, &c->alerts_cc, c->alerts_cc[i]) == -1)
+		if (mail_check_addr(cx, &c->alerts_cc, c->alerts_cc[i]) == -1)
 			return -1;
 	if (c->alerts_subject == NULL ||
 	    strpbrk(c->alerts_subject, "\r\n") != NULL ||

@@ -112,10 +112,3 @@ const struct transport transport_sendmail = {
 	.send = sendmail_send,
 	.cancel = sendmail_cancel,
 };
-
-const struct transport *
-transport_for(const struct conf *c)
-{
-	return c->alerts_sendmail != NULL ? &transport_sendmail :
-	    &transport_smtp;
-}

@@ -438,8 +438,8 @@ stream_group_lost(void)
 	rd.unread = 0;
 	log_warn("event=group_missing stream=%s group=%s action=create",
 	    stream_name, stream_group);
-	keyspace_group_argv(alerter.conf, rd.last_id[0] != '\0' ? rd.last_id :
-	    "$", argv);
+	keyspace_group_argv(stream_name, stream_group, rd.last_id[0] != '\0' ?
+	    rd.last_id : "$", argv);
 	store_command(stream_group_cb, NULL, KEYSPACE_GROUP_ARGC, argv, NULL);
 }
 

@@ -139,7 +139,7 @@ static const struct conf_opt conf_shim_opts[] = {
 };
 
 static const struct conf_opt conf_redis_opts[] = {
-	{ "address", CT_STRING, C(redis_address), 0, 0, 0, NULL, NULL },
+	{ "address", CT_STRING, C(redis_address), 0, 0, 255, NULL, NULL },
 	{ "username", CT_STRING, C(redis_username), 0, 0, 0, NULL, NULL },
 	{ "password", CT_STRING, C(redis_password), 0, 0, 0, NULL, NULL },
 	{ "password_file", CT_SECRET, C(redis_password), 0, 0, 0, NULL, NULL },
@@ -189,7 +189,8 @@ static const struct conf_opt conf_alerts_opts[] = {
 	    10485760, NULL, NULL },
 	{ "digest_wait", CT_DURATION, C(alerts_digest_wait_ms), 0, 0, 3600000,
 	    NULL, NULL },
-	{ "digest_max", CT_INT, C(alerts_digest_max), 0, 1, 10000, NULL,
+	/* At most what one own.lua call takes (alerter/stream.c). */
+	{ "digest_max", CT_INT, C(alerts_digest_max), 0, 1, 1000, NULL,
 	    NULL },
 	{ "top_subjects", CT_INT, C(alerts_top_subjects), 0, 0, 100, NULL,
 	    NULL },
@@ -807,6 +808,9 @@ conf_set(struct conf_ctx *p, const char *section, const struct conf_opt *o,
 			return conf_error(p, n, "%s: \"%.*s\" may only contain "
 			    "letters, digits and _ . : @ - (at most %zu)", what,
 			    64, s, max);
+		if (o->type == CT_STRING && o->max > 0 && strlen(s) > max)
+			return conf_error(p, n, "%s: at most %zu characters",
+			    what, max);
 		if ((s2 = strdup(s)) == NULL)
 			return conf_error(p, n, "%s: out of memory", what);
 		free(*(char **)field);
@@ -1039,6 +1043,7 @@ conf_rule_finish(struct conf_ctx *p, const char *path, const yaml_node_t *n,
 		r->count_denied = r->algorithm == ALG_FIXED;
 	if (r->postfix_key[0] == '\0')
 		strcpy(r->postfix_key, "sender");
+	r->postfix_key_sender = strcmp(r->postfix_key, "sender") == 0;
 	if (r->postfix_action == NULL &&
 	    (r->postfix_action = strdup("DEFER_IF_PERMIT 4.7.1 too much mail "
 	    "from this sender, try again later")) == NULL)
@@ -1141,10 +1146,12 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 	if (p->sections[CONF_RULES] == NULL)
 		return conf_error(p, yaml_document_get_root_node(&p->doc),
 		    "rules: at least one rule is needed");
-	if (conf_rule_find(c, "default", 7) == NULL)
+	if ((c->rule_default = conf_rule_find(c, "default", 7)) == NULL)
 		return conf_error(p, p->sections[CONF_RULES], "rules: a rule "
 		    "named \"default\" is needed (bare requests are counted "
 		    "under it)");
+	if ((c->rule_postfix = conf_rule_find(c, "postfix", 7)) == NULL)
+		c->rule_postfix = c->rule_default;
 	if (c->redis_username != NULL && c->redis_password == NULL)
 		return conf_fail(p, &c->redis_username, "needs redis.password");
 	if (strncmp(c->redis_address, "unix:", 5) != 0 &&

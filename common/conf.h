@@ -75,6 +75,7 @@ struct conf_rule {
 
 	/* Postfix's policy requests: */
 	char		 postfix_key[CONF_NAME_MAX];	/* attribute counted */
+	int		 postfix_key_sender;	/* it is "sender": <> for none */
 	char		*postfix_action;		/* over the limit */
 	int		 postfix_bounces;	/* count MAIL FROM:<> too */
 	/* Count only these clients (client_address), or authenticated ones
@@ -124,6 +125,8 @@ struct conf {
 	/* rules: */
 	struct conf_rule *rules;
 	size_t		 nrules;
+	const struct conf_rule *rule_default;	/* bare requests */
+	const struct conf_rule *rule_postfix;	/* "postfix", or default */
 
 	/* alerts: */
 	char		*alerts_from;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "keyspace.h"
+#include "resp.h"
 
 size_t
 keyspace_escape(char *dst, size_t dstlen, const char *key, size_t len)
@@ -119,12 +120,16 @@ keyspace_rule_new(const char *prefix, const struct conf_rule *r)
 	    == NULL || (ks->override = keyspace_head(prefix, "override",
 	    r->name, "")) == NULL)
 		goto fail;
+	ks->subjects_len = strlen(ks->subjects);
+	ks->override_len = strlen(ks->override);
 	for (i = 0; i < r->nlimits; i++) {
 		l = &r->limits[i];
 		if ((ks->state[i] = keyspace_head(prefix, "", r->name,
 		    l->suffix)) == NULL || (ks->crossed[i] =
 		    keyspace_head(prefix, "crossed", r->name, l->suffix)) == NULL)
 			goto fail;
+		ks->state_len[i] = strlen(ks->state[i]);
+		ks->crossed_len[i] = strlen(ks->crossed[i]);
 		snprintf(ks->limit_text[i][0], sizeof(ks->limit_text[i][0]),
 		    "%lld", (long long)l->limit);
 		snprintf(ks->limit_text[i][1], sizeof(ks->limit_text[i][1]),
@@ -152,6 +157,44 @@ keyspace_rule_free(struct keyspace_rule *ks)
 	free(ks->subjects);
 	free(ks->override);
 	free(ks);
+}
+
+size_t
+keyspace_decision_nkeys(const struct conf_rule *r)
+{
+	return 3 + 2 * r->nlimits;
+}
+
+size_t
+keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
+    size_t elen)
+{
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i, n;
+
+	n = resp_size(ks->subjects_len + elen) +
+	    resp_size(strlen(c->events_stream)) +
+	    resp_size(ks->override_len + elen);
+	for (i = 0; i < r->nlimits; i++)
+		n += resp_size(ks->state_len[i] + elen) +
+		    resp_size(ks->crossed_len[i] + elen);
+	return n;
+}
+
+void
+keyspace_decision_keys(struct resp *out, const struct conf *c,
+    const struct conf_rule *r, const char *ekey, size_t elen)
+{
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i;
+
+	resp_cat(out, ks->subjects, ks->subjects_len, ekey, elen);
+	resp_str(out, c->events_stream);
+	resp_cat(out, ks->override, ks->override_len, ekey, elen);
+	for (i = 0; i < r->nlimits; i++) {
+		resp_cat(out, ks->state[i], ks->state_len[i], ekey, elen);
+		resp_cat(out, ks->crossed[i], ks->crossed_len[i], ekey, elen);
+	}
 }
 
 int
@@ -206,13 +249,13 @@ keyspace_field(const char *name, size_t len)
 }
 
 void
-keyspace_group_argv(const struct conf *c, const char *id,
+keyspace_group_argv(const char *stream, const char *group, const char *id,
     const char *argv[KEYSPACE_GROUP_ARGC])
 {
 	argv[0] = "XGROUP";
 	argv[1] = "CREATE";
-	argv[2] = c->events_stream;
-	argv[3] = c->events_group;
+	argv[2] = stream;
+	argv[3] = group;
 	argv[4] = id;
 	argv[5] = "MKSTREAM";
 }

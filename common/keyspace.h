@@ -29,8 +29,13 @@
 
 #include "conf.h"
 
+struct resp;
+
 /* An escaped key is at most three bytes per byte of the key. */
 #define KEYSPACE_EKEY_MAX	(KEY_MAX * 3)
+
+/* The most one request may count (cost=); count.lua refuses more. */
+#define KEYSPACE_COST_MAX	1000000
 
 /*
  * Escape key for a key name: printable ASCII but % { } stays, everything
@@ -59,12 +64,28 @@ struct keyspace_rule {
 	char	*override;
 	char	*state[CONF_LIMITS_MAX];
 	char	*crossed[CONF_LIMITS_MAX];
+	/* Their lengths: a decision only copies bytes. */
+	size_t	 subjects_len, override_len;
+	size_t	 state_len[CONF_LIMITS_MAX], crossed_len[CONF_LIMITS_MAX];
 	char	 limit_text[CONF_LIMITS_MAX][3][24];	/* limit, ms, burst */
 };
 
 struct keyspace_rule *keyspace_rule_new(const char *prefix,
 	    const struct conf_rule *);
 void	keyspace_rule_free(struct keyspace_rule *);
+
+/*
+ * The keys of one decision, in count.lua's KEYS order (subjects, stream,
+ * override, then each limit's state and crossed marker), written into r
+ * for key ekey (escaped, elen bytes) under rule.  This is the one place
+ * that says which keys a decision touches and how they are named.
+ * keyspace_decision_size() is the most they take in RESP.
+ */
+size_t	keyspace_decision_nkeys(const struct conf_rule *);
+size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
+	    size_t elen);
+void	keyspace_decision_keys(struct resp *, const struct conf *,
+	    const struct conf_rule *, const char *ekey, size_t elen);
 
 /*
  * One key name into dst: head (from a keyspace_rule) and the escaped key.
@@ -107,8 +128,8 @@ int	keyspace_field(const char *name, size_t len);
  * entry (from id 0); an alerter makes it again when it finds it gone.
  */
 #define KEYSPACE_GROUP_ARGC	6
-void	keyspace_group_argv(const struct conf *, const char *id,
-	    const char *argv[KEYSPACE_GROUP_ARGC]);
+void	keyspace_group_argv(const char *stream, const char *group,
+	    const char *id, const char *argv[KEYSPACE_GROUP_ARGC]);
 /* Its reply: 1 made, 0 there already, -1 an error (err says which). */
 int	keyspace_group_reply(const redisReply *, char *err, size_t errlen);
 

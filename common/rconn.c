@@ -45,7 +45,8 @@ struct rconn {
 	ev_timer		 deadline;	/* connect deadline; watchdog */
 	unsigned		 inflight;
 	ev_tstamp		 last_reply;
-	int			 logged_down;	/* log an outage once */
+	int			 logged_down;	/* an outage is logged... */
+	char			 down_why[128];	/* ...once for each reason */
 };
 
 /* Wraps every command to count replies for the watchdog. */
@@ -57,6 +58,22 @@ struct rconn_call {
 
 static void	rconn_connect(struct rconn *);
 static void	rconn_drop(struct rconn *, const char *why);
+
+/*
+ * An outage is logged when it starts and again only when its reason
+ * changes (refused, then "not a master"), not at every retry.
+ */
+static void
+rconn_log_down(struct rconn *rc, int was_ready, const char *why)
+{
+	if (rc->logged_down && !was_ready &&
+	    strncmp(rc->down_why, why, sizeof(rc->down_why) - 1) == 0)
+		return;
+	log_warn("event=redis_down conn=%s address=%s reason=\"%s\"",
+	    rc->name, rc->conf->redis_address, why);
+	snprintf(rc->down_why, sizeof(rc->down_why), "%s", why);
+	rc->logged_down = 1;
+}
 
 static void
 rconn_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -91,10 +108,7 @@ rconn_drop(struct rconn *rc, const char *why)
 	ev_timer_stop(rc->loop, &rc->deadline);
 	rc->ac = NULL;
 	rc->state = RCONN_DOWN;
-	if (!rc->logged_down || was == RCONN_READY)
-		log_warn("event=redis_down conn=%s address=%s reason=\"%s\"",
-		    rc->name, rc->conf->redis_address, why);
-	rc->logged_down = 1;
+	rconn_log_down(rc, was == RCONN_READY, why);
 	if (ac != NULL) {
 		ac->data = NULL;
 		redisAsyncFree(ac);	/* deferred by hiredis in a callback */
@@ -245,6 +259,7 @@ rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 	rc->backoff = RCONN_BACKOFF_MIN;
 	rc->last_reply = ev_now(rc->loop);
 	rc->logged_down = 0;
+	rc->down_why[0] = '\0';
 	log_info("event=redis_up conn=%s address=%s", rc->name,
 	    rc->conf->redis_address);
 	if (rc->hung_s > 0) {
@@ -316,11 +331,7 @@ rconn_connect(struct rconn *rc)
 		return;
 	}
 	if (ac->err) {
-		if (!rc->logged_down)
-			log_warn("event=redis_down conn=%s address=%s "
-			    "reason=\"%s\"", rc->name, c->redis_address,
-			    ac->errstr);
-		rc->logged_down = 1;
+		rconn_log_down(rc, 0, ac->errstr);
 		redisAsyncFree(ac);
 		rc->state = RCONN_DOWN;
 		rconn_schedule(rc);
@@ -421,7 +432,7 @@ rconn_free(struct rconn *rc)
 }
 
 static int
-same(const char *a, const char *b)
+rconn_same(const char *a, const char *b)
 {
 	if (a == NULL || b == NULL)
 		return a == b;
@@ -434,9 +445,9 @@ rconn_set_conf(struct rconn *rc, const struct conf *c)
 	const struct conf	*old = rc->conf;
 	int			 changed;
 
-	changed = !same(old->redis_address, c->redis_address) ||
-	    !same(old->redis_username, c->redis_username) ||
-	    !same(old->redis_password, c->redis_password) ||
+	changed = !rconn_same(old->redis_address, c->redis_address) ||
+	    !rconn_same(old->redis_username, c->redis_username) ||
+	    !rconn_same(old->redis_password, c->redis_password) ||
 	    old->redis_database != c->redis_database;
 	rc->conf = c;
 	if (changed && rc->state != RCONN_DOWN) {

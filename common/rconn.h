@@ -21,7 +21,11 @@ struct rconn;
 struct rconn_cb {
 	/* Connected and authenticated: load scripts, subscribe... */
 	void	(*ready)(struct rconn *, void *arg);
-	/* The connection is gone; pending commands got NULL replies. */
+	/*
+	 * The connection is gone.  Pending commands get their NULL replies
+	 * too, but maybe after this (hiredis defers them when the drop
+	 * happens inside a reply callback).
+	 */
 	void	(*down)(struct rconn *, void *arg);
 };
 

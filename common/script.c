@@ -51,6 +51,7 @@ struct script_conn {
 	unsigned long		 gen;		/* SCRIPT LOADs sent */
 	struct log_limit	 missing;
 	int			 mismatch_logged;
+	int			 load_failed;	/* refused: do not load again */
 };
 
 struct script_call {
@@ -116,6 +117,7 @@ script_load_cb(redisAsyncContext *ac, void *r, void *priv)
 	 * someone loaded it, and if not, each call fails with NOSCRIPT and
 	 * gets the fail policy.  Say it loudly, once per connection.
 	 */
+	l->sc->load_failed = 1;
 	if (l->sc->mismatch_logged++)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR)
@@ -147,6 +149,7 @@ void
 script_conn_ready(struct script_conn *sc)
 {
 	sc->mismatch_logged = 0;
+	sc->load_failed = 0;
 	script_load_all(sc);
 }
 
@@ -177,6 +180,11 @@ script_call_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	}
 	c->retried = 1;
+	if (sc->load_failed) {
+		/* Loading is refused here: a retry could only fail again. */
+		script_call_done(c, reply);
+		return;
+	}
 	if (c->gen == sc->gen) {
 		log_limited(sc->loop, &sc->missing, "script=%s action=reload",
 		    script_defs[c->id].name);

@@ -47,8 +47,10 @@ Reply: { answer (1 yes, 0 no), count, ttl_ms (-1: not looked up),
 crossed (1 if this request recorded an event), limit number that decided
 (1-based, 0 none), over (1 if a limit is exceeded, even in shadow mode),
 override (0 none, 1 allow, 2 block, 3 factor) }, or an error: a wrong
-number of keys or arguments, a bad cost, or any error of Redis itself (a
-full Redis's OOM, READONLY...), which leaves every key as it was.
+number of keys or arguments, a bad cost, or an error of Redis itself.  A
+full Redis's OOM comes at the first write and leaves every key as it was;
+an error after it (a stream key of another type) leaves the counts as
+they were counted, records no crossing, and sets no marker.
 
 Exactly once: a limit's crossing is recorded only by the request that
 creates its "crossed" marker (SET NX), and the script is atomic, so any
@@ -251,23 +253,33 @@ local function record_subject(ttl)
 end
 
 -- Record limit i's crossing, once: only the request that creates the
--- "crossed" marker does, and the marker lives as long as the window.  The
--- first entry of a stream makes the alerters' group with it, from the
--- start: after the stream is lost (deleted, a Redis without persistence
--- restarted) not one crossing written since may be skipped.
+-- "crossed" marker does, and the marker lives as long as the window.
+-- Each crossing makes sure the alerters' group is there, from the end of
+-- what the stream holds: after the stream or the group is lost (deleted,
+-- destroyed, a Redis without persistence restarted) not one crossing
+-- written since may be skipped.  If the stream cannot take the entry (its
+-- key holds something else), the marker goes again, so that the next
+-- request over the limit records the crossing once that is mended.
 local function announce(i, lim, marker_ttl)
   if not redis.call('SET', lim.crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
   end
-  if redis.call('EXISTS', stream) == 0 then
-    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  local g = redis.pcall('XGROUP', 'CREATE', stream, group, '$', 'MKSTREAM')
+  if type(g) == 'table' and g.err and
+      string.sub(g.err, 1, 9) ~= 'BUSYGROUP' then
+    redis.call('DEL', lim.crossed)
+    error(g)
   end
   local t = math.floor(now() / 1000)
-  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+  local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'rule', rule, 'key', key, 'count', lim.count, 'limit', lim.limit,
     'window_ms', lim.window, 'time', t, 'host', host,
     'counter', lim.state, 'subjects', subjects_key,
     'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
+  if type(id) == 'table' then
+    redis.call('DEL', lim.crossed)
+    error(id)
+  end
   redis.call('PUBLISH', channel, cjson.encode({
     type = 'threshold', id = id, rule = rule, key = key,
     count = lim.count, limit = lim.limit, window = lim.window / 1000,

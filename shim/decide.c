@@ -137,9 +137,8 @@ decide_reply_cb(void *priv, redisReply *reply)
 }
 
 /*
- * The command, written into a call sized for it.  Key names are
- * PREFIX:[KIND:]RULE[.WINDOW]:ESCAPED_KEY (common/keyspace.h), the
- * arguments are count.lua's contract, in its order.
+ * The command, written into a call sized for it: the keys as keyspace.c
+ * names them, then count.lua's arguments, in its order.
  */
 static struct script_call *
 decide_command(const struct ask *a, const char **cmd, size_t *len)
@@ -151,36 +150,28 @@ decide_command(const struct ask *a, const char **cmd, size_t *len)
 	struct resp			 resp;
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	char				 factor[24];
-	size_t				 i, elen, cap, heads = 0;
-	size_t				 nkeys = 3 + 2 * r->nlimits;
+	size_t				 i, elen, cap;
 
 	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
 	/*
-	 * Room for exactly this request: every argument's own bytes, and
-	 * resp_size()'s bound on its framing; numbers take 24 at most.
+	 * Room for exactly this request: the keys, then every argument's own
+	 * bytes and resp_size()'s bound on its framing; a number takes 24 at
+	 * most, a name CONF_NAME_LEN.
 	 */
-	for (i = 0; i < r->nlimits; i++)
-		heads += strlen(ks->state[i]) + strlen(ks->crossed[i]);
-	cap = RESP_HEAD + resp_size(0) * (3 + nkeys + 13 + 3 * r->nlimits) +
-	    7 + 40 + 24 + strlen(ks->subjects) + strlen(ks->override) + heads +
-	    (3 + 2 * r->nlimits) * elen + strlen(c->events_stream) +
-	    strlen(r->name) + strlen(c->hostname) +
-	    strlen(c->events_channel) + strlen(c->events_group) +
-	    a->subject_len + 7 + 7 + 24 * (4 + 3 * r->nlimits);
+	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
+	    keyspace_decision_size(c, r, elen) +
+	    resp_size(strlen(r->name)) + resp_size(elen) + resp_size(24) +
+	    resp_size(strlen(c->hostname)) + resp_size(strlen(c->events_channel)) +
+	    resp_size(a->subject_len) + resp_size(24) + 2 * resp_size(7) +
+	    2 * resp_size(1) + resp_size(24) + resp_size(strlen(c->events_group)) +
+	    3 * r->nlimits * resp_size(24);
 	if ((call = script_call_new(cap)) == NULL)
 		return NULL;
 	resp_init(&resp, script_call_buf(call));
 	resp_str(&resp, "EVALSHA");
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
-	resp_num(&resp, (long long)nkeys);
-	resp_cat(&resp, ks->subjects, strlen(ks->subjects), ekey, elen);
-	resp_str(&resp, c->events_stream);
-	resp_cat(&resp, ks->override, strlen(ks->override), ekey, elen);
-	for (i = 0; i < r->nlimits; i++) {
-		resp_cat(&resp, ks->state[i], strlen(ks->state[i]), ekey, elen);
-		resp_cat(&resp, ks->crossed[i], strlen(ks->crossed[i]), ekey,
-		    elen);
-	}
+	resp_num(&resp, (long long)keyspace_decision_nkeys(r));
+	keyspace_decision_keys(&resp, c, r, ekey, elen);
 	resp_str(&resp, r->name);
 	resp_arg(&resp, ekey, elen);
 	resp_num(&resp, a->cost);

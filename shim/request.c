@@ -32,7 +32,7 @@ static const struct attr attrs[] = {
 
 /* Index of the attribute that line starts with ("name="), or -1. */
 static int
-attr_of(const char *line, size_t len)
+request_attr_of(const char *line, size_t len)
 {
 	size_t	 i;
 
@@ -44,7 +44,7 @@ attr_of(const char *line, size_t len)
 }
 
 static void
-set_key(struct request *req, const char *key, size_t len)
+request_set_key(struct request *req, const char *key, size_t len)
 {
 	if (len == 0) {
 		/* The null sender of bounces, as Exim shows it. */
@@ -57,7 +57,7 @@ set_key(struct request *req, const char *key, size_t len)
 }
 
 static int
-parse_cost(const char *val, size_t len, long long *out)
+request_parse_cost(const char *val, size_t len, long long *out)
 {
 	long long	 v = 0;
 	size_t		 i;
@@ -81,7 +81,7 @@ parse_cost(const char *val, size_t len, long long *out)
  * key is chosen later by the rule.
  */
 static enum request_status
-parse_policy(const char *buf, size_t len, int eof, struct request *req,
+request_parse_policy(const char *buf, size_t len, int eof, struct request *req,
     char *err, size_t errlen)
 {
 	const char		*line = buf, *nl, *end = buf + len, *eq;
@@ -139,7 +139,7 @@ request_attr(const struct request *req, const char *name)
 }
 
 static enum request_status
-parse_block(const char *buf, size_t len, int eof, struct request *req,
+request_parse_block(const char *buf, size_t len, int eof, struct request *req,
     char *err, size_t errlen)
 {
 	const char	*line = buf, *nl, *end = buf + len, *val;
@@ -164,7 +164,7 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 			line = nl != NULL ? nl + 1 : end;
 			break;
 		}
-		if ((a = attr_of(line, llen)) == -1) {
+		if ((a = request_attr_of(line, llen)) == -1) {
 			val = memchr(line, '=', llen);
 			/* The name is the client's: quote it for the log. */
 			log_quote(name, sizeof(name), line,
@@ -191,7 +191,7 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 				    "bytes", KEY_MAX);
 				return REQUEST_ERROR;
 			}
-			set_key(req, val, vlen);
+			request_set_key(req, val, vlen);
 			have_key = 1;
 			break;
 		case ATTR_SUBJECT:
@@ -200,7 +200,7 @@ parse_block(const char *buf, size_t len, int eof, struct request *req,
 			    SUBJECT_MAX;
 			break;
 		case ATTR_COST:
-			if (parse_cost(val, vlen, &req->cost) == -1) {
+			if (request_parse_cost(val, vlen, &req->cost) == -1) {
 				snprintf(err, errlen, "cost must be a whole "
 				    "number from 0 to %d", REQUEST_COST_MAX);
 				return REQUEST_ERROR;
@@ -258,13 +258,13 @@ request_parse(const char *buf, size_t len, int eof, struct request *req,
 	nl = memchr(buf, '\n', len);
 	llen = nl != NULL ? (size_t)(nl - buf) : len;
 	/* Decide bare or block as soon as the first name could be seen. */
-	switch (attr_of(buf, llen)) {
+	switch (request_attr_of(buf, llen)) {
 	case -1:
 		break;
 	case ATTR_REQUEST:
-		return parse_policy(buf, len, eof, req, err, errlen);
+		return request_parse_policy(buf, len, eof, req, err, errlen);
 	default:
-		return parse_block(buf, len, eof, req, err, errlen);
+		return request_parse_block(buf, len, eof, req, err, errlen);
 	}
 	if (nl == NULL && !eof) {
 		if (len > KEY_MAX + 1) {
@@ -281,6 +281,6 @@ request_parse(const char *buf, size_t len, int eof, struct request *req,
 		snprintf(err, errlen, "key longer than %d bytes", KEY_MAX);
 		return REQUEST_ERROR;
 	}
-	set_key(req, buf, llen);
+	request_set_key(req, buf, llen);
 	return REQUEST_DONE;
 }

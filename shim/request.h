@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 
+#include "keyspace.h"
+
 enum request_status {
 	REQUEST_MORE,		/* incomplete: read more */
 	REQUEST_DONE,		/* complete: fields are set */
@@ -24,7 +26,7 @@ enum request_status {
 };
 
 #define REQUEST_ATTRS_MAX	64	/* Postfix sends about 30 */
-#define REQUEST_COST_MAX	1000000
+#define REQUEST_COST_MAX	KEYSPACE_COST_MAX	/* count.lua's too */
 
 struct request_attr {
 	const char	*name;

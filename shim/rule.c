@@ -43,7 +43,7 @@ rule_normalize(const struct conf_rule *r, const char *key, size_t len,
 }
 
 static int
-cidr_match(const struct conf_pattern *p, const char *key, size_t len)
+rule_cidr_match(const struct conf_pattern *p, const char *key, size_t len)
 {
 	unsigned char	 addr[16];
 	char		 buf[64];
@@ -92,7 +92,7 @@ rule_listed(const struct conf_pattern *pats, size_t n, const char *key,
 				return 1;
 			break;
 		case PAT_CIDR:
-			if (cidr_match(p, key, len))
+			if (rule_cidr_match(p, key, len))
 				return 1;
 			break;
 		}

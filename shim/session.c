@@ -252,9 +252,7 @@ session_policy_rule(const struct request *req)
 	if ((a = request_attr(req, "policy_context")) != NULL &&
 	    (r = conf_rule_find(shim.conf, a->value, a->value_len)) != NULL)
 		return r;
-	if ((r = conf_rule_find(shim.conf, "postfix", 7)) != NULL)
-		return r;
-	return conf_rule_find(shim.conf, "default", 7);
+	return shim.conf->rule_postfix;
 }
 
 /*
@@ -270,8 +268,8 @@ session_policy_skip(const struct conf_rule *r, const struct request *req,
 {
 	const struct request_attr	*a;
 
-	if (strcmp(r->postfix_key, "sender") == 0 &&
-	    (key == NULL || key->value_len == 0) && !r->postfix_bounces)
+	if (r->postfix_key_sender && (key == NULL || key->value_len == 0) &&
+	    !r->postfix_bounces)
 		return "null sender";
 	if (r->npostfix_networks == 0 && !r->postfix_authenticated)
 		return NULL;
@@ -310,12 +308,15 @@ session_ask(struct session *s, struct request *req)
 			session_reply(s, "DUNNO", skip);
 			return;
 		}
+		if (attr != NULL && attr->value_len > KEY_MAX) {
+			/* As a bare key too long: never cut to share a count. */
+			session_bad(s, "key longer than 512 bytes");
+			return;
+		}
 		if (attr != NULL && attr->value_len > 0) {
 			req->key = attr->value;
-			req->key_len = attr->value_len < KEY_MAX ?
-			    attr->value_len : KEY_MAX;
-		} else if (s->rule != NULL &&
-		    strcmp(s->rule->postfix_key, "sender") == 0)
+			req->key_len = attr->value_len;
+		} else if (s->rule != NULL && s->rule->postfix_key_sender)
 			req->key = "<>", req->key_len = 2;
 		else {
 			/* No such attribute (not authenticated...): no key. */

@@ -94,17 +94,18 @@ def counters(rdb):
     return rdb.keys() - {STREAM}
 
 
-def escape(key):
-    """The key as it appears in Redis key names, from the daemons' own
-    code (common/keyspace.c, through build/tests/keyname)."""
-    name = subprocess.run([KEYNAME, "x", "y"], input=key,
-                          capture_output=True, check=True).stdout
-    assert name.startswith(b"x:y:")
-    return name[4:]
-
-
 def counter(key, rule="default"):
-    return ("%s:%s:" % (PREFIX, rule)).encode() + escape(key)
+    """The name of key's counter under rule, from the daemons' own code
+    (common/keyspace.c, through build/tests/keyname)."""
+    return subprocess.run([KEYNAME, PREFIX, rule], input=key,
+                          capture_output=True, check=True).stdout
+
+
+def escape(key):
+    """The key as it appears in key names (after "PREFIX:RULE:")."""
+    name = counter(key, "r")
+    assert name.startswith(PREFIX.encode() + b":r:")
+    return name[len(PREFIX) + 3:]
 
 
 def count_of(redis, key, rule="default"):

@@ -1,8 +1,8 @@
 /*
- * keyname.c: the Redis key name of a rule's counter for a key, as the
- * daemons make it (common/keyspace.c), for the integration tests: they
+ * keyname.c: the Redis key name of a rule's counter for a key, made by the
+ * daemons' own code (common/keyspace.c), for the integration tests: they
  * check hostile keys' names against this rather than against an escaping
- * of their own.
+ * and a layout of their own.
  *
  *   build/tests/keyname PREFIX RULE < key bytes     prints the name
  */
@@ -14,15 +14,26 @@
 int
 main(int argc, char *argv[])
 {
-	char	 key[KEY_MAX], ekey[KEYSPACE_EKEY_MAX + 1];
-	size_t	 len, elen;
+	struct conf_rule	 r;
+	struct keyspace_rule	*ks;
+	char			 key[KEY_MAX], ekey[KEYSPACE_EKEY_MAX + 1];
+	char			 name[KEYSPACE_EKEY_MAX + 256];
+	size_t			 len, elen;
 
-	if (argc != 3) {
+	if (argc != 3 || strlen(argv[2]) >= sizeof(r.name)) {
 		fprintf(stderr, "usage: keyname PREFIX RULE < key\n");
 		return 2;
 	}
+	memset(&r, 0, sizeof(r));
+	snprintf(r.name, sizeof(r.name), "%s", argv[2]);
+	r.nlimits = 1;
+	if ((ks = keyspace_rule_new(argv[1], &r)) == NULL)
+		return 1;
 	len = fread(key, 1, sizeof(key), stdin);
 	elen = keyspace_escape(ekey, sizeof(ekey), key, len);
-	printf("%s:%s:%.*s", argv[1], argv[2], (int)elen, ekey);
+	if (keyspace_name(name, sizeof(name), ks->state[0], ekey, elen) == -1)
+		return 1;
+	fputs(name, stdout);
+	keyspace_rule_free(ks);
 	return 0;
 }
