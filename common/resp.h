@@ -4,16 +4,20 @@
  * request.  RESP is simple: "*N\r\n", then "$LEN\r\nBYTES\r\n" per
  * argument.  N is known only at the end, so the arguments are written
  * RESP_HEAD bytes into the buffer and the header goes right before them.
+ * Inline, so that each argument is a few stores and one memcpy.
  *
  *	struct resp r;
  *	resp_init(&r, buf);		buf: resp_size() of every argument
  *	resp_str(&r, "EVALSHA"); ...	+ RESP_HEAD bytes
  *	cmd = resp_finish(&r, &len);
+ *
+ * The caller sized the buffer, so nothing here checks room.
  */
 #ifndef SW_RESP_H
 #define SW_RESP_H
 
-#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
 
 #define RESP_HEAD	16	/* "*N\r\n" */
 
@@ -26,13 +30,92 @@ struct resp {
 /* The most an argument of len bytes takes. */
 #define resp_size(len)	((len) + 1 + 20 + 4)
 
-void	 resp_init(struct resp *, char *buf);
-void	 resp_arg(struct resp *, const char *, size_t);
-void	 resp_str(struct resp *, const char *);
-void	 resp_num(struct resp *, long long);
+static inline char *
+resp_uint(char *p, unsigned long long v)
+{
+	char	 tmp[24];
+	int	 i = 0;
+
+	do
+		tmp[i++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (i > 0)
+		*p++ = tmp[--i];
+	return p;
+}
+
+static inline void
+resp_init(struct resp *r, char *buf)
+{
+	r->base = buf;
+	r->p = buf + RESP_HEAD;
+	r->n = 0;
+}
+
+static inline void
+resp_arg(struct resp *r, const char *s, size_t len)
+{
+	*r->p++ = '$';
+	r->p = resp_uint(r->p, len);
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	memcpy(r->p, s, len);
+	r->p += len;
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	r->n++;
+}
+
+static inline void
+resp_str(struct resp *r, const char *s)
+{
+	resp_arg(r, s, strlen(s));
+}
+
 /* One argument of two parts: a key name's head and the escaped key. */
-void	 resp_cat(struct resp *, const char *, size_t, const char *, size_t);
+static inline void
+resp_cat(struct resp *r, const char *a, size_t alen, const char *b,
+    size_t blen)
+{
+	*r->p++ = '$';
+	r->p = resp_uint(r->p, alen + blen);
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	memcpy(r->p, a, alen);
+	memcpy(r->p + alen, b, blen);
+	r->p += alen + blen;
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	r->n++;
+}
+
+static inline void
+resp_num(struct resp *r, long long v)
+{
+	char	 buf[24];
+	size_t	 len;
+
+	if (v < 0)
+		len = (size_t)snprintf(buf, sizeof(buf), "%lld", v);
+	else
+		len = (size_t)(resp_uint(buf, (unsigned long long)v) - buf);
+	resp_arg(r, buf, len);
+}
+
 /* The whole command, which starts inside buf, and its length. */
-char	*resp_finish(struct resp *, size_t *len);
+static inline char *
+resp_finish(struct resp *r, size_t *len)
+{
+	char	 head[RESP_HEAD], *h = head, *start;
+
+	*h++ = '*';
+	h = resp_uint(h, (unsigned long long)r->n);
+	*h++ = '\r';
+	*h++ = '\n';
+	start = r->base + RESP_HEAD - (h - head);
+	memcpy(start, head, (size_t)(h - head));
+	*len = (size_t)(r->p - start);
+	return start;
+}
 
 #endif

@@ -64,8 +64,11 @@ struct script_call {
 	char			*cmd;		/* into buf[], or hiredis's */
 	size_t			 len;
 	int			 formatted;	/* cmd from redisFormat... */
-	char			 buf[];
+	size_t			 userlen;	/* buf[] starts with the user's */
+	_Alignas(16) char	 buf[];
 };
+
+#define SCRIPT_USER_ROUND(n)	(((n) + 15) & ~(size_t)15)
 
 struct script_conn *
 script_conn_new(struct ev_loop *loop, struct rconn *rc, unsigned mask)
@@ -196,19 +199,27 @@ script_call_cb(redisAsyncContext *ac, void *r, void *priv)
 }
 
 struct script_call *
-script_call_new(size_t cap)
+script_call_new(size_t cap, size_t userlen)
 {
 	struct script_call	*c;
 
-	if ((c = malloc(sizeof(*c) + cap)) == NULL)
+	userlen = SCRIPT_USER_ROUND(userlen);
+	if ((c = malloc(sizeof(*c) + userlen + cap)) == NULL)
 		return NULL;
 	c->cmd = NULL;
 	c->formatted = 0;
+	c->userlen = userlen;
 	return c;
 }
 
 char *
 script_call_buf(struct script_call *c)
+{
+	return c->buf + c->userlen;
+}
+
+void *
+script_call_user(struct script_call *c)
 {
 	return c->buf;
 }
@@ -268,7 +279,7 @@ script_run(struct script_conn *sc, enum script_id id, script_reply_fn *fn,
 	free(avlen);
 	if (len < 0)
 		return -1;
-	if ((c = script_call_new(0)) == NULL) {
+	if ((c = script_call_new(0, 0)) == NULL) {
 		redisFreeCommand(cmd);
 		return -1;
 	}

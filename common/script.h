@@ -68,10 +68,13 @@ int		 script_run(struct script_conn *, enum script_id,
  * The same for a command the caller writes itself (the shim, in RESP):
  * a call with room for cap bytes, the caller's EVALSHA written into
  * script_call_buf() (cmd, len: where it starts in there), then sent.  A
- * call that is not sent is freed with script_call_free().
+ * call that is not sent is freed with script_call_free().  The call can
+ * carry userlen bytes of the caller's own (script_call_user()), which live
+ * until fn has returned: one allocation per request, not two.
  */
-struct script_call *script_call_new(size_t cap);
+struct script_call *script_call_new(size_t cap, size_t userlen);
 char		*script_call_buf(struct script_call *);
+void		*script_call_user(struct script_call *);
 int		 script_call_send(struct script_conn *, struct script_call *,
 		    enum script_id, const char *cmd, size_t len,
 		    script_reply_fn *fn, void *priv);

@@ -59,31 +59,32 @@ are common/keyspace.h's keyspace_fields[], in that order.
 ]]
 
 local FIXED_ARGS = 13
-local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX
+local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX, and so
+				-- at most 6 digits or '1000000' below
 local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
 
+-- n is whole only when #KEYS matches it, so one comparison checks both.
 local n = (#ARGV - FIXED_ARGS) / 3
-if n < 1 or n > 8 or n % 1 ~= 0 or #KEYS ~= 3 + 2 * n then
+if #KEYS ~= 3 + 2 * n or n < 1 or n > 8 then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; a rule of n limits (1 to 8) takes 3 + 2n keys and '
     .. '%d + 3n arguments', #KEYS, #ARGV, FIXED_ARGS))
 end
 
-local subjects_key, stream, override_key = KEYS[1], KEYS[2], KEYS[3]
-local rule, key, cost_arg, host, channel, subject, maxlen, mode, algorithm =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8],
-  ARGV[9]
+-- Every EVALSHA runs this whole file, so what the common case (a fixed
+-- window counting every attempt) does not need is defined after it has
+-- returned: each closure and table made here costs Redis CPU per decision.
+
+local cost_arg, subject, mode, algorithm = ARGV[3], ARGV[6], ARGV[8], ARGV[9]
 local shadow = ARGV[10] == '1'
 local count_denied = ARGV[11] == '1'
 local factor = tonumber(ARGV[12])
-local group = ARGV[13]
 
 -- INCRBY is given ARGV[3] as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
 -- So the cost must be plain digits INCRBY accepts.
-if not (cost_arg == '0' or (#cost_arg <= 7 and
-    string.match(cost_arg, '^[1-9]%d*$') and tonumber(cost_arg) <= COST_MAX))
-    then
+if not (cost_arg == '0' or ((#cost_arg < 7 or cost_arg == '1000000') and
+    string.match(cost_arg, '^[1-9]%d*$'))) then
   return redis.error_reply('ERR cost must be a whole number from 0 to '
     .. COST_MAX)
 end
@@ -96,12 +97,10 @@ local cost = tonumber(cost_arg)
 -- raised as it is: the script stops, nothing is replaced, and the shim
 -- answers its fail policy and says why.  A full Redis must never look like
 -- an empty one.
-local function wrong_type(e)
-  return string.sub(e.err, 1, 9) == 'WRONGTYPE'
-end
-local function corrupt(e)
-  return wrong_type(e) or string.find(e.err, 'not an integer', 1, true)
-    or string.find(e.err, 'overflow', 1, true)
+local function corrupt(e, incr)
+  return string.sub(e.err, 1, 9) == 'WRONGTYPE' or (incr and
+    (string.find(e.err, 'not an integer', 1, true) or
+     string.find(e.err, 'overflow', 1, true)))
 end
 
 -- The one reply: see the contract above.
@@ -113,9 +112,9 @@ end
 -- Runtime override, set with scripts/override.lua or plain redis-cli.  A
 -- key of another type there is not an override.
 local override = 0
-local ov = redis.pcall('GET', override_key)
+local ov = redis.pcall('GET', KEYS[3])
 if type(ov) == 'table' then
-  if not wrong_type(ov) then error(ov) end
+  if not corrupt(ov) then error(ov) end
 elseif ov == 'allow' then
   return reply(false, 0, -1, 0, 0, 1)
 elseif ov == 'block' then
@@ -123,6 +122,13 @@ elseif ov == 'block' then
 elseif ov and string.sub(ov, 1, 1) == 'x' and tonumber(string.sub(ov, 2)) then
   factor = tonumber(string.sub(ov, 2))
   override = 3
+end
+
+-- Limit i's limit, with an override's factor applied.
+local function limit_of(i)
+  local l = tonumber(ARGV[FIXED_ARGS + 3 * i - 2])
+  if factor ~= 1 then l = math.floor(l * factor) end
+  return l
 end
 
 local now_ms
@@ -134,27 +140,126 @@ local function now()
   return now_ms
 end
 
--- Limit i, with an override's factor applied.
-local limits = {}
-for i = 1, n do
-  local b = FIXED_ARGS + 3 * (i - 1)
-  local limit, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 3])
-  if factor ~= 1 then
-    limit, burst = math.floor(limit * factor), math.floor(burst * factor)
+-- The fixed window's write (the article's window, from the key's first
+-- hit): INCRBY, and PEXPIRE NX, which starts the window at the first hit
+-- and mends a key another tool left without a TTL.  It returns the new
+-- count, so a rule that counts every attempt decides from it alone, with
+-- no read before the write.
+local function fixed_commit(state, window)
+  local c = redis.pcall('INCRBY', state, cost_arg)
+  if type(c) == 'table' then
+    if not corrupt(c, true) then error(c) end
+    redis.call('DEL', state)
+    c = redis.call('INCRBY', state, cost_arg)
   end
-  limits[i] = { limit = limit, window = tonumber(ARGV[b + 2]),
-    burst = burst, state = KEYS[2 + 2 * i], crossed = KEYS[3 + 2 * i] }
+  redis.call('PEXPIRE', state, window, 'NX')
+  return c
 end
 
--- The algorithms.  probe() works out what this request would make a
--- limit (count, over, and the TTL where it is known); commit() writes it.
+-- The rare paths (a subject to record, a crossing to announce) read KEYS
+-- and ARGV themselves rather than the locals above: a closure that
+-- captures nothing costs next to nothing to make, and every decision
+-- makes every closure of the common path.
 
--- Fixed window (the article's): a count from the key's first hit.
--- commit() is INCRBY and PEXPIRE NX: NX starts the window at the first hit
--- and mends a key that another tool left without a TTL.  It returns the
--- new count, so a rule that counts every attempt decides from commit()
--- alone, with no read before the write (see "count first" below).
-local fixed = {}
+-- Record the subject under the key, with the first limit's window.
+local function record_subject(ttl, corrupt_)
+  local subjects_key, subject = KEYS[1], ARGV[6]
+  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
+  if type(z) == 'table' then
+    if not corrupt_(z) then error(z) end
+    redis.call('DEL', subjects_key)
+    redis.call('ZINCRBY', subjects_key, 1, subject)
+  end
+  if ttl < 1 then ttl = tonumber(ARGV[15]) end	-- limit 1's window
+  redis.call('PEXPIRE', subjects_key, ttl)
+  local card = redis.call('ZCARD', subjects_key)
+  if card > 100 then				-- SUBJECTS_MAX
+    redis.call('ZREMRANGEBYRANK', subjects_key, 0, card - 101)
+  end
+end
+
+-- Record limit i's crossing, once: only the request that creates the
+-- "crossed" marker does, and the marker lives as long as the window.
+-- Each crossing makes sure the alerters' group is there, from the end of
+-- what the stream holds: after the stream or the group is lost (deleted,
+-- destroyed, a Redis without persistence restarted) not one crossing
+-- written since may be skipped.  If the stream cannot take the entry (its
+-- key holds something else), the marker goes again, so that the next
+-- request over the limit records the crossing once that is mended.
+local function announce(i, count, limit, marker_ttl, now_)
+  local crossed, state, stream = KEYS[3 + 2 * i], KEYS[2 + 2 * i], KEYS[2]
+  if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
+    return 0
+  end
+  local g = redis.pcall('XGROUP', 'CREATE', stream, ARGV[13], '$',
+    'MKSTREAM')
+  if type(g) == 'table' and g.err and
+      string.sub(g.err, 1, 9) ~= 'BUSYGROUP' then
+    redis.call('DEL', crossed)
+    error(g)
+  end
+  local window = tonumber(ARGV[13 + 3 * i - 1])
+  local t = math.floor(now_() / 1000)
+  local shadow = ARGV[10] == '1'
+  local id = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[7], '*',
+    'rule', ARGV[1], 'key', ARGV[2], 'count', count, 'limit', limit,
+    'window_ms', window, 'time', t, 'host', ARGV[4],
+    'counter', state, 'subjects', KEYS[1],
+    'algorithm', ARGV[9], 'cost', ARGV[3], 'shadow', shadow and 1 or 0)
+  if type(id) == 'table' then
+    redis.call('DEL', crossed)
+    error(id)
+  end
+  redis.call('PUBLISH', ARGV[5], cjson.encode({
+    type = 'threshold', id = id, rule = ARGV[1], key = ARGV[2],
+    count = count, limit = limit, window = window / 1000,
+    limit_index = i, algorithm = ARGV[9], time = t, host = ARGV[4],
+    shadow = shadow,
+  }))
+  return 1
+end
+
+-- Count first: a fixed window that counts every attempt needs nothing
+-- but the write, limit by limit.
+if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
+  local decided, dcount, crossed, ttl1 = 0, 0, 0, -1
+  for i = 1, n do
+    local state = KEYS[2 + 2 * i]
+    local window = ARGV[FIXED_ARGS + 3 * i - 1]
+    local c = fixed_commit(state, window)
+    local limit = limit_of(i)
+    if c > limit then
+      if decided == 0 then decided, dcount = i, c end
+      local ttl = redis.call('PTTL', state)
+      if i == 1 then ttl1 = ttl end
+      crossed = crossed + announce(i, c, limit, ttl > 0 and ttl or window,
+        now)
+    elseif i == 1 then
+      dcount = c
+    end
+  end
+  if subject ~= '' then
+    if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[4]) end
+    record_subject(ttl1, corrupt)
+  end
+  return reply(decided > 0, dcount, ttl1, crossed, decided, override)
+end
+
+-- Every other case in two phases: probe() works out what this request
+-- would make a limit (count, over, the TTL where known), then commit()
+-- writes all limits or none, so a denied request is not half counted.
+
+local limits = {}
+for i = 1, n do
+  local burst = tonumber(ARGV[FIXED_ARGS + 3 * i])
+  if factor ~= 1 then burst = math.floor(burst * factor) end
+  limits[i] = { limit = limit_of(i),
+    window = tonumber(ARGV[FIXED_ARGS + 3 * i - 1]), burst = burst,
+    state = KEYS[2 + 2 * i] }
+end
+
+local fixed, sliding, gcra = {}, {}, {}
+
 function fixed.probe(lim)
   local v = redis.pcall('GET', lim.state)
   if type(v) == 'table' or (v and (not string.match(v, '^%-?%d+$') or
@@ -167,23 +272,15 @@ function fixed.probe(lim)
   lim.over = lim.count > lim.limit
 end
 function fixed.commit(lim)
-  local c = redis.pcall('INCRBY', lim.state, cost_arg)
-  if type(c) == 'table' then
-    if not corrupt(c) then error(c) end
-    redis.call('DEL', lim.state)
-    c = redis.call('INCRBY', lim.state, cost_arg)
-  end
-  redis.call('PEXPIRE', lim.state, lim.window, 'NX')
-  return c
+  fixed_commit(lim.state, lim.window)
 end
 
 -- Sliding-window counter: the previous bucket's count, weighted by how
 -- much of it still lies inside the window, plus this bucket's.
-local sliding = {}
 function sliding.probe(lim)
   local h = redis.pcall('HMGET', lim.state, 'i', 'c', 'p')
   if h.err then
-    if not wrong_type(h) then error(h) end
+    if not corrupt(h) then error(h) end
     redis.call('DEL', lim.state)
     h = {}
   end
@@ -210,7 +307,6 @@ end
 -- time may run ahead of now by at most the burst tolerance.  The key
 -- expires exactly at the TAT, so its TTL is the state and the value is a
 -- shared small integer: no memory for a timestamp.
-local gcra = {}
 function gcra.probe(lim)
   local interval = lim.window / lim.limit
   local pttl = redis.call('PTTL', lim.state)
@@ -236,69 +332,7 @@ local function ttl_of(lim)
   return lim.ttl
 end
 
--- Record the subject under the key, with the first limit's window.
-local function record_subject(ttl)
-  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
-  if type(z) == 'table' then
-    if not wrong_type(z) then error(z) end
-    redis.call('DEL', subjects_key)
-    redis.call('ZINCRBY', subjects_key, 1, subject)
-  end
-  if ttl < 1 then ttl = limits[1].window end
-  redis.call('PEXPIRE', subjects_key, ttl)
-  local card = redis.call('ZCARD', subjects_key)
-  if card > SUBJECTS_MAX then
-    redis.call('ZREMRANGEBYRANK', subjects_key, 0, card - SUBJECTS_MAX - 1)
-  end
-end
-
--- Record limit i's crossing, once: only the request that creates the
--- "crossed" marker does, and the marker lives as long as the window.
--- Each crossing makes sure the alerters' group is there, from the end of
--- what the stream holds: after the stream or the group is lost (deleted,
--- destroyed, a Redis without persistence restarted) not one crossing
--- written since may be skipped.  If the stream cannot take the entry (its
--- key holds something else), the marker goes again, so that the next
--- request over the limit records the crossing once that is mended.
-local function announce(i, lim, marker_ttl)
-  if not redis.call('SET', lim.crossed, '1', 'NX', 'PX', marker_ttl) then
-    return 0
-  end
-  local g = redis.pcall('XGROUP', 'CREATE', stream, group, '$', 'MKSTREAM')
-  if type(g) == 'table' and g.err and
-      string.sub(g.err, 1, 9) ~= 'BUSYGROUP' then
-    redis.call('DEL', lim.crossed)
-    error(g)
-  end
-  local t = math.floor(now() / 1000)
-  local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'rule', rule, 'key', key, 'count', lim.count, 'limit', lim.limit,
-    'window_ms', lim.window, 'time', t, 'host', host,
-    'counter', lim.state, 'subjects', subjects_key,
-    'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
-  if type(id) == 'table' then
-    redis.call('DEL', lim.crossed)
-    error(id)
-  end
-  redis.call('PUBLISH', channel, cjson.encode({
-    type = 'threshold', id = id, rule = rule, key = key,
-    count = lim.count, limit = lim.limit, window = lim.window / 1000,
-    limit_index = i, algorithm = algorithm, time = t, host = host,
-    shadow = shadow,
-  }))
-  return 1
-end
-
-if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
-  -- Count first: every attempt counts, so the write is the read.
-  for i = 1, n do
-    local lim = limits[i]
-    lim.count = fixed.commit(lim)
-    lim.over = lim.count > lim.limit
-  end
-else
-  for i = 1, n do alg.probe(limits[i]) end
-end
+for i = 1, n do alg.probe(limits[i]) end
 
 local over, decided = false, 0
 for i = 1, n do
@@ -310,15 +344,12 @@ if mode == 'peek' then
   return reply(over, first.count - cost, ttl_of(first), 0, decided, override)
 end
 
--- Two phases for the rest: all limits commit or none, so a denied request
--- is not half counted.
-if not (algorithm == 'fixed' and count_denied) and (not over or count_denied)
-    then
+if not over or count_denied then
   for i = 1, n do alg.commit(limits[i]) end
 end
 
 if subject ~= '' then
-  record_subject(ttl_of(limits[1]))
+  record_subject(ttl_of(limits[1]), corrupt)
 end
 
 local crossed = 0
@@ -327,9 +358,8 @@ for i = 1, n do
   if lim.over then
     local ttl = lim.window
     if algorithm == 'fixed' and ttl_of(lim) > 0 then ttl = lim.ttl end
-    crossed = crossed + announce(i, lim, ttl)
+    crossed = crossed + announce(i, lim.count, lim.limit, ttl, now)
   end
 end
 
-return reply(over, first.count, (first.ttl or -1), crossed, decided,
-  override)
+return reply(over, first.count, first.ttl, crossed, decided, override)

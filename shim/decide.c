@@ -8,10 +8,10 @@
  * bytes.  The script registry (common/script.c) loads the script and
  * retries once on NOSCRIPT.
  *
- * Each request in flight has a struct pending, owned by the registry's
- * call until the reply comes.  When the client goes first, the session
- * detaches itself and the reply just frees the pending: a reply never
- * touches freed memory.  An error from Redis is never read as a verdict:
+ * Each request in flight has a struct pending, carried in the registry's
+ * call until the reply comes (one allocation per request).  When the
+ * client goes first, the session detaches itself and the reply finds no
+ * session: a reply never touches freed memory.  An error from Redis is never read as a verdict:
  * it is the fail policy, counted by its reason.
  */
 #include <stdio.h>
@@ -115,11 +115,9 @@ decide_reply_cb(void *priv, redisReply *reply)
 	struct pending	*p = priv;
 	char		 why[160];
 
-	if (p->session == NULL) {
-		/* The client left (or timed out) before Redis answered. */
-		free(p);
+	/* The client left (or timed out) before Redis answered. */
+	if (p->session == NULL)
 		return;
-	}
 	if (reply == NULL)
 		session_fail(p->session, FAIL_LOST, "redis connection failed");
 	else if (reply->type == REDIS_REPLY_ERROR) {
@@ -133,7 +131,7 @@ decide_reply_cb(void *priv, redisReply *reply)
 		session_answer(p->session, reply->element[0]->integer != 0,
 		    NULL);
 	}
-	free(p);
+	/* p goes with the call, after this returns. */
 }
 
 /*
@@ -141,7 +139,8 @@ decide_reply_cb(void *priv, redisReply *reply)
  * names them, then count.lua's arguments, in its order.
  */
 static struct script_call *
-decide_command(const struct ask *a, const char **cmd, size_t *len)
+decide_command(const struct ask *a, const char **cmd, size_t *len,
+    struct pending **p)
 {
 	const struct conf		*c = shim.conf;
 	const struct conf_rule		*r = a->rule;
@@ -165,8 +164,9 @@ decide_command(const struct ask *a, const char **cmd, size_t *len)
 	    resp_size(a->subject_len) + resp_size(24) + 2 * resp_size(7) +
 	    2 * resp_size(1) + resp_size(24) + resp_size(strlen(c->events_group)) +
 	    3 * r->nlimits * resp_size(24);
-	if ((call = script_call_new(cap)) == NULL)
+	if ((call = script_call_new(cap, sizeof(**p))) == NULL)
 		return NULL;
+	*p = script_call_user(call);
 	resp_init(&resp, script_call_buf(call));
 	resp_str(&resp, "EVALSHA");
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
@@ -210,17 +210,13 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	*out = NULL;
 	if (!rconn_is_ready(shim.redis))
 		return FAIL_NOT_CONNECTED;
-	if ((p = malloc(sizeof(*p))) == NULL ||
-	    (call = decide_command(a, &cmd, &len)) == NULL) {
-		free(p);
+	if ((call = decide_command(a, &cmd, &len, &p)) == NULL)
 		return FAIL_NOMEM;
-	}
 	p->session = s;
 	p->ask = *a;
 	if (script_call_send(shim.scripts, call, SCRIPT_COUNT, cmd, len,
 	    decide_reply_cb, p) == -1) {
 		script_call_free(call);
-		free(p);
 		/* rconn refuses only when it is down or out of memory. */
 		return rconn_is_ready(shim.redis) ? FAIL_NOMEM :
 		    FAIL_NOT_CONNECTED;

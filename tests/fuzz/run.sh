@@ -48,10 +48,10 @@ sources() {
 		    "$root/common/log.c" ;;
 	fuzz_conf)
 		echo "$root/tests/fuzz/fuzz_conf.c $root/common/conf.c" \
-		    "$root/common/keyspace.c $root/common/resp.c" ;;
+		    "$root/common/keyspace.c" ;;
 	fuzz_keyspace)
 		echo "$root/tests/fuzz/fuzz_keyspace.c" \
-		    "$root/common/keyspace.c $root/common/resp.c" ;;
+		    "$root/common/keyspace.c" ;;
 	*)
 		return 1 ;;
 	esac
