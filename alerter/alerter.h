@@ -70,6 +70,7 @@ void	store_reload(const struct conf *old);
 void	store_close(void);		/* pending callbacks run, NULL */
 int	store_ready(void);		/* the command connection is up */
 const char *store_state(void);
+int	store_replicas(void);		/* the master's, at connect */
 int	store_command(redisCallbackFn *, void *, int argc, const char **argv,
 	    const size_t *argvlen);
 struct script_conn *store_scripts(void);

@@ -131,6 +131,12 @@ store_ready(void)
 	return store_cmd != NULL && rconn_is_ready(store_cmd);
 }
 
+int
+store_replicas(void)
+{
+	return store_cmd != NULL ? rconn_replicas(store_cmd) : 0;
+}
+
 const char *
 store_state(void)
 {

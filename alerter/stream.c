@@ -331,12 +331,40 @@ stream_event_lost(const char *id, size_t len, int ack)
 	store_command(stream_ignore_cb, NULL, 4, argv, argvlen);
 }
 
+/*
+ * Events just read or claimed, held back until a replica has the
+ * delivery (stream_confirm): one per read or claim in flight.
+ */
+struct stream_fresh {
+	struct event	**evs;
+	size_t		 n, cap;
+	const char	*how;		/* "new", "resumed", "claimed" */
+};
+
+static int
+stream_fresh_add(struct stream_fresh *f, struct event *ev)
+{
+	struct event	**evs;
+	size_t		 cap;
+
+	if (f->n == f->cap) {
+		cap = f->cap ? f->cap * 2 : 16;
+		if ((evs = reallocarray(f->evs, cap, sizeof(*evs))) == NULL)
+			return -1;
+		f->evs = evs;
+		f->cap = cap;
+	}
+	f->evs[f->n++] = ev;
+	return 0;
+}
+
+/* Parse entries into f: held from now on, not yet handed over. */
 static void
-stream_handle(const redisReply *entries, const char *how)
+stream_handle(const redisReply *entries, struct stream_fresh *f)
 {
 	const redisReply	*e;
 	struct event		*ev;
-	char			 q[KEY_MAX * 4 + 1];
+	char			 q[64];
 	size_t			 i;
 
 	if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
@@ -358,7 +386,7 @@ stream_handle(const redisReply *entries, const char *how)
 		    NULL) {
 			/* Still pending: re-read at the next reconnect. */
 			log_err("event=bad_entry id=%s reason=\"out of memory "
-			    "or not a stream id\"", log_quote(q, 64,
+			    "or not a stream id\"", log_quote(q, sizeof(q),
 			    e->element[0]->str, e->element[0]->len));
 			continue;
 		}
@@ -372,23 +400,133 @@ stream_handle(const redisReply *entries, const char *how)
 			stream_event_free(ev);	/* already on its way */
 			continue;
 		}
-		if (tsearch(ev, &held, stream_event_cmp) == NULL) {
+		if (tsearch(ev, &held, stream_event_cmp) == NULL ||
+		    stream_fresh_add(f, ev) == -1) {
 			log_err("event=bad_entry id=%s reason=\"out of "
 			    "memory\"", ev->id);
+			tdelete(ev, &held, stream_event_cmp);
 			stream_event_free(ev);
 			continue;
 		}
 		nheld++;
+	}
+}
+
+/*
+ * Confirm with WAIT that a replica has what this connection just wrote to
+ * the group: a delivery (a read, a claim) or an acknowledgement.  In a
+ * failover, Sentinel promotes a replica while the old master still takes
+ * our writes for a moment; a delivery or an ack only the old master saw
+ * would, after the switch, mail a crossing again.  So what is not
+ * confirmed is not acted on, for at most CONFIRM_GRACE_S: a replica that
+ * is away longer than a failover takes must not stop the alerts (then we
+ * act, and say so).  Without replicas (a single Redis) there is nothing
+ * to wait for.
+ */
+#define CONFIRM_WAIT_MS		"250"
+#define CONFIRM_GRACE_S		5.0
+
+typedef void	stream_confirm_fn(void *arg, int confirmed);
+
+struct stream_confirm_call {
+	stream_confirm_fn	*fn;
+	void			*arg;
+};
+
+static ev_tstamp	 confirm_since;	/* unconfirmed since; 0: fine */
+static struct log_limit	 warn_unconfirmed = {
+	.event = "replica_unconfirmed", .warn = 1, .period = 60 };
+
+static void
+stream_confirm_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct stream_confirm_call	*call = priv;
+	redisReply			*reply = r;
+	ev_tstamp			 now = ev_now(alerter.loop);
+	int				 ok = 0;
+
+	(void)ac;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer >= 1) {
+		ok = 1;
+		confirm_since = 0;
+	} else if (reply != NULL) {
+		if (confirm_since == 0)
+			confirm_since = now;
+		if (now - confirm_since >= CONFIRM_GRACE_S) {
+			ok = 1;
+			log_limited(alerter.loop, &warn_unconfirmed,
+			    "for_s=%.0f note=\"no replica confirms the "
+			    "group's deliveries and acks: going on without; a "
+			    "failover now could mail a crossing twice\"",
+			    now - confirm_since);
+		}
+	}
+	call->fn(call->arg, ok);
+	free(call);
+}
+
+static void
+stream_confirm(stream_confirm_fn *fn, void *arg)
+{
+	struct stream_confirm_call	*call;
+	const char			*argv[] = { "WAIT", "1",
+					    CONFIRM_WAIT_MS };
+
+	if (store_replicas() == 0) {
+		fn(arg, 1);
+		return;
+	}
+	if ((call = malloc(sizeof(*call))) == NULL) {
+		fn(arg, 0);
+		return;
+	}
+	call->fn = fn;
+	call->arg = arg;
+	if (store_command(stream_confirm_cb, call, 3, argv, NULL) == -1) {
+		free(call);
+		fn(arg, 0);
+	}
+}
+
+/* Confirmed: hand the events over to the policy. */
+static void
+stream_deliver(struct stream_fresh *f)
+{
+	struct event	*ev;
+	char		 q[KEY_MAX * 4 + 1];
+	size_t		 i;
+
+	for (i = 0; i < f->n; i++) {
+		ev = f->evs[i];
 		alerter.stats.events_read++;
-		if (strcmp(how, "claimed") == 0)
+		if (strcmp(f->how, "claimed") == 0)
 			alerter.stats.events_claimed++;
-		if (strcmp(how, "new") != 0 || log_verbose())
+		if (strcmp(f->how, "new") != 0 || log_verbose())
 			log_info("event=event_%s id=%s rule=%s key=\"%s\" "
-			    "count=%lld", how, ev->id, ev->rule,
+			    "count=%lld", f->how, ev->id, ev->rule,
 			    log_quote(q, sizeof(q), ev->key, ev->key_len),
 			    ev->count);
 		stream_hooks->event(ev);
 	}
+	f->n = 0;
+}
+
+/*
+ * Not confirmed: let go of them.  They stay pending for us in Redis, so
+ * our pending list is read again (from its start) by the next read: from
+ * the new master after a failover, where only what a replica had counts.
+ */
+static void
+stream_withdraw(struct stream_fresh *f)
+{
+	size_t	 i;
+
+	for (i = 0; i < f->n; i++)
+		stream_release(f->evs[i]);
+	f->n = 0;
+	rd.pel_done = 0;
+	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
 }
 
 static void
@@ -489,10 +627,36 @@ stream_read_lost(const redisReply *reply)
 	return reply->element[1];
 }
 
+/* Out of memory for a read's events: as if not confirmed, read again. */
+static void
+stream_withdraw_all(void)
+{
+	rd.busy = 0;
+	rd.pel_done = 0;
+	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
+}
+
+static void
+stream_read_confirmed(void *arg, int ok)
+{
+	struct stream_fresh	*f = arg;
+
+	if (ok && !alerter.stopping)
+		stream_deliver(f);
+	else
+		stream_withdraw(f);
+	free(f->evs);
+	free(f);
+	rd.busy = 0;
+	if (ok && rd.again)
+		stream_read();
+}
+
 static void
 stream_read_reply(redisReply *reply)
 {
 	const redisReply	*entries, *last;
+	struct stream_fresh	*f;
 	size_t			 n;
 
 	if (reply == NULL || alerter.stopping) {
@@ -550,11 +714,14 @@ stream_read_reply(redisReply *reply)
 		rd.again = 1;	/* on to the rest, or to new ones */
 	} else if (n >= rd.count)
 		rd.again = 1;	/* a full read may have left more */
-	/* Still "busy": kicks from the policy only set rd.again. */
-	stream_handle(entries, rd.pel ? "resumed" : "new");
-	rd.busy = 0;
-	if (rd.again)
-		stream_read();
+	/* Still "busy" until confirmed: kicks only set rd.again. */
+	if ((f = calloc(1, sizeof(*f))) == NULL) {
+		stream_withdraw_all();
+		return;
+	}
+	f->how = rd.pel ? "resumed" : "new";
+	stream_handle(entries, f);
+	stream_confirm(stream_read_confirmed, f);
 }
 
 static void
@@ -631,10 +798,29 @@ stream_claim_interval(void)
 static void	stream_claim(void);
 
 static void
+stream_claim_confirmed(void *arg, int ok)
+{
+	struct stream_fresh	*f = arg;
+
+	if (ok && !alerter.stopping)
+		stream_deliver(f);
+	else
+		stream_withdraw(f);	/* ours now: our pending list has them */
+	free(f->evs);
+	free(f);
+	cl.busy = 0;
+	if (ok && strcmp(cl.cursor, "0-0") != 0)
+		stream_claim();	/* more of the pending list to scan */
+	else
+		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+}
+
+static void
 stream_claim_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	redisReply		*reply = r;
 	const redisReply	*cur, *del;
+	struct stream_fresh	*f;
 	size_t			 i;
 
 	(void)ac;
@@ -670,11 +856,14 @@ stream_claim_cb(redisAsyncContext *ac, void *r, void *priv)
 			if (del->element[i]->type == REDIS_REPLY_STRING)
 				stream_event_lost(del->element[i]->str,
 				    del->element[i]->len, 0);
-	stream_handle(reply->element[1], "claimed");
-	if (strcmp(cl.cursor, "0-0") == 0)
+	if ((f = calloc(1, sizeof(*f))) == NULL) {
 		cl.next = ev_now(alerter.loop) + stream_claim_interval();
-	else
-		stream_claim();	/* more of the pending list to scan */
+		return;
+	}
+	cl.busy = 1;		/* until confirmed */
+	f->how = "claimed";
+	stream_handle(reply->element[1], f);
+	stream_confirm(stream_claim_confirmed, f);
 }
 
 static void
@@ -801,21 +990,32 @@ stream_own(struct event **evs, size_t n, stream_done_fn *done, void *arg)
 }
 
 static void
+stream_ack_confirmed(void *arg, int ok)
+{
+	struct stream_call	*call = arg;
+
+	call->done(call->arg, ok);
+	free(call);
+}
+
+static void
 stream_ack_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct stream_call	*call = priv;
 	redisReply		*reply = r;
-	int			 ok = reply != NULL;
 
 	(void)ac;
-	if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-		ok = 0;
-		alerter.stats.read_errors++;
-		log_warn("event=ack_failed reason=\"%s\"", reply->str);
-		stream_stalled(reply->str);
+	if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+		if (reply != NULL) {
+			alerter.stats.read_errors++;
+			log_warn("event=ack_failed reason=\"%s\"", reply->str);
+			stream_stalled(reply->str);
+		}
+		stream_ack_confirmed(call, 0);
+		return;
 	}
-	call->done(call->arg, ok);
-	free(call);
+	/* Done only once a replica has the ack too (see stream_confirm). */
+	stream_confirm(stream_ack_confirmed, call);
 }
 
 int

@@ -138,8 +138,26 @@ static const struct conf_opt conf_shim_opts[] = {
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
 };
 
+static const struct conf_opt conf_sentinel_opts[] = {
+	{ "master", CT_NAME, C(sentinel_master), 0, 0, 0, NULL, NULL },
+	{ "addresses", CT_LIST, C(sentinel_addresses), C(nsentinel_addresses),
+	    0, 0, NULL, NULL },
+	{ "username", CT_STRING, C(sentinel_username), 0, 0, 0, NULL, NULL },
+	{ "password", CT_STRING, C(sentinel_password), 0, 0, 0, NULL, NULL },
+	{ "password_file", CT_SECRET, C(sentinel_password), 0, 0, 0, NULL,
+	    NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+static const struct conf_table conf_sentinel_table = {
+	"must be a mapping such as { master: mymaster, addresses: "
+	"[ 10.0.0.1:26379 ] }", conf_sentinel_opts
+};
+
 static const struct conf_opt conf_redis_opts[] = {
 	{ "address", CT_STRING, C(redis_address), 0, 0, 255, NULL, NULL },
+	{ "sentinel", CT_MAP, 0, 0, 0, 0, &conf_sentinel_table, NULL },
+	{ "cluster", CT_LIST, C(cluster_seeds), C(ncluster_seeds), 0, 0, NULL,
+	    NULL },
 	{ "username", CT_STRING, C(redis_username), 0, 0, 0, NULL, NULL },
 	{ "password", CT_STRING, C(redis_password), 0, 0, 0, NULL, NULL },
 	{ "password_file", CT_SECRET, C(redis_password), 0, 0, 0, NULL, NULL },
@@ -361,13 +379,33 @@ conf_where_of(const struct conf_ctx *p, const void *field)
 	return NULL;
 }
 
+/* The dotted name of the option at offset off of a table, or 0. */
+static int
+conf_opt_path(const struct conf_table *t, const char *prefix, size_t off,
+    char *dst, size_t len)
+{
+	const struct conf_opt	*o;
+	char			 sub[96];
+
+	for (o = t->opts; o->name != NULL; o++) {
+		if (o->type == CT_MAP) {
+			snprintf(sub, sizeof(sub), "%s.%s", prefix, o->name);
+			if (conf_opt_path(o->arg, sub, off, dst, len))
+				return 1;
+		} else if (o->off == off) {
+			snprintf(dst, len, "%s.%s", prefix, o->name);
+			return 1;
+		}
+	}
+	return 0;
+}
+
 int
 conf_fail(struct conf_ctx *p, const void *field, const char *fmt, ...)
 {
 	const struct conf_where	*w;
-	const struct conf_opt	*o;
 	const char		*base = (const char *)p->conf;
-	char			 msg[CONF_ERRLEN];
+	char			 msg[CONF_ERRLEN], what[128];
 	unsigned long		 line = p->root_line;
 	size_t			 i;
 	va_list			 ap;
@@ -382,17 +420,15 @@ conf_fail(struct conf_ctx *p, const void *field, const char *fmt, ...)
 	}
 	/* Not in the file: name it from the tables, at its section. */
 	for (i = 0; i < CONF_NSECTIONS; i++) {
-		if (conf_sections[i].table == NULL)
-			continue;
-		for (o = conf_sections[i].table->opts; o->name != NULL; o++)
-			if (base + o->off == (const char *)field)
-				break;
-		if (o->name == NULL)
+		if (conf_sections[i].table == NULL ||
+		    !conf_opt_path(conf_sections[i].table,
+		    conf_sections[i].name, (size_t)((const char *)field - base),
+		    what, sizeof(what)))
 			continue;
 		if (p->sections[i] != NULL)
 			line = conf_line(p->sections[i]);
-		snprintf(p->err, p->errlen, "%s:%lu: %s.%s: %s", p->file, line,
-		    conf_sections[i].name, o->name, msg);
+		snprintf(p->err, p->errlen, "%s:%lu: %s: %s", p->file, line,
+		    what, msg);
 		return -1;
 	}
 	snprintf(p->err, p->errlen, "%s:%lu: %s", p->file, line, msg);
@@ -1137,6 +1173,71 @@ conf_defaults(struct conf *c)
 	return 0;
 }
 
+/* host:port, [v6]:port, or unix:/path (where allowed). */
+static int
+conf_valid_address(const char *s, int unix_ok)
+{
+	const char	*colon;
+
+	if (strncmp(s, "unix:", 5) == 0)
+		return unix_ok && s[5] == '/';
+	if ((colon = strrchr(s, ':')) == NULL || colon == s || colon[1] == '\0')
+		return 0;
+	return strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    atoi(colon + 1) > 0 && atoi(colon + 1) < 65536;
+}
+
+/* One layout: a Redis (address), a Sentinel-managed master, a Cluster. */
+static int
+conf_check_redis(struct conf_ctx *p, const struct conf *c)
+{
+	size_t	 i;
+
+	if (c->sentinel_master != NULL || c->nsentinel_addresses > 0 ||
+	    c->sentinel_password != NULL || c->sentinel_username != NULL) {
+		if (conf_where_of(p, &c->redis_address) != NULL)
+			return conf_fail(p, &c->sentinel_addresses, "give "
+			    "redis.address, redis.sentinel or redis.cluster, "
+			    "one of them");
+		if (c->cluster_seeds != NULL)
+			return conf_fail(p, &c->cluster_seeds, "give "
+			    "redis.sentinel or redis.cluster, not both");
+		if (c->sentinel_master == NULL)
+			return conf_fail(p, &c->sentinel_master, "is required "
+			    "with redis.sentinel (the name the sentinels "
+			    "monitor)");
+		if (c->nsentinel_addresses == 0)
+			return conf_fail(p, &c->sentinel_addresses, "is "
+			    "required with redis.sentinel");
+		if (c->sentinel_username != NULL &&
+		    c->sentinel_password == NULL)
+			return conf_fail(p, &c->sentinel_username, "needs "
+			    "redis.sentinel.password");
+		for (i = 0; i < c->nsentinel_addresses; i++)
+			if (!conf_valid_address(c->sentinel_addresses[i], 1))
+				return conf_fail(p, &c->sentinel_addresses,
+				    "\"%s\" is not host:port",
+				    c->sentinel_addresses[i]);
+	}
+	if (c->cluster_seeds != NULL) {
+		if (conf_where_of(p, &c->redis_address) != NULL)
+			return conf_fail(p, &c->cluster_seeds, "give "
+			    "redis.address, redis.sentinel or redis.cluster, "
+			    "one of them");
+		if (c->redis_database != 0)
+			return conf_fail(p, &c->redis_database, "a Redis "
+			    "Cluster has database 0 only");
+		for (i = 0; i < c->ncluster_seeds; i++)
+			if (!conf_valid_address(c->cluster_seeds[i], 0))
+				return conf_fail(p, &c->cluster_seeds, "\"%s\" "
+				    "is not host:port", c->cluster_seeds[i]);
+	}
+	if (!conf_valid_address(c->redis_address, 1))
+		return conf_fail(p, &c->redis_address, "\"%s\" is neither "
+		    "unix:/path nor host:port", c->redis_address);
+	return 0;
+}
+
 /* Checks across options that both daemons need, once everything is read. */
 static int
 conf_check_shared(struct conf_ctx *p, struct conf *c)
@@ -1154,10 +1255,8 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 		c->rule_postfix = c->rule_default;
 	if (c->redis_username != NULL && c->redis_password == NULL)
 		return conf_fail(p, &c->redis_username, "needs redis.password");
-	if (strncmp(c->redis_address, "unix:", 5) != 0 &&
-	    strrchr(c->redis_address, ':') == NULL)
-		return conf_fail(p, &c->redis_address, "\"%s\" is neither "
-		    "unix:/path nor host:port", c->redis_address);
+	if (conf_check_redis(p, c) == -1)
+		return -1;
 	if (c->alerts_smtp != NULL && c->alerts_sendmail != NULL)
 		return conf_fail(p, &c->alerts_sendmail, "give alerts.smtp or "
 		    "alerts.sendmail, not both");
@@ -1322,6 +1421,29 @@ conf_rule_free(struct conf_rule *r)
 	keyspace_rule_free(r->ks);
 }
 
+enum conf_layout
+conf_layout(const struct conf *c)
+{
+	if (c->sentinel_master != NULL)
+		return LAYOUT_SENTINEL;
+	if (c->cluster_seeds != NULL)
+		return LAYOUT_CLUSTER;
+	return LAYOUT_SINGLE;
+}
+
+const char *
+conf_layout_name(enum conf_layout l)
+{
+	switch (l) {
+	case LAYOUT_SENTINEL:
+		return "sentinel";
+	case LAYOUT_CLUSTER:
+		return "cluster";
+	default:
+		return "single";
+	}
+}
+
 const char *
 conf_algorithm_name(enum conf_algorithm a)
 {
@@ -1362,6 +1484,14 @@ conf_free(struct conf *c)
 	for (i = 0; i < c->nrules; i++)
 		conf_rule_free(&c->rules[i]);
 	free(c->rules);
+	conf_strv_free(c->sentinel_addresses);
+	conf_strv_free(c->cluster_seeds);
+	free(c->sentinel_master);
+	free(c->sentinel_username);
+	if (c->sentinel_password != NULL)
+		explicit_bzero(c->sentinel_password,
+		    strlen(c->sentinel_password));
+	free(c->sentinel_password);
 	conf_strv_free(c->alerts_to);
 	conf_strv_free(c->alerts_cc);
 	conf_strv_free(c->alerts_sendmail);

@@ -107,8 +107,15 @@ struct conf {
 	size_t		 max_request;
 	char		*hostname;	/* reported in events */
 
-	/* redis: */
+	/* redis: one of a Redis, a Sentinel-managed master, a Cluster */
 	char		*redis_address;	/* host:port or unix:/path */
+	char		*sentinel_master;	/* NULL: no Sentinel */
+	char	       **sentinel_addresses;	/* host:port of the sentinels */
+	size_t		 nsentinel_addresses;
+	char		*sentinel_username;	/* to the sentinels themselves */
+	char		*sentinel_password;
+	char	       **cluster_seeds;		/* NULL: no Cluster */
+	size_t		 ncluster_seeds;
 	char		*redis_username;
 	char		*redis_password;
 	int		 redis_database;
@@ -176,6 +183,11 @@ struct conf	*conf_parse(const char *text, size_t len, const char *name,
 void		 conf_free(struct conf *);
 const struct conf_rule *conf_rule_find(const struct conf *, const char *name,
 		    size_t namelen);
+
+/* Which Redis layout a config names; a reload may not change it. */
+enum conf_layout { LAYOUT_SINGLE, LAYOUT_SENTINEL, LAYOUT_CLUSTER };
+enum conf_layout conf_layout(const struct conf *);
+const char	*conf_layout_name(enum conf_layout);
 const char	*conf_algorithm_name(enum conf_algorithm);
 /* A duration in its shortest exact unit: 300000 -> "5m". */
 void		 conf_format_duration(int64_t ms, char *buf, size_t len);

@@ -219,6 +219,8 @@ daemon_start(const struct daemon_opts *o, const struct conf *c, char *err,
 static const struct daemon_hooks *daemon_hooks;
 static struct daemon_opts *daemon_opts;
 static int	daemon_stopping;
+/* The config the daemon runs on: it frees one only for the next. */
+static const struct conf *daemon_conf;
 
 static void
 daemon_reload(void)
@@ -232,6 +234,17 @@ daemon_reload(void)
 		    err);
 		return;
 	}
+	/* Every connection would change at once: that is a restart. */
+	if (conf_layout(c) != conf_layout(daemon_conf)) {
+		log_err("event=reload_failed error=\"%s: the Redis layout "
+		    "changes from %s to %s: restart the daemon for that\" "
+		    "action=keep_old", c->path,
+		    conf_layout_name(conf_layout(daemon_conf)),
+		    conf_layout_name(conf_layout(c)));
+		conf_free(c);
+		return;
+	}
+	daemon_conf = c;
 	daemon_hooks->reload(c);
 }
 
@@ -290,6 +303,7 @@ daemon_main(int argc, char *argv[], struct daemon_opts *o,
 	/* The default loop: only it can watch children (ev_child). */
 	loop = ev_default_loop(EVFLAG_AUTO);
 	/* From here the daemon owns c: its exit hook frees it. */
+	daemon_conf = c;
 	if (h->open(loop, c, err, sizeof(err)) == -1 ||
 	    daemon_start(o, c, err, sizeof(err)) == -1) {
 		log_err("event=fatal error=\"%s\"", err);

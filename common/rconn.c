@@ -1,9 +1,15 @@
 /*
  * rconn.c: a self-healing asynchronous Redis connection.
  *
- *   DOWN --connect()--> CONNECTING --AUTH/SELECT/PING ok--> READY
- *     ^                     |                                 |
- *     +--- backoff timer <--+---- error, deadline, hang <-----+
+ *   DOWN --> [RESOLVING] --> CONNECTING --AUTH/SELECT/ROLE/PING ok--> READY
+ *     ^           |               |                                     |
+ *     +- backoff -+---------------+------ error, deadline, hang, -------+
+ *                                          READONLY, a sentinel's switch
+ *
+ * RESOLVING is Sentinel's: each connect asks the sentinels for the master
+ * first (sentinel.c), so a connection that drops finds the new master by
+ * itself; a +switch-master message drops the connections to the old one
+ * at once and reconnects without waiting for the backoff.
  *
  * The handshake ends with a PING so that "ready" means the server answered,
  * not merely that the kernel accepted the socket: a SIGSTOPped redis-server
@@ -19,6 +25,7 @@
 #include "conf.h"
 #include "log.h"
 #include "rconn.h"
+#include "sentinel.h"
 
 /*
  * The cap bounds how long decisions stay on the fail policy after Redis is
@@ -29,12 +36,19 @@
 #define RCONN_BACKOFF_MAX	0.5
 #define RCONN_CONNECT_TIMEOUT	1.0
 
-enum rconn_state { RCONN_DOWN, RCONN_CONNECTING, RCONN_READY };
+enum rconn_state { RCONN_DOWN, RCONN_RESOLVING, RCONN_CONNECTING,
+	RCONN_READY };
 
 struct rconn {
 	struct ev_loop		*loop;
 	const struct conf	*conf;
 	char			 name[32];
+	char			 addr[300];	/* connected or dialled to */
+	char			*fixed;		/* a Cluster node's: no lookup */
+	int			 via_sentinel;	/* fixed at creation */
+	struct sentinel_ask	*ask;		/* RESOLVING */
+	int			 sentinel_logged;	/* the last verdict */
+	struct rconn		*next_sentinel;	/* in rconn_sentinels */
 	const struct rconn_cb	*cb;
 	void			*arg;
 	redisAsyncContext	*ac;
@@ -45,6 +59,7 @@ struct rconn {
 	ev_timer		 deadline;	/* connect deadline; watchdog */
 	unsigned		 inflight;
 	ev_tstamp		 last_reply;
+	int			 replicas;	/* ROLE's, at the handshake */
 	int			 logged_down;	/* an outage is logged... */
 	char			 down_why[128];	/* ...once for each reason */
 };
@@ -59,6 +74,9 @@ struct rconn_call {
 static void	rconn_connect(struct rconn *);
 static void	rconn_drop(struct rconn *, const char *why);
 
+/* The connections that find their master through Sentinel. */
+static struct rconn	*rconn_sentinels;
+
 /*
  * An outage is logged when it starts and again only when its reason
  * changes (refused, then "not a master"), not at every retry.
@@ -70,7 +88,7 @@ rconn_log_down(struct rconn *rc, int was_ready, const char *why)
 	    strncmp(rc->down_why, why, sizeof(rc->down_why) - 1) == 0)
 		return;
 	log_warn("event=redis_down conn=%s address=%s reason=\"%s\"",
-	    rc->name, rc->conf->redis_address, why);
+	    rc->name, rc->addr, why);
 	snprintf(rc->down_why, sizeof(rc->down_why), "%s", why);
 	rc->logged_down = 1;
 }
@@ -106,6 +124,8 @@ rconn_drop(struct rconn *rc, const char *why)
 	enum rconn_state	 was = rc->state;
 
 	ev_timer_stop(rc->loop, &rc->deadline);
+	sentinel_cancel(rc->ask);
+	rc->ask = NULL;
 	rc->ac = NULL;
 	rc->state = RCONN_DOWN;
 	rconn_log_down(rc, was == RCONN_READY, why);
@@ -207,8 +227,8 @@ rconn_check_policy(struct rconn *rc, const redisReply *reply)
 		    "maxmemory=%s reason=\"Redis may evict senderwatch's keys "
 		    "when full: limits reset and crossings are announced twice\" "
 		    "fix=\"maxmemory-policy noeviction, and maxmemory sized for "
-		    "the keys (see the README)\"", rc->name,
-		    rc->conf->redis_address, policy, max);
+		    "the keys (see the README)\"", rc->name, rc->addr, policy,
+		    max);
 }
 
 static void
@@ -245,6 +265,11 @@ rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 			rconn_drop(rc, why);
 			return;
 		}
+		/* A master: ["master", offset, [[ip, port, offset]...]]. */
+		rc->replicas = reply->type == REDIS_REPLY_ARRAY &&
+		    reply->elements == 3 &&
+		    reply->element[2]->type == REDIS_REPLY_ARRAY ?
+		    (int)reply->element[2]->elements : 0;
 		break;
 	case STEP_INFO:
 		rconn_check_policy(rc, reply);
@@ -260,8 +285,8 @@ rconn_handshake_cb(redisAsyncContext *ac, void *r, void *privdata)
 	rc->last_reply = ev_now(rc->loop);
 	rc->logged_down = 0;
 	rc->down_why[0] = '\0';
-	log_info("event=redis_up conn=%s address=%s", rc->name,
-	    rc->conf->redis_address);
+	rc->sentinel_logged = -1;
+	log_info("event=redis_up conn=%s address=%s", rc->name, rc->addr);
 	if (rc->hung_s > 0) {
 		/* Checked a few times per hang period. */
 		ev_timer_set(&rc->deadline, rc->hung_s / 4, rc->hung_s / 4);
@@ -301,28 +326,87 @@ rconn_disconnect_cb(const redisAsyncContext *ac, int status)
 	    "connection");
 }
 
+redisAsyncContext *
+rconn_async_connect(const char *addr)
+{
+	char	 host[256], *colon;
+
+	if (strncmp(addr, "unix:", 5) == 0)
+		return redisAsyncConnectUnix(addr + 5);
+	snprintf(host, sizeof(host), "%s", addr);
+	if ((colon = strrchr(host, ':')) == NULL)
+		return NULL;	/* conf checked there is one */
+	*colon = '\0';
+	if (host[0] == '[' && colon > host && colon[-1] == ']') {
+		colon[-1] = '\0';
+		memmove(host, host + 1, strlen(host));
+	}
+	return redisAsyncConnect(host, atoi(colon + 1));
+}
+
+static void	rconn_dial(struct rconn *);
+
+/* Sentinel's answer to RESOLVING. */
+static void
+rconn_resolved(void *arg, enum sentinel_status st, const char *addr,
+    const char *why)
+{
+	struct rconn	*rc = arg;
+
+	rc->ask = NULL;
+	if (st == SENTINEL_OK) {
+		snprintf(rc->addr, sizeof(rc->addr), "%s", addr);
+		rconn_dial(rc);
+		return;
+	}
+	rc->state = RCONN_DOWN;
+	/* Two distinct troubles, each said once while it lasts. */
+	if (rc->sentinel_logged != (int)st) {
+		if (st == SENTINEL_UNKNOWN)
+			log_err("event=sentinel_master_unknown conn=%s "
+			    "master=%s reason=\"%s\"", rc->name,
+			    rc->conf->sentinel_master, why);
+		else
+			log_err("event=sentinel_unreachable conn=%s master=%s "
+			    "reason=\"%s\"", rc->name, rc->conf->sentinel_master,
+			    why);
+		rc->sentinel_logged = (int)st;
+	}
+	rconn_schedule(rc);
+}
+
 static void
 rconn_connect(struct rconn *rc)
 {
 	const struct conf	*c = rc->conf;
-	redisAsyncContext	*ac;
-	char			 host[256], db[16], cname[48], *colon;
-	const char		*argv[3];
-	int			 port;
 
-	if (strncmp(c->redis_address, "unix:", 5) == 0)
-		ac = redisAsyncConnectUnix(c->redis_address + 5);
-	else {
-		snprintf(host, sizeof(host), "%s", c->redis_address);
-		colon = strrchr(host, ':');
-		*colon = '\0';	/* conf checked there is one */
-		port = atoi(colon + 1);
-		if (host[0] == '[' && colon[-1] == ']') {
-			colon[-1] = '\0';
-			memmove(host, host + 1, strlen(host));
+	if (rc->fixed != NULL)
+		snprintf(rc->addr, sizeof(rc->addr), "%s", rc->fixed);
+	else if (rc->via_sentinel) {
+		snprintf(rc->addr, sizeof(rc->addr), "sentinel:%s",
+		    c->sentinel_master);
+		rc->state = RCONN_RESOLVING;
+		if ((rc->ask = sentinel_ask(rc->loop, c, rconn_resolved, rc))
+		    == NULL) {
+			rc->state = RCONN_DOWN;
+			rconn_schedule(rc);
 		}
-		ac = redisAsyncConnect(host, port);
-	}
+		return;
+	} else
+		snprintf(rc->addr, sizeof(rc->addr), "%s", c->redis_address);
+	rconn_dial(rc);
+}
+
+/* Connect to rc->addr and queue the handshake. */
+static void
+rconn_dial(struct rconn *rc)
+{
+	const struct conf	*c = rc->conf;
+	redisAsyncContext	*ac;
+	char			 db[16], cname[48];
+	const char		*argv[3];
+
+	ac = rconn_async_connect(rc->addr);
 	if (ac == NULL) {
 		rc->state = RCONN_DOWN;
 		log_err("event=redis_down conn=%s reason=\"out of memory\"",
@@ -391,14 +475,47 @@ rconn_connect(struct rconn *rc)
 	ev_timer_start(rc->loop, &rc->deadline);
 }
 
-struct rconn *
-rconn_new(struct ev_loop *loop, const struct conf *conf, const char *name,
-    const struct rconn_cb *cb, void *arg, double hung_s)
+/*
+ * A sentinel announced a new master: every connection to another address
+ * goes now, and reconnects at once (asking the sentinels again, which
+ * checks the announcement), so that nothing more is written to the old
+ * master once the switch is known.
+ */
+static void
+rconn_sentinel_switched(const char *addr)
+{
+	struct rconn	*rc;
+	char		 why[400];
+
+	for (rc = rconn_sentinels; rc != NULL; rc = rc->next_sentinel) {
+		rc->backoff = RCONN_BACKOFF_MIN;
+		if (rc->state == RCONN_READY && strcmp(rc->addr, addr) == 0)
+			continue;
+		if (rc->state == RCONN_READY || rc->state == RCONN_CONNECTING) {
+			snprintf(why, sizeof(why), "a sentinel switched the "
+			    "master to %s", addr);
+			rconn_drop(rc, why);
+		}
+		if (rc->state == RCONN_DOWN) {
+			ev_timer_stop(rc->loop, &rc->retry);
+			ev_timer_set(&rc->retry, 0., 0.);
+			ev_timer_start(rc->loop, &rc->retry);
+		}
+	}
+}
+
+static struct rconn *
+rconn_make(struct ev_loop *loop, const struct conf *conf, const char *name,
+    const char *fixed, const struct rconn_cb *cb, void *arg, double hung_s)
 {
 	struct rconn	*rc;
 
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return NULL;
+	if (fixed != NULL && (rc->fixed = strdup(fixed)) == NULL) {
+		free(rc);
+		return NULL;
+	}
 	rc->loop = loop;
 	rc->conf = conf;
 	snprintf(rc->name, sizeof(rc->name), "%s", name);
@@ -406,12 +523,46 @@ rconn_new(struct ev_loop *loop, const struct conf *conf, const char *name,
 	rc->arg = arg;
 	rc->hung_s = hung_s;
 	rc->backoff = RCONN_BACKOFF_MIN;
+	rc->sentinel_logged = -1;
 	ev_timer_init(&rc->retry, rconn_retry_cb, 0., 0.);
 	rc->retry.data = rc;
 	ev_timer_init(&rc->deadline, rconn_deadline_cb, 0., 0.);
 	rc->deadline.data = rc;
+	if (fixed == NULL && conf->sentinel_master != NULL) {
+		rc->via_sentinel = 1;
+		if (rconn_sentinels == NULL)
+			sentinel_watch(loop, conf, rconn_sentinel_switched);
+		rc->next_sentinel = rconn_sentinels;
+		rconn_sentinels = rc;
+	}
 	rconn_connect(rc);
 	return rc;
+}
+
+struct rconn *
+rconn_new(struct ev_loop *loop, const struct conf *conf, const char *name,
+    const struct rconn_cb *cb, void *arg, double hung_s)
+{
+	return rconn_make(loop, conf, name, NULL, cb, arg, hung_s);
+}
+
+struct rconn *
+rconn_new_at(struct ev_loop *loop, const struct conf *conf, const char *name,
+    const char *addr, const struct rconn_cb *cb, void *arg, double hung_s)
+{
+	return rconn_make(loop, conf, name, addr, cb, arg, hung_s);
+}
+
+const char *
+rconn_address(const struct rconn *rc)
+{
+	return rc->addr;
+}
+
+int
+rconn_replicas(const struct rconn *rc)
+{
+	return rc->state == RCONN_READY ? rc->replicas : 0;
 }
 
 void
@@ -419,8 +570,19 @@ rconn_free(struct rconn *rc)
 {
 	redisAsyncContext	*ac;
 
+	struct rconn		**pp;
+
 	if (rc == NULL)
 		return;
+	for (pp = &rconn_sentinels; *pp != NULL; pp = &(*pp)->next_sentinel)
+		if (*pp == rc) {
+			*pp = rc->next_sentinel;
+			if (rconn_sentinels == NULL)
+				sentinel_watch_stop();
+			break;
+		}
+	sentinel_cancel(rc->ask);
+	rc->ask = NULL;
 	ev_timer_stop(rc->loop, &rc->retry);
 	ev_timer_stop(rc->loop, &rc->deadline);
 	if ((ac = rc->ac) != NULL) {
@@ -428,6 +590,7 @@ rconn_free(struct rconn *rc)
 		ac->data = NULL;
 		redisAsyncFree(ac);
 	}
+	free(rc->fixed);
 	free(rc);
 }
 
@@ -448,8 +611,16 @@ rconn_set_conf(struct rconn *rc, const struct conf *c)
 	changed = !rconn_same(old->redis_address, c->redis_address) ||
 	    !rconn_same(old->redis_username, c->redis_username) ||
 	    !rconn_same(old->redis_password, c->redis_password) ||
+	    !rconn_same(old->sentinel_master, c->sentinel_master) ||
 	    old->redis_database != c->redis_database;
 	rc->conf = c;
+	/*
+	 * The layout (address, Sentinel, Cluster) is the same: daemon.c
+	 * refuses a reload that changes it.  The watch keeps a copy of
+	 * what it needs: give it the new one.
+	 */
+	if (rc == rconn_sentinels)
+		sentinel_watch(rc->loop, c, rconn_sentinel_switched);
 	if (changed && rc->state != RCONN_DOWN) {
 		rc->backoff = RCONN_BACKOFF_MIN;
 		rconn_drop(rc, "redis settings changed");
@@ -527,6 +698,8 @@ rconn_state(const struct rconn *rc)
 		return "ready";
 	case RCONN_CONNECTING:
 		return "connecting";
+	case RCONN_RESOLVING:
+		return "asking sentinels";
 	default:
 		return "down";
 	}

@@ -36,7 +36,19 @@ struct rconn_cb {
 struct rconn	*rconn_new(struct ev_loop *, const struct conf *,
 		    const char *name, const struct rconn_cb *, void *arg,
 		    double hung_s);
+/* A connection to one address (a Cluster node), never through Sentinel. */
+struct rconn	*rconn_new_at(struct ev_loop *, const struct conf *,
+		    const char *name, const char *addr, const struct rconn_cb *,
+		    void *arg, double hung_s);
 void		 rconn_free(struct rconn *);
+
+/* Where it is connected, or dialling, for logs and status lines. */
+const char	*rconn_address(const struct rconn *);
+/* The replicas the master had when it was connected (ROLE). */
+int		 rconn_replicas(const struct rconn *);
+
+/* An async context to host:port, [v6]:port or unix:/path, unattached. */
+redisAsyncContext *rconn_async_connect(const char *addr);
 
 /* Take a new config; reconnects only when the Redis settings changed. */
 void		 rconn_set_conf(struct rconn *, const struct conf *);

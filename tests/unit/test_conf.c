@@ -752,6 +752,73 @@ test_parse_and_checks(void)
 #undef PBAD
 }
 
+/* redis.address, redis.sentinel, redis.cluster: one of them. */
+static void
+test_layouts(void)
+{
+	struct conf	*c;
+	char		 err[CONF_ERRLEN];
+	static const char sentinel[] = RULES_OK
+	    "redis:\n  sentinel:\n    master: mymaster\n"
+	    "    addresses: [ 10.0.0.1:26379, \"[::1]:26380\" ]\n"
+	    "    password: s\n  password: d\n";
+	static const char cluster[] = RULES_OK
+	    "redis:\n  cluster: [ 10.0.0.1:7000, 10.0.0.2:7000 ]\n";
+
+	c = conf_parse(sentinel, sizeof(sentinel) - 1, "l.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c != NULL) {
+		CHECK(conf_layout(c) == LAYOUT_SENTINEL);
+		CHECK(streq(c->sentinel_master, "mymaster"));
+		CHECK(c->nsentinel_addresses == 2 &&
+		    streq(c->sentinel_addresses[1], "[::1]:26380"));
+		/* The sentinels' password, and the data nodes' own. */
+		CHECK(streq(c->sentinel_password, "s") &&
+		    streq(c->redis_password, "d"));
+		conf_free(c);
+	} else
+		printf("  %s\n", err);
+	c = conf_parse(cluster, sizeof(cluster) - 1, "l.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL && conf_layout(c) == LAYOUT_CLUSTER &&
+	    c->ncluster_seeds == 2 && streq(c->cluster_seeds[0],
+	    "10.0.0.1:7000"));
+	conf_free(c);
+	c = conf_parse(RULES_OK, strlen(RULES_OK), "l.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL && conf_layout(c) == LAYOUT_SINGLE);
+	conf_free(c);
+
+	BAD(RULES_OK "redis:\n  address: 127.0.0.1:6379\n"
+	    "  sentinel: { master: m, addresses: [ 127.0.0.1:26379 ] }\n",
+	    ":5: redis.sentinel.addresses: give redis.address, redis.sentinel "
+	    "or redis.cluster, one of them");
+	BAD(RULES_OK "redis:\n  sentinel: { master: m, addresses: "
+	    "[ 127.0.0.1:26379 ] }\n  cluster: [ 127.0.0.1:7000 ]\n",
+	    ":5: redis.cluster: give redis.sentinel or redis.cluster, not "
+	    "both");
+	BAD(RULES_OK "redis:\n  sentinel: { addresses: [ 127.0.0.1:26379 ] "
+	    "}\n", ":3: redis.sentinel.master: is required with "
+	    "redis.sentinel (the name the sentinels monitor)");
+	BAD(RULES_OK "redis:\n  sentinel: { master: m }\n",
+	    ":3: redis.sentinel.addresses: is required with redis.sentinel");
+	BAD(RULES_OK "redis:\n  sentinel: { master: m, addresses: [ "
+	    "sentinel1 ] }\n",
+	    ":4: redis.sentinel.addresses: \"sentinel1\" is not host:port");
+	BAD(RULES_OK "redis:\n  sentinel: { master: m, addresses: [ "
+	    "127.0.0.1:1 ], usernam: x }\n",
+	    ":4: redis.sentinel: unknown option \"usernam\"");
+	BAD(RULES_OK "redis:\n  cluster: [ 127.0.0.1:7000 ]\n"
+	    "  database: 2\n",
+	    ":5: redis.database: a Redis Cluster has database 0 only");
+	BAD(RULES_OK "redis:\n  cluster: [ unix:/run/redis.sock ]\n",
+	    ":4: redis.cluster: \"unix:/run/redis.sock\" is not host:port");
+	BAD(RULES_OK "redis:\n  address: 127.0.0.1:99999\n",
+	    ":4: redis.address: \"127.0.0.1:99999\" is neither unix:/path nor "
+	    "host:port");
+}
+
 /* The shipped reference config, found from this binary's place. */
 static void
 test_reference(const char *argv0)
@@ -803,6 +870,7 @@ main(int argc, char *argv[])
 	test_rule_options();
 	test_secrets();
 	test_parse_and_checks();
+	test_layouts();
 	test_reference(argv[0]);
 
 	for (i = 0; i < nfiles; i++) {
