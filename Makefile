@@ -119,13 +119,14 @@ $(B)/libcommon.a: $(COMMON_OBJ)
 $(B)/tests/test_%: tests/unit/test_%.c $(B)/libshim.a $(B)/libalerter.a \
     $(B)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) -Ishim -Ialerter $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ \
+	$(CC) $(CPPFLAGS) -Ishim -Ialerter $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.a,$^) \
 	    $(PKG_LIBS) -lev
 
 # What the integration tests ask the real code rather than re-implement.
 $(B)/tests/keyname: tests/unit/keyname.c $(B)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libcommon.a \
+	    $(PKG_LIBS) -lev
 
 deps:
 	@sh deploy/install-deps.sh $(RUN_DEBS)

@@ -39,9 +39,8 @@
 #include "buf.h"
 #include "conf.h"
 #include "event.h"
+#include "script.h"
 
-struct rconn;
-struct script_conn;
 
 struct alerter_stats {
 	uint64_t	 events_read;	/* entries taken from the stream */
@@ -64,16 +63,23 @@ struct alerter {
 
 extern struct alerter alerter;
 
-/* store.c: the connections; the rest of the store uses them. */
+/*
+ * store.c: the connections; the rest of the store uses them.  Every
+ * command names the hash slot of its key (keyspace_slot()): in a Cluster
+ * it goes to that slot's master; elsewhere the slot does not matter.
+ * store_command() and store_script() return -1 when that node is not
+ * connected (fn is not called).
+ */
 int	store_init(char *err, size_t errlen);
 void	store_reload(const struct conf *old);
 void	store_close(void);		/* pending callbacks run, NULL */
-int	store_ready(void);		/* the command connection is up */
-const char *store_state(void);
-int	store_replicas(void);		/* the master's, at connect */
-int	store_command(redisCallbackFn *, void *, int argc, const char **argv,
-	    const size_t *argvlen);
-struct script_conn *store_scripts(void);
+int	store_ready(void);		/* connected (to some master) */
+const char *store_state(char *, size_t);
+int	store_replicas(unsigned slot);	/* that master's, at connect */
+int	store_command(unsigned slot, redisCallbackFn *, void *, int argc,
+	    const char **argv, const size_t *argvlen);
+int	store_script(unsigned slot, enum script_id, script_reply_fn *,
+	    void *, int argc, const char **argv);
 
 /*
  * stream.c: the consumer group.  The policy gives its hooks once:

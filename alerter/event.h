@@ -35,6 +35,7 @@ enum event_owner {
 struct event {
 	TAILQ_ENTRY(event)	 entry;		/* in the gather queue */
 	char			 id[48];	/* stream entry id */
+	size_t			 shard;		/* its stream (keyspace.h) */
 	uint64_t		 id_ms, id_seq;	/* parsed: ms is Redis's
 						   clock at the crossing */
 	/* The entry's fields; -1 and "?" for what an entry lacks. */

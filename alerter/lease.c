@@ -29,6 +29,7 @@
 
 static struct {
 	char		*key;
+	unsigned	 slot;		/* the key's, for a Cluster */
 	char		 me[320];	/* "host pid" */
 	char		 stale[320];	/* our dead process's, or "" */
 	int		 held;		/* ours: reading may go on */
@@ -134,8 +135,8 @@ lease_kick(void)
 	argv[2] = lease.me;
 	argv[3] = ttl;
 	argv[4] = lease.stale;
-	if (script_run(store_scripts(), SCRIPT_LEASE, lease_cb, NULL, 5, argv,
-	    NULL) == 0)
+	if (store_script(lease.slot, SCRIPT_LEASE, lease_cb, NULL, 5, argv) ==
+	    0)
 		lease.busy = 1;
 }
 
@@ -165,6 +166,7 @@ lease_init(char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	lease.slot = keyspace_slot(lease.key, strlen(lease.key));
 	return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "alerter.h"
+#include "keyspace.h"
 #include "log.h"
 
 struct lookup {
@@ -127,7 +128,9 @@ lookup_command(struct lookup *l, struct event *ev, redisCallbackFn *fn,
 	}
 	lc->l = l;
 	lc->ev = ev;
-	if (store_command(fn, lc, argc, argv, argvlen) == 0)
+	/* The key's node: in a Cluster, the slot of argv[1]'s name. */
+	if (store_command(keyspace_slot(argv[1], argvlen[1]), fn, lc, argc,
+	    argv, argvlen) == 0)
 		l->inflight++;
 	else {
 		free(lc);

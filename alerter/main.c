@@ -52,7 +52,7 @@ static void
 alerter_stats(const char *event)
 {
 	const struct alerter_stats	*st = &alerter.stats;
-	char				 more[128];
+	char				 more[128], state[64];
 
 	stream_stats(more, sizeof(more));
 	log_info("event=%s events_read=%llu events_claimed=%llu "
@@ -67,7 +67,8 @@ alerter_stats(const char *event)
 	    (unsigned long long)st->mails_sent,
 	    (unsigned long long)st->mails_failed,
 	    (unsigned long long)st->read_errors,
-	    (unsigned long long)st->groups_made, store_state(), more);
+	    (unsigned long long)st->groups_made,
+	    store_state(state, sizeof(state)), more);
 }
 
 static void

@@ -2,6 +2,11 @@
  * stream.c: the alerter's side of the event stream (events.stream), read
  * through the consumer group (events.group) as consumer alerts.consumer.
  *
+ * Shards.  In a Redis Cluster the events are in one stream per shard
+ * (common/keyspace.h), each read, claimed and acknowledged on its own node
+ * with the same consumer group: everything below is per shard, and an
+ * event remembers its shard.  Outside a Cluster there is one.
+ *
  * Reading.  The group hands each entry to one consumer and keeps it in that
  * consumer's pending list until XACK.  After every (re)connect we first
  * re-read our own pending entries (from id 0): what this consumer read but
@@ -56,14 +61,18 @@
 #define STALL_LOG_S	30.0	/* "cannot read" again after this */
 
 static const struct stream_hooks *stream_hooks;
-static char	*stream_name, *stream_group, *stream_consumer;
+static char	*stream_group, *stream_consumer;	/* fixed until restart */
 
 /* Events read and not yet released. */
 static void	*held;
 static size_t	 nheld;
 
-/* Reading: our own pending entries first, then new ones. */
-static struct {
+/* One stream: reading (our own pending entries first), claiming. */
+struct stream_shard {
+	size_t		 i;
+	char		*name;		/* fixed until restart */
+	unsigned	 slot;
+	/* reading */
 	int		 busy;		/* a read in flight */
 	int		 again;		/* a wake-up came during it */
 	int		 pel;		/* the read in flight is of our own */
@@ -74,17 +83,17 @@ static struct {
 	char		 last_id[48];	/* the newest entry read, or "" */
 	uint64_t	 last_ms, last_seq;
 	long long	 unread;	/* left unread at the last read, -1 ? */
-	int		 lost_unknown_logged;
 	ev_tstamp	 next_group;	/* NOGROUP: when to make it again */
-} rd;
+	/* claiming dead alerters' entries */
+	int		 cl_busy;
+	char		 cl_cursor[48];
+	ev_tstamp	 cl_next;
+};
 
-/* Claiming dead alerters' entries. */
-static struct {
-	int		 busy;
-	int		 broken;	/* XAUTOCLAIM unknown: Redis < 6.2 */
-	char		 cursor[48];
-	ev_tstamp	 next;
-} cl;
+static struct stream_shard *shards;
+static size_t		 nshards;
+static int		 claim_broken;	/* XAUTOCLAIM unknown: Redis < 6.2 */
+static int		 lost_unknown_logged;
 
 /* Not reading: since when, why, and when we last said so. */
 static struct {
@@ -96,6 +105,7 @@ static struct {
 static ev_timer	 poll_timer, keep_timer;
 
 static void	stream_read(void);
+static void	stream_read_shard(struct stream_shard *, size_t room);
 
 static int
 stream_event_cmp(const void *a, const void *b)
@@ -133,8 +143,8 @@ static void
 stream_ok(void)
 {
 	if (stall.since != 0)
-		log_info("event=reading_resumed stream=%s stalled_s=%.1f",
-		    stream_name, ev_now(alerter.loop) - stall.since);
+		log_info("event=reading_resumed stalled_s=%.1f",
+		    ev_now(alerter.loop) - stall.since);
 	stall.since = 0;
 	stall.logged = 0;
 }
@@ -152,10 +162,10 @@ stream_stalled(const char *why)
 	if (stall.logged != 0 && now - stall.logged < STALL_LOG_S)
 		return;
 	stall.logged = now;
-	log_err("event=not_reading stream=%s held=%zu stalled_s=%.0f "
-	    "reason=\"%s\" note=\"crossings wait in the stream; none is "
-	    "lost while it keeps them\"", stream_name, nheld,
-	    now - stall.since, log_quote(q, sizeof(q), why, strlen(why)));
+	log_err("event=not_reading held=%zu stalled_s=%.0f reason=\"%s\" "
+	    "note=\"crossings wait in the stream; none is lost while it keeps "
+	    "them\"", nheld, now - stall.since, log_quote(q, sizeof(q), why,
+	    strlen(why)));
 }
 
 /* A stream id, "ms-seq", into its two numbers. */
@@ -312,9 +322,10 @@ stream_ignore_cb(redisAsyncContext *ac, void *r, void *priv)
 
 /* An entry trimmed off the stream (events.stream_maxlen) unmailed. */
 static void
-stream_event_lost(const char *id, size_t len, int ack)
+stream_event_lost(struct stream_shard *sh, const char *id, size_t len,
+    int ack)
 {
-	const char	*argv[4] = { "XACK", stream_name, stream_group, id };
+	const char	*argv[4] = { "XACK", sh->name, stream_group, id };
 	size_t		 argvlen[4];
 	char		 q[64];
 
@@ -325,10 +336,10 @@ stream_event_lost(const char *id, size_t len, int ack)
 	if (!ack)
 		return;
 	argvlen[0] = 4;
-	argvlen[1] = strlen(stream_name);
+	argvlen[1] = strlen(sh->name);
 	argvlen[2] = strlen(stream_group);
 	argvlen[3] = len;
-	store_command(stream_ignore_cb, NULL, 4, argv, argvlen);
+	store_command(sh->slot, stream_ignore_cb, NULL, 4, argv, argvlen);
 }
 
 /*
@@ -336,6 +347,7 @@ stream_event_lost(const char *id, size_t len, int ack)
  * delivery (stream_confirm): one per read or claim in flight.
  */
 struct stream_fresh {
+	struct stream_shard *sh;
 	struct event	**evs;
 	size_t		 n, cap;
 	const char	*how;		/* "new", "resumed", "claimed" */
@@ -378,7 +390,7 @@ stream_handle(const redisReply *entries, struct stream_fresh *f)
 			continue;
 		}
 		if (e->element[1]->type != REDIS_REPLY_ARRAY) {
-			stream_event_lost(e->element[0]->str,
+			stream_event_lost(f->sh, e->element[0]->str,
 			    e->element[0]->len, 1);
 			continue;
 		}
@@ -390,11 +402,13 @@ stream_handle(const redisReply *entries, struct stream_fresh *f)
 			    e->element[0]->str, e->element[0]->len));
 			continue;
 		}
-		if (ev->id_ms > rd.last_ms || (ev->id_ms == rd.last_ms &&
-		    ev->id_seq > rd.last_seq)) {
-			rd.last_ms = ev->id_ms;
-			rd.last_seq = ev->id_seq;
-			snprintf(rd.last_id, sizeof(rd.last_id), "%s", ev->id);
+		ev->shard = f->sh->i;
+		if (ev->id_ms > f->sh->last_ms || (ev->id_ms == f->sh->last_ms &&
+		    ev->id_seq > f->sh->last_seq)) {
+			f->sh->last_ms = ev->id_ms;
+			f->sh->last_seq = ev->id_seq;
+			snprintf(f->sh->last_id, sizeof(f->sh->last_id), "%s",
+			    ev->id);
 		}
 		if (tfind(ev, &held, stream_event_cmp) != NULL) {
 			stream_event_free(ev);	/* already on its way */
@@ -467,13 +481,13 @@ stream_confirm_cb(redisAsyncContext *ac, void *r, void *priv)
 }
 
 static void
-stream_confirm(stream_confirm_fn *fn, void *arg)
+stream_confirm(unsigned slot, stream_confirm_fn *fn, void *arg)
 {
 	struct stream_confirm_call	*call;
 	const char			*argv[] = { "WAIT", "1",
 					    CONFIRM_WAIT_MS };
 
-	if (store_replicas() == 0) {
+	if (store_replicas(slot) == 0) {
 		fn(arg, 1);
 		return;
 	}
@@ -483,7 +497,7 @@ stream_confirm(stream_confirm_fn *fn, void *arg)
 	}
 	call->fn = fn;
 	call->arg = arg;
-	if (store_command(stream_confirm_cb, call, 3, argv, NULL) == -1) {
+	if (store_command(slot, stream_confirm_cb, call, 3, argv, NULL) == -1) {
 		free(call);
 		fn(arg, 0);
 	}
@@ -525,32 +539,32 @@ stream_withdraw(struct stream_fresh *f)
 	for (i = 0; i < f->n; i++)
 		stream_release(f->evs[i]);
 	f->n = 0;
-	rd.pel_done = 0;
-	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
+	f->sh->pel_done = 0;
+	snprintf(f->sh->pel_cursor, sizeof(f->sh->pel_cursor), "0");
 }
 
 static void
 stream_group_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	redisReply	*reply = r;
-	char		 err[256];
+	struct stream_shard	*sh = priv;
+	redisReply		*reply = r;
+	char			 err[256];
 
 	(void)ac;
-	(void)priv;
 	if (reply == NULL)
 		return;
 	switch (keyspace_group_reply(reply, err, sizeof(err))) {
 	case 1:
 		alerter.stats.groups_made++;
 		log_warn("event=group_created stream=%s group=%s from=%s",
-		    stream_name, stream_group, rd.last_id[0] != '\0' ?
-		    rd.last_id : "$");
+		    sh->name, stream_group, sh->last_id[0] != '\0' ?
+		    sh->last_id : "$");
 		break;
 	case 0:
 		break;		/* count.lua or another alerter made it */
 	default:
 		log_warn("event=group_create_failed stream=%s group=%s "
-		    "reason=\"%s\"", stream_name, stream_group, err);
+		    "reason=\"%s\"", sh->name, stream_group, err);
 	}
 }
 
@@ -562,23 +576,24 @@ stream_group_cb(redisAsyncContext *ac, void *r, void *priv)
  * install starts, rather than mail a stream's whole history again.
  */
 static void
-stream_group_lost(void)
+stream_group_lost(struct stream_shard *sh)
 {
 	const char	*argv[KEYSPACE_GROUP_ARGC];
 
-	if (rd.unread > 0) {
-		alerter.stats.events_lost += (uint64_t)rd.unread;
+	if (sh->unread > 0) {
+		alerter.stats.events_lost += (uint64_t)sh->unread;
 		log_err("event=events_lost lost_at_least=%lld stream=%s "
 		    "group=%s reason=\"the group or the stream was lost with "
-		    "entries no alerter had read yet\"", rd.unread,
-		    stream_name, stream_group);
+		    "entries no alerter had read yet\"", sh->unread, sh->name,
+		    stream_group);
 	}
-	rd.unread = 0;
+	sh->unread = 0;
 	log_warn("event=group_missing stream=%s group=%s action=create",
-	    stream_name, stream_group);
-	keyspace_group_argv(stream_name, stream_group, rd.last_id[0] != '\0' ?
-	    rd.last_id : "$", argv);
-	store_command(stream_group_cb, NULL, KEYSPACE_GROUP_ARGC, argv, NULL);
+	    sh->name, stream_group);
+	keyspace_group_argv(sh->name, stream_group, sh->last_id[0] != '\0' ?
+	    sh->last_id : "$", argv);
+	store_command(sh->slot, stream_group_cb, sh, KEYSPACE_GROUP_ARGC, argv,
+	    NULL);
 }
 
 /* XREADGROUP's reply: [[stream, entries]], or nil when nothing is new. */
@@ -602,7 +617,7 @@ stream_entries(const redisReply *reply)
  * reply is not what it sends.
  */
 static const redisReply *
-stream_read_lost(const redisReply *reply)
+stream_read_lost(struct stream_shard *sh, const redisReply *reply)
 {
 	long long	 lost, lag;
 
@@ -616,30 +631,22 @@ stream_read_lost(const redisReply *reply)
 		alerter.stats.events_lost += (uint64_t)lost;
 		log_err("event=events_trimmed lost=%lld stream=%s group=%s "
 		    "reason=\"trimmed from the stream before any alerter read "
-		    "them: raise events.stream_maxlen\"", lost, stream_name,
+		    "them: raise events.stream_maxlen\"", lost, sh->name,
 		    stream_group);
-	} else if (lost < 0 && !rd.lost_unknown_logged++)
+	} else if (lost < 0 && !lost_unknown_logged++)
 		log_warn("event=events_trimmed_unknown stream=%s group=%s "
 		    "reason=\"the group keeps no read counter (set by "
 		    "XGROUP SETID?), or XINFO is refused: entries trimmed "
-		    "unread cannot be counted\"", stream_name, stream_group);
-	rd.unread = lag;
+		    "unread cannot be counted\"", sh->name, stream_group);
+	sh->unread = lag;
 	return reply->element[1];
-}
-
-/* Out of memory for a read's events: as if not confirmed, read again. */
-static void
-stream_withdraw_all(void)
-{
-	rd.busy = 0;
-	rd.pel_done = 0;
-	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
 }
 
 static void
 stream_read_confirmed(void *arg, int ok)
 {
 	struct stream_fresh	*f = arg;
+	struct stream_shard	*sh = f->sh;
 
 	if (ok && !alerter.stopping)
 		stream_deliver(f);
@@ -647,31 +654,31 @@ stream_read_confirmed(void *arg, int ok)
 		stream_withdraw(f);
 	free(f->evs);
 	free(f);
-	rd.busy = 0;
-	if (ok && rd.again)
+	sh->busy = 0;
+	if (ok && sh->again)
 		stream_read();
 }
 
 static void
-stream_read_reply(redisReply *reply)
+stream_read_reply(struct stream_shard *sh, redisReply *reply)
 {
 	const redisReply	*entries, *last;
 	struct stream_fresh	*f;
 	size_t			 n;
 
 	if (reply == NULL || alerter.stopping) {
-		rd.busy = 0;	/* the connection failed: connected() restarts */
+		sh->busy = 0;	/* the connection failed: connected() restarts */
 		if (!alerter.stopping)
 			stream_stalled("redis connection failed");
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
-		rd.busy = 0;
+		sh->busy = 0;
 		alerter.stats.read_errors++;
 		if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-			if (ev_now(alerter.loop) >= rd.next_group) {
-				rd.next_group = ev_now(alerter.loop) + POLL_S;
-				stream_group_lost();
+			if (ev_now(alerter.loop) >= sh->next_group) {
+				sh->next_group = ev_now(alerter.loop) + POLL_S;
+				stream_group_lost(sh);
 				stream_read();
 			}
 			return;
@@ -679,9 +686,9 @@ stream_read_reply(redisReply *reply)
 		stream_stalled(reply->str);
 		return;
 	}
-	if (!rd.pel && (reply = (redisReply *)stream_read_lost(reply)) ==
+	if (!sh->pel && (reply = (redisReply *)stream_read_lost(sh, reply)) ==
 	    NULL) {
-		rd.busy = 0;
+		sh->busy = 0;
 		alerter.stats.read_errors++;
 		stream_stalled("unexpected reply shape from read.lua");
 		return;
@@ -689,84 +696,83 @@ stream_read_reply(redisReply *reply)
 	stream_ok();
 	entries = stream_entries(reply);
 	n = entries != NULL ? entries->elements : 0;
-	if (!rd.pel && rd.unread > 0)
-		rd.unread = rd.unread > (long long)n ? rd.unread -
+	if (!sh->pel && sh->unread > 0)
+		sh->unread = sh->unread > (long long)n ? sh->unread -
 		    (long long)n : 0;
-	if (rd.pel) {
+	if (sh->pel) {
 		if (n == 0) {
-			rd.pel_done = 1;
-			if (rd.pel_resumed > 0)
-				log_info("event=resumed pending=%zu",
-				    rd.pel_resumed);
+			sh->pel_done = 1;
+			if (sh->pel_resumed > 0)
+				log_info("event=resumed stream=%s pending=%zu",
+				    sh->name, sh->pel_resumed);
 		} else {
 			last = entries->element[n - 1];
 			if (last->type == REDIS_REPLY_ARRAY &&
 			    last->elements == 2 &&
 			    last->element[0]->type == REDIS_REPLY_STRING &&
-			    last->element[0]->len < sizeof(rd.pel_cursor)) {
-				memcpy(rd.pel_cursor, last->element[0]->str,
+			    last->element[0]->len < sizeof(sh->pel_cursor)) {
+				memcpy(sh->pel_cursor, last->element[0]->str,
 				    last->element[0]->len);
-				rd.pel_cursor[last->element[0]->len] = '\0';
+				sh->pel_cursor[last->element[0]->len] = '\0';
 			} else
-				rd.pel_done = 1;	/* cannot go on */
-			rd.pel_resumed += n;
+				sh->pel_done = 1;	/* cannot go on */
+			sh->pel_resumed += n;
 		}
-		rd.again = 1;	/* on to the rest, or to new ones */
-	} else if (n >= rd.count)
-		rd.again = 1;	/* a full read may have left more */
-	/* Still "busy" until confirmed: kicks only set rd.again. */
+		sh->again = 1;	/* on to the rest, or to new ones */
+	} else if (n >= sh->count)
+		sh->again = 1;	/* a full read may have left more */
+	/* Still "busy" until confirmed: kicks only set sh->again. */
 	if ((f = calloc(1, sizeof(*f))) == NULL) {
-		stream_withdraw_all();
+		sh->busy = 0;
+		sh->pel_done = 0;
+		snprintf(sh->pel_cursor, sizeof(sh->pel_cursor), "0");
 		return;
 	}
-	f->how = rd.pel ? "resumed" : "new";
+	f->sh = sh;
+	f->how = sh->pel ? "resumed" : "new";
 	stream_handle(entries, f);
-	stream_confirm(stream_read_confirmed, f);
+	stream_confirm(sh->slot, stream_read_confirmed, f);
 }
 
 static void
 stream_read_cb(void *priv, redisReply *reply)
 {
-	(void)priv;
-	stream_read_reply(reply);
+	stream_read_reply(priv, reply);
 }
 
 static void
 stream_xread_cb(redisAsyncContext *ac, void *r, void *priv)
 {
 	(void)ac;
-	(void)priv;
-	stream_read_reply(r);
+	stream_read_reply(priv, r);
 }
 
 static void
-stream_read(void)
+stream_read_shard(struct stream_shard *sh, size_t room)
 {
 	const char	*argv[9];
 	char		 count[24];
-	size_t		 room;
 	int		 rc;
 
-	if (alerter.stopping || !store_ready() || !lease_held())
-		return;
-	if (rd.busy) {
-		rd.again = 1;
+	if (sh->busy) {
+		sh->again = 1;
 		return;
 	}
-	room = READ_MAX;
-	if (rd.pel_done && (room = stream_hooks->room()) == 0)
+	if (!sh->pel_done)
+		room = READ_MAX;
+	else if (room == 0)
 		return;		/* the policy calls stream_kick() later */
 	if (room > READ_MAX)
 		room = READ_MAX;
 	snprintf(count, sizeof(count), "%zu", room);
-	if (rd.pel_done) {
+	if (sh->pel_done) {
 		argv[0] = "1";
-		argv[1] = stream_name;
+		argv[1] = sh->name;
 		argv[2] = stream_group;
 		argv[3] = stream_consumer;
 		argv[4] = count;
-		rc = script_run(store_scripts(), SCRIPT_READ, stream_read_cb,
-		    NULL, 5, argv, NULL);
+		rc = store_script(sh->slot, SCRIPT_READ, stream_read_cb, sh, 5,
+		    argv);
 	} else {
 		argv[0] = "XREADGROUP";
 		argv[1] = "GROUP";
@@ -775,16 +781,33 @@ stream_read(void)
 		argv[4] = "COUNT";
 		argv[5] = count;
 		argv[6] = "STREAMS";
-		argv[7] = stream_name;
-		argv[8] = rd.pel_cursor;
-		rc = store_command(stream_xread_cb, NULL, 9, argv, NULL);
+		argv[7] = sh->name;
+		argv[8] = sh->pel_cursor;
+		rc = store_command(sh->slot, stream_xread_cb, sh, 9, argv, NULL);
 	}
 	if (rc == 0) {
-		rd.busy = 1;
-		rd.again = 0;
-		rd.pel = !rd.pel_done;
-		rd.count = room;
+		sh->busy = 1;
+		sh->again = 0;
+		sh->pel = !sh->pel_done;
+		sh->count = room;
 	}
+}
+
+/*
+ * Every shard, each with its share of the room the policy has (at least
+ * one entry each: a shard is never starved by the others).
+ */
+static void
+stream_read(void)
+{
+	size_t	 i, room, share;
+
+	if (alerter.stopping || !store_ready() || !lease_held())
+		return;
+	room = stream_hooks->room();
+	share = nshards > 1 ? (room + nshards - 1) / nshards : room;
+	for (i = 0; i < nshards; i++)
+		stream_read_shard(&shards[i], room == 0 ? 0 : share);
 }
 
 static double
@@ -795,12 +818,13 @@ stream_claim_interval(void)
 	return s < 0.25 ? 0.25 : s > 30 ? 30 : s;
 }
 
-static void	stream_claim(void);
+static void	stream_claim_shard(struct stream_shard *);
 
 static void
 stream_claim_confirmed(void *arg, int ok)
 {
 	struct stream_fresh	*f = arg;
+	struct stream_shard	*sh = f->sh;
 
 	if (ok && !alerter.stopping)
 		stream_deliver(f);
@@ -808,73 +832,74 @@ stream_claim_confirmed(void *arg, int ok)
 		stream_withdraw(f);	/* ours now: our pending list has them */
 	free(f->evs);
 	free(f);
-	cl.busy = 0;
-	if (ok && strcmp(cl.cursor, "0-0") != 0)
-		stream_claim();	/* more of the pending list to scan */
+	sh->cl_busy = 0;
+	if (ok && strcmp(sh->cl_cursor, "0-0") != 0)
+		stream_claim_shard(sh);	/* more of the pending list */
 	else
-		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+		sh->cl_next = ev_now(alerter.loop) + stream_claim_interval();
 }
 
 static void
 stream_claim_cb(redisAsyncContext *ac, void *r, void *priv)
 {
+	struct stream_shard	*sh = priv;
 	redisReply		*reply = r;
 	const redisReply	*cur, *del;
 	struct stream_fresh	*f;
 	size_t			 i;
 
 	(void)ac;
-	(void)priv;
-	cl.busy = 0;
+	sh->cl_busy = 0;
 	if (reply == NULL || alerter.stopping)
 		return;
 	if (reply->type == REDIS_REPLY_ERROR) {
 		if (strstr(reply->str, "unknown command") != NULL) {
-			cl.broken = 1;
+			claim_broken = 1;
 			log_err("event=claim_unavailable reason=\"XAUTOCLAIM "
 			    "needs Redis 6.2: events of dead alerters are not "
 			    "taken over\"");
 		} else
-			log_warn("event=claim_failed reason=\"%s\"",
-			    reply->str);
-		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+			log_warn("event=claim_failed stream=%s reason=\"%s\"",
+			    sh->name, reply->str);
+		sh->cl_next = ev_now(alerter.loop) + stream_claim_interval();
 		return;
 	}
 	/* [next cursor, entries, deleted ids (Redis 7)] */
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
 	    (cur = reply->element[0])->type != REDIS_REPLY_STRING ||
-	    cur->len >= sizeof(cl.cursor)) {
-		log_warn("event=claim_failed reason=\"unexpected reply\"");
-		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+	    cur->len >= sizeof(sh->cl_cursor)) {
+		log_warn("event=claim_failed stream=%s reason=\"unexpected "
+		    "reply\"", sh->name);
+		sh->cl_next = ev_now(alerter.loop) + stream_claim_interval();
 		return;
 	}
-	memcpy(cl.cursor, cur->str, cur->len);
-	cl.cursor[cur->len] = '\0';
+	memcpy(sh->cl_cursor, cur->str, cur->len);
+	sh->cl_cursor[cur->len] = '\0';
 	if (reply->elements > 2 &&
 	    (del = reply->element[2])->type == REDIS_REPLY_ARRAY)
 		for (i = 0; i < del->elements; i++)
 			if (del->element[i]->type == REDIS_REPLY_STRING)
-				stream_event_lost(del->element[i]->str,
+				stream_event_lost(sh, del->element[i]->str,
 				    del->element[i]->len, 0);
 	if ((f = calloc(1, sizeof(*f))) == NULL) {
-		cl.next = ev_now(alerter.loop) + stream_claim_interval();
+		sh->cl_next = ev_now(alerter.loop) + stream_claim_interval();
 		return;
 	}
-	cl.busy = 1;		/* until confirmed */
+	sh->cl_busy = 1;	/* until confirmed */
+	f->sh = sh;
 	f->how = "claimed";
 	stream_handle(reply->element[1], f);
-	stream_confirm(stream_claim_confirmed, f);
+	stream_confirm(sh->slot, stream_claim_confirmed, f);
 }
 
 static void
-stream_claim(void)
+stream_claim_shard(struct stream_shard *sh)
 {
 	const char	*argv[8];
 	char		 idle[24], count[24];
 	size_t		 room;
 
-	if (alerter.stopping || !store_ready() || cl.busy || !lease_held() ||
-	    !rd.pel_done || cl.broken || ev_now(alerter.loop) < cl.next)
+	if (sh->cl_busy || !sh->pel_done || ev_now(alerter.loop) < sh->cl_next)
 		return;
 	if ((room = stream_hooks->room()) == 0)
 		return;
@@ -884,24 +909,123 @@ stream_claim(void)
 	    (long long)alerter.conf->alerts_claim_idle_ms);
 	snprintf(count, sizeof(count), "%zu", room);
 	argv[0] = "XAUTOCLAIM";
-	argv[1] = stream_name;
+	argv[1] = sh->name;
 	argv[2] = stream_group;
 	argv[3] = stream_consumer;
 	argv[4] = idle;
-	argv[5] = cl.cursor;
+	argv[5] = sh->cl_cursor;
 	argv[6] = "COUNT";
 	argv[7] = count;
-	if (store_command(stream_claim_cb, NULL, 8, argv, NULL) == 0)
-		cl.busy = 1;
+	if (store_command(sh->slot, stream_claim_cb, sh, 8, argv, NULL) == 0)
+		sh->cl_busy = 1;
 }
 
-/* One own.lua or XACK call on behalf of the policy. */
+static void
+stream_claim(void)
+{
+	size_t	 i;
+
+	if (alerter.stopping || !store_ready() || !lease_held() ||
+	    claim_broken)
+		return;
+	for (i = 0; i < nshards; i++)
+		stream_claim_shard(&shards[i]);
+}
+
+/*
+ * One call on behalf of the policy, cut per shard (each its own stream
+ * and node): done(arg, ok) once every part is back, ok if all were.
+ */
 struct stream_call {
-	struct event	**evs;
+	struct event	**evs;		/* the policy's, stable meanwhile */
 	size_t		 n;
 	stream_done_fn	*done;
 	void		*arg;
+	unsigned	 parts;		/* in flight */
+	int		 failed;
 };
+
+struct stream_part {
+	struct stream_call	*call;
+	struct stream_shard	*sh;
+	struct event		**evs;	/* this shard's, a copy */
+	size_t			 n;
+};
+
+static void
+stream_call_part_done(struct stream_part *p, int ok)
+{
+	struct stream_call	*call = p->call;
+
+	free(p->evs);
+	free(p);
+	if (!ok)
+		call->failed = 1;
+	if (--call->parts > 0)
+		return;
+	if (call->done != NULL)
+		call->done(call->arg, !call->failed);
+	free(call);
+}
+
+/*
+ * Make and send the parts of a call: one per shard that has events
+ * (digest_max is at most OWN_MAX, so one own.lua call each).  send(part)
+ * queues one, or returns -1.
+ */
+static void
+stream_call_split(struct stream_call *call, int (*send)(struct stream_part *))
+{
+	struct stream_part	*p;
+	size_t			 s, i, k;
+
+	call->parts = 1;	/* held until every part is sent */
+	for (s = 0; s < nshards; s++) {
+		for (i = k = 0; i < call->n; i++)
+			k += call->evs[i]->shard == s;
+		if (k == 0)
+			continue;
+		if ((p = calloc(1, sizeof(*p))) == NULL ||
+		    (p->evs = calloc(k, sizeof(*p->evs))) == NULL) {
+			free(p);
+			call->failed = 1;
+			continue;
+		}
+		p->call = call;
+		p->sh = &shards[s];
+		for (i = 0; i < call->n; i++)
+			if (call->evs[i]->shard == s)
+				p->evs[p->n++] = call->evs[i];
+		call->parts++;
+		if (send(p) == -1) {
+			call->parts--;
+			free(p->evs);
+			free(p);
+			call->failed = 1;
+		}
+	}
+	if (--call->parts == 0) {
+		if (call->done != NULL)
+			call->done(call->arg, !call->failed);
+		free(call);
+	}
+}
+
+static struct stream_call *
+stream_call_new(struct event **evs, size_t n, stream_done_fn *done,
+    void *arg)
+{
+	struct stream_call	*call;
+
+	if (n == 0 || n > OWN_MAX ||
+	    (call = calloc(1, sizeof(*call))) == NULL)
+		return NULL;
+	call->evs = evs;
+	call->n = n;
+	call->done = done;
+	call->arg = arg;
+	return call;
+}
 
 static int
 stream_own_parse(const redisReply *reply, struct event **evs, size_t n)
@@ -931,119 +1055,115 @@ stream_own_parse(const redisReply *reply, struct event **evs, size_t n)
 static void
 stream_own_cb(void *priv, redisReply *reply)
 {
-	struct stream_call	*call = priv;
+	struct stream_part	*p = priv;
 	int			 ok = 0;
 
-	if (reply != NULL && call->evs != NULL &&
-	    stream_own_parse(reply, call->evs, call->n) == 0)
+	if (reply != NULL && stream_own_parse(reply, p->evs, p->n) == 0)
 		ok = 1;
-	else if (reply != NULL && call->evs != NULL) {
+	else if (reply != NULL) {
 		alerter.stats.read_errors++;
 		stream_stalled(reply->type == REDIS_REPLY_ERROR ? reply->str :
 		    "unexpected reply from own.lua");
 	}
-	if (call->done != NULL)
-		call->done(call->arg, ok);
-	free(call);
+	stream_call_part_done(p, ok);
 }
 
-/* own.lua for evs[0..n), OWN_MAX ids a call at most. */
+/* own.lua for one shard's events, or the keepalive's ids. */
 static int
-stream_own_call(struct event **evs, size_t n, stream_done_fn *done,
-    void *arg)
+stream_own_send(struct stream_shard *sh, struct event **evs, size_t n,
+    script_reply_fn *fn, void *priv)
 {
-	struct stream_call	*call;
-	const char		**argv;
-	size_t			 i;
-	int			 rc;
+	const char	**argv;
+	size_t		 i;
+	int		 rc;
 
-	if (n == 0 || n > OWN_MAX)
+	if ((argv = calloc(n + 4, sizeof(*argv))) == NULL)
 		return -1;
-	if ((call = calloc(1, sizeof(*call))) == NULL)
-		return -1;
-	if ((argv = calloc(n + 4, sizeof(*argv))) == NULL) {
-		free(call);
-		return -1;
-	}
-	call->evs = evs;
-	call->n = n;
-	call->done = done;
-	call->arg = arg;
 	argv[0] = "1";
-	argv[1] = stream_name;
+	argv[1] = sh->name;
 	argv[2] = stream_group;
 	argv[3] = stream_consumer;
 	for (i = 0; i < n; i++)
 		argv[4 + i] = evs[i]->id;
-	rc = script_run(store_scripts(), SCRIPT_OWN, stream_own_cb, call,
-	    (int)(n + 4), argv, NULL);
+	/* script_run() copies the ids into its command. */
+	rc = store_script(sh->slot, SCRIPT_OWN, fn, priv, (int)(n + 4), argv);
 	free(argv);
-	if (rc == -1)
-		free(call);
 	return rc;
+}
+
+static int
+stream_own_part(struct stream_part *p)
+{
+	return stream_own_send(p->sh, p->evs, p->n, stream_own_cb, p);
 }
 
 int
 stream_own(struct event **evs, size_t n, stream_done_fn *done, void *arg)
 {
-	return stream_own_call(evs, n, done, arg);
+	struct stream_call	*call;
+
+	if ((call = stream_call_new(evs, n, done, arg)) == NULL)
+		return -1;
+	stream_call_split(call, stream_own_part);
+	return 0;
 }
 
 static void
 stream_ack_confirmed(void *arg, int ok)
 {
-	struct stream_call	*call = arg;
-
-	call->done(call->arg, ok);
-	free(call);
+	stream_call_part_done(arg, ok);
 }
 
 static void
 stream_ack_cb(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct stream_call	*call = priv;
+	struct stream_part	*p = priv;
 	redisReply		*reply = r;
 
 	(void)ac;
 	if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
 		if (reply != NULL) {
 			alerter.stats.read_errors++;
-			log_warn("event=ack_failed reason=\"%s\"", reply->str);
+			log_warn("event=ack_failed stream=%s reason=\"%s\"",
+			    p->sh->name, reply->str);
 			stream_stalled(reply->str);
 		}
-		stream_ack_confirmed(call, 0);
+		stream_call_part_done(p, 0);
 		return;
 	}
 	/* Done only once a replica has the ack too (see stream_confirm). */
-	stream_confirm(stream_ack_confirmed, call);
+	stream_confirm(p->sh->slot, stream_ack_confirmed, p);
+}
+
+static int
+stream_ack_part(struct stream_part *p)
+{
+	const char	**argv;
+	size_t		 i;
+	int		 rc;
+
+	if ((argv = calloc(p->n + 3, sizeof(*argv))) == NULL)
+		return -1;
+	argv[0] = "XACK";
+	argv[1] = p->sh->name;
+	argv[2] = stream_group;
+	for (i = 0; i < p->n; i++)
+		argv[3 + i] = p->evs[i]->id;
+	rc = store_command(p->sh->slot, stream_ack_cb, p, (int)(p->n + 3),
+	    argv, NULL);
+	free(argv);
+	return rc;
 }
 
 int
 stream_ack(struct event **evs, size_t n, stream_done_fn *done, void *arg)
 {
 	struct stream_call	*call;
-	const char		**argv;
-	size_t			 i;
-	int			 rc;
 
-	if ((call = calloc(1, sizeof(*call))) == NULL)
+	if ((call = stream_call_new(evs, n, done, arg)) == NULL)
 		return -1;
-	if ((argv = calloc(n + 3, sizeof(*argv))) == NULL) {
-		free(call);
-		return -1;
-	}
-	call->done = done;
-	call->arg = arg;
-	argv[0] = "XACK";
-	argv[1] = stream_name;
-	argv[2] = stream_group;
-	for (i = 0; i < n; i++)
-		argv[3 + i] = evs[i]->id;
-	rc = store_command(stream_ack_cb, call, (int)(n + 3), argv, NULL);
-	free(argv);
-	if (rc == -1)
-		free(call);
-	return rc;
+	stream_call_split(call, stream_ack_part);
+	return 0;
 }
 
 void
@@ -1070,18 +1190,15 @@ stream_wakeup(void)
 static void
 stream_keep_cb(void *priv, redisReply *reply)
 {
-	struct stream_call	*call = priv;
-	size_t			 i, other = 0;
+	size_t	 i, other = 0;
 
-	if (reply == NULL || alerter.stopping) {
-		free(call);
+	(void)priv;
+	if (reply == NULL || alerter.stopping)
 		return;
-	}
 	if (reply->type != REDIS_REPLY_ARRAY) {
 		log_warn("event=keepalive_failed reason=\"%s\"",
 		    reply->type == REDIS_REPLY_ERROR ? reply->str :
 		    "unexpected reply");
-		free(call);
 		return;
 	}
 	for (i = 0; i < reply->elements; i++)
@@ -1091,7 +1208,6 @@ stream_keep_cb(void *priv, redisReply *reply)
 	if (other > 0)
 		log_warn("event=keepalive held=%zu taken_over=%zu",
 		    reply->elements, other);
-	free(call);
 }
 
 struct stream_walk {
@@ -1110,16 +1226,15 @@ stream_collect(const void *node, VISIT which, void *arg)
 
 /*
  * Every claim_idle / 3: reset the idle time of what we hold, so that no
- * other alerter claims it while our relay is down and we retry.  Each
- * call gets its own copy of the ids: events may be released meanwhile.
+ * other alerter claims it while our relay is down and we retry; per
+ * shard, OWN_MAX ids a call.
  */
 static void
 stream_keep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct stream_walk	 walk;
-	struct stream_call	*call;
-	const char		**argv;
-	size_t			 off, n, i;
+	struct event		**mine;
+	size_t			 s, i, k;
 
 	(void)loop;
 	(void)w;
@@ -1130,27 +1245,20 @@ stream_keep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	walk.n = 0;
 	if ((walk.evs = calloc(walk.cap, sizeof(*walk.evs))) == NULL)
 		return;
-	twalk_r(held, stream_collect, &walk);
-	for (off = 0; off < walk.n; off += n) {
-		n = walk.n - off < OWN_MAX ? walk.n - off : OWN_MAX;
-		if ((call = calloc(1, sizeof(*call))) == NULL)
-			break;
-		if ((argv = calloc(n + 4, sizeof(*argv))) == NULL) {
-			free(call);
-			break;
-		}
-		argv[0] = "1";
-		argv[1] = stream_name;
-		argv[2] = stream_group;
-		argv[3] = stream_consumer;
-		for (i = 0; i < n; i++)
-			argv[4 + i] = walk.evs[off + i]->id;
-		/* script_run() copies the ids into its command. */
-		if (script_run(store_scripts(), SCRIPT_OWN, stream_keep_cb,
-		    call, (int)(n + 4), argv, NULL) == -1)
-			free(call);
-		free(argv);
+	if ((mine = calloc(walk.cap, sizeof(*mine))) == NULL) {
+		free(walk.evs);
+		return;
 	}
+	twalk_r(held, stream_collect, &walk);
+	for (s = 0; s < nshards; s++) {
+		for (i = k = 0; i < walk.n; i++)
+			if (walk.evs[i]->shard == s)
+				mine[k++] = walk.evs[i];
+		for (i = 0; i < k; i += OWN_MAX)
+			stream_own_send(&shards[s], mine + i, k - i < OWN_MAX ?
+			    k - i : OWN_MAX, stream_keep_cb, NULL);
+	}
+	free(mine);
 	free(walk.evs);
 }
 
@@ -1182,11 +1290,16 @@ stream_poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 stream_connected(void)
 {
+	size_t	 i;
+
 	/* Our own pending entries first: a previous run may have left some. */
-	rd.pel_done = 0;
-	rd.pel_resumed = 0;
-	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
-	rd.busy = cl.busy = 0;
+	for (i = 0; i < nshards; i++) {
+		shards[i].pel_done = 0;
+		shards[i].pel_resumed = 0;
+		snprintf(shards[i].pel_cursor, sizeof(shards[i].pel_cursor),
+		    "0");
+		shards[i].busy = shards[i].cl_busy = 0;
+	}
 	lease_kick();		/* reading starts once the lease is ours */
 	stream_hooks->ready();
 }
@@ -1194,18 +1307,32 @@ stream_connected(void)
 int
 stream_init(const struct stream_hooks *hooks, char *err, size_t errlen)
 {
-	const struct conf	*c = alerter.conf;
+	const struct conf		*c = alerter.conf;
+	const struct keyspace_shards	*ks = c->shards;
+	size_t				 i;
 
 	stream_hooks = hooks;
-	if ((stream_name = strdup(c->events_stream)) == NULL ||
-	    (stream_group = strdup(c->events_group)) == NULL ||
-	    (stream_consumer = strdup(c->alerts_consumer)) == NULL) {
+	if ((stream_group = strdup(c->events_group)) == NULL ||
+	    (stream_consumer = strdup(c->alerts_consumer)) == NULL ||
+	    (shards = calloc(ks->n, sizeof(*shards))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	snprintf(cl.cursor, sizeof(cl.cursor), "0-0");
-	snprintf(rd.pel_cursor, sizeof(rd.pel_cursor), "0");
-	cl.next = ev_now(alerter.loop) + stream_claim_interval();
+	for (i = 0; i < ks->n; i++) {
+		shards[i].i = i;
+		shards[i].slot = ks->slot[i];
+		if ((shards[i].name = strdup(ks->stream[i])) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		nshards++;
+		snprintf(shards[i].cl_cursor, sizeof(shards[i].cl_cursor),
+		    "0-0");
+		snprintf(shards[i].pel_cursor, sizeof(shards[i].pel_cursor),
+		    "0");
+		shards[i].cl_next = ev_now(alerter.loop) +
+		    stream_claim_interval();
+	}
 	ev_timer_init(&poll_timer, stream_poll_cb, POLL_S, POLL_S);
 	ev_timer_start(alerter.loop, &poll_timer);
 	ev_timer_init(&keep_timer, stream_keep_timer_cb, 0., 0.);
@@ -1218,11 +1345,13 @@ stream_reload(const struct conf *old)
 {
 	const struct conf	*c = alerter.conf;
 
-	if (strcmp(stream_name, c->events_stream) != 0 ||
+	if (strcmp(old->events_stream, c->events_stream) != 0 ||
+	    old->events_shards != c->events_shards ||
 	    strcmp(stream_group, c->events_group) != 0 ||
 	    strcmp(stream_consumer, c->alerts_consumer) != 0)
-		log_warn("event=reload note=\"events.stream, events.group and "
-		    "alerts.consumer take effect at restart\"");
+		log_warn("event=reload note=\"events.stream, events.shards, "
+		    "events.group and alerts.consumer take effect at "
+		    "restart\"");
 	if (old->alerts_claim_idle_ms != c->alerts_claim_idle_ms)
 		stream_keep_schedule();
 }
@@ -1230,22 +1359,29 @@ stream_reload(const struct conf *old)
 void
 stream_stats(char *dst, size_t len)
 {
-	snprintf(dst, len, " reading=%d stalled_s=%.0f held=%zu",
+	snprintf(dst, len, " reading=%d stalled_s=%.0f held=%zu streams=%zu",
 	    store_ready() && lease_held() && stall.since == 0,
 	    stall.since != 0 ? ev_now(alerter.loop) - stall.since : 0.,
-	    nheld);
+	    nheld, nshards);
 }
 
 void
 stream_free(void)
 {
+	size_t	 i;
+
 	ev_timer_stop(alerter.loop, &poll_timer);
 	ev_timer_stop(alerter.loop, &keep_timer);
+	log_limit_stop(&warn_unconfirmed);
 	tdestroy(held, stream_event_free);
 	held = NULL;
 	nheld = 0;
-	free(stream_name);
+	for (i = 0; i < nshards; i++)
+		free(shards[i].name);
+	free(shards);
+	shards = NULL;
+	nshards = 0;
 	free(stream_group);
 	free(stream_consumer);
-	stream_name = stream_group = stream_consumer = NULL;
+	stream_group = stream_consumer = NULL;
 }

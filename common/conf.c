@@ -177,6 +177,8 @@ static const struct conf_opt conf_events_opts[] = {
 	{ "stream_maxlen", CT_INT64, C(events_stream_maxlen), 0, 10,
 	    100000000, NULL, NULL },
 	{ "group", CT_NAME, C(events_group), 0, 0, 0, NULL, NULL },
+	{ "shards", CT_INT, C(events_shards), 0, 1, KEYSPACE_SHARDS_MAX, NULL,
+	    NULL },
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
 };
 
@@ -1263,9 +1265,22 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 	if (c->alerts_smtp == NULL && c->alerts_sendmail == NULL &&
 	    (c->alerts_smtp = strdup("localhost:25")) == NULL)
 		return conf_error(p, NULL, "out of memory");
+	/*
+	 * Shards: a Cluster's, 48 by default (a multiple of any likely
+	 * number of masters up to 6, and 8, 12, 16, 24: an even spread);
+	 * elsewhere one, untagged, the names as they always were.
+	 */
+	if (c->cluster_seeds == NULL && c->events_shards > 1)
+		return conf_fail(p, &c->events_shards, "more than one shard "
+		    "needs redis.cluster");
+	if (c->events_shards == 0)
+		c->events_shards = c->cluster_seeds != NULL ? 48 : 1;
+	if ((c->shards = keyspace_shards_new(c->redis_prefix,
+	    c->events_stream, (size_t)c->events_shards,
+	    c->cluster_seeds != NULL)) == NULL)
+		return conf_error(p, NULL, "out of memory");
 	for (i = 0; i < c->nrules; i++)
-		if ((c->rules[i].ks = keyspace_rule_new(c->redis_prefix,
-		    &c->rules[i])) == NULL)
+		if ((c->rules[i].ks = keyspace_rule_new(&c->rules[i])) == NULL)
 			return conf_error(p, NULL, "out of memory");
 	return 0;
 }
@@ -1484,6 +1499,7 @@ conf_free(struct conf *c)
 	for (i = 0; i < c->nrules; i++)
 		conf_rule_free(&c->rules[i]);
 	free(c->rules);
+	keyspace_shards_free(c->shards);
 	conf_strv_free(c->sentinel_addresses);
 	conf_strv_free(c->cluster_seeds);
 	free(c->sentinel_master);

@@ -126,6 +126,8 @@ struct conf {
 	/* events: */
 	char		*events_channel;
 	char		*events_stream;
+	int		 events_shards;		/* Cluster: streams, key tags */
+	struct keyspace_shards *shards;		/* made at load */
 	int64_t		 events_stream_maxlen;
 	char		*events_group;
 

@@ -94,21 +94,20 @@ keyspace_reserved(const char *name)
 	return 0;
 }
 
-/* "PREFIX:[KIND:]RULE[SUFFIX]:" */
+/* "[KIND:]RULE[SUFFIX]:", what follows the prefix and a shard's tag. */
 static char *
-keyspace_head(const char *prefix, const char *kind, const char *rule,
-    const char *suffix)
+keyspace_tail(const char *kind, const char *rule, const char *suffix)
 {
 	char	*s;
 
-	if (asprintf(&s, "%s:%s%s%s%s:", prefix, kind, *kind != '\0' ? ":" :
-	    "", rule, suffix) == -1)
+	if (asprintf(&s, "%s%s%s%s:", kind, *kind != '\0' ? ":" : "", rule,
+	    suffix) == -1)
 		return NULL;
 	return s;
 }
 
 struct keyspace_rule *
-keyspace_rule_new(const char *prefix, const struct conf_rule *r)
+keyspace_rule_new(const struct conf_rule *r)
 {
 	struct keyspace_rule	*ks;
 	const struct conf_limit	*l;
@@ -116,17 +115,16 @@ keyspace_rule_new(const char *prefix, const struct conf_rule *r)
 
 	if ((ks = calloc(1, sizeof(*ks))) == NULL)
 		return NULL;
-	if ((ks->subjects = keyspace_head(prefix, "subjects", r->name, ""))
-	    == NULL || (ks->override = keyspace_head(prefix, "override",
-	    r->name, "")) == NULL)
+	if ((ks->subjects = keyspace_tail("subjects", r->name, "")) == NULL ||
+	    (ks->override = keyspace_tail("override", r->name, "")) == NULL)
 		goto fail;
 	ks->subjects_len = strlen(ks->subjects);
 	ks->override_len = strlen(ks->override);
 	for (i = 0; i < r->nlimits; i++) {
 		l = &r->limits[i];
-		if ((ks->state[i] = keyspace_head(prefix, "", r->name,
-		    l->suffix)) == NULL || (ks->crossed[i] =
-		    keyspace_head(prefix, "crossed", r->name, l->suffix)) == NULL)
+		if ((ks->state[i] = keyspace_tail("", r->name, l->suffix)) ==
+		    NULL || (ks->crossed[i] = keyspace_tail("crossed", r->name,
+		    l->suffix)) == NULL)
 			goto fail;
 		ks->state_len[i] = strlen(ks->state[i]);
 		ks->crossed_len[i] = strlen(ks->crossed[i]);
@@ -159,56 +157,187 @@ keyspace_rule_free(struct keyspace_rule *ks)
 	free(ks);
 }
 
+/* CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster. */
+static unsigned
+keyspace_crc16(const char *s, size_t len)
+{
+	unsigned	 crc = 0;
+	size_t		 i;
+	int		 b;
+
+	for (i = 0; i < len; i++) {
+		crc ^= (unsigned)(unsigned char)s[i] << 8;
+		for (b = 0; b < 8; b++)
+			crc = crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1;
+		crc &= 0xffff;
+	}
+	return crc;
+}
+
+unsigned
+keyspace_slot(const char *key, size_t len)
+{
+	const char	*open, *close;
+
+	/* A hash tag: what is between the first { and the next }, if any. */
+	if ((open = memchr(key, '{', len)) != NULL &&
+	    (close = memchr(open + 1, '}', len - (size_t)(open + 1 - key))) !=
+	    NULL && close > open + 1)
+		return keyspace_crc16(open + 1, (size_t)(close - open - 1)) &
+		    16383;
+	return keyspace_crc16(key, len) & 16383;
+}
+
+struct keyspace_shards *
+keyspace_shards_new(const char *prefix, const char *stream, size_t n,
+    int tagged)
+{
+	struct keyspace_shards	*sh;
+	char			 tag[24];
+	unsigned		 lo, hi, slot;
+	size_t			 i, j;
+
+	if (n < 1 || n > KEYSPACE_SHARDS_MAX ||
+	    (sh = calloc(1, sizeof(*sh))) == NULL)
+		return NULL;
+	sh->n = n;
+	sh->prefix_len = (size_t)snprintf(sh->prefix, sizeof(sh->prefix),
+	    "%s:", prefix);
+	if ((sh->tag = calloc(n, sizeof(*sh->tag))) == NULL ||
+	    (sh->tag_len = calloc(n, sizeof(*sh->tag_len))) == NULL ||
+	    (sh->stream = calloc(n, sizeof(*sh->stream))) == NULL ||
+	    (sh->stream_len = calloc(n, sizeof(*sh->stream_len))) == NULL ||
+	    (sh->slot = calloc(n, sizeof(*sh->slot))) == NULL)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		if (!tagged) {
+			sh->tag[i][0] = '\0';
+			if ((sh->stream[i] = strdup(stream)) == NULL)
+				goto fail;
+		} else {
+			/*
+			 * Shard i's tag is the first "s<i>.<j>" whose slot is
+			 * in the i-th of n equal parts of the slot space:
+			 * about n/16384 of the names are, so this is a few
+			 * hundred CRCs a shard, once at load.
+			 */
+			lo = (unsigned)(i * 16384 / n);
+			hi = (unsigned)((i + 1) * 16384 / n);
+			for (j = 0;; j++) {
+				snprintf(tag, sizeof(tag), "s%zu.%zu", i, j);
+				slot = keyspace_crc16(tag, strlen(tag)) & 16383;
+				if (slot >= lo && slot < hi)
+					break;
+			}
+			snprintf(sh->tag[i], sizeof(sh->tag[i]), "{%s}:", tag);
+			if (asprintf(&sh->stream[i], "%s:{%s}", stream, tag) ==
+			    -1) {
+				sh->stream[i] = NULL;
+				goto fail;
+			}
+		}
+		sh->tag_len[i] = strlen(sh->tag[i]);
+		sh->stream_len[i] = strlen(sh->stream[i]);
+		sh->slot[i] = keyspace_slot(sh->stream[i], sh->stream_len[i]);
+	}
+	return sh;
+fail:
+	keyspace_shards_free(sh);
+	return NULL;
+}
+
+void
+keyspace_shards_free(struct keyspace_shards *sh)
+{
+	size_t	 i;
+
+	if (sh == NULL)
+		return;
+	for (i = 0; sh->stream != NULL && i < sh->n; i++)
+		free(sh->stream[i]);
+	free(sh->tag);
+	free(sh->tag_len);
+	free(sh->stream);
+	free(sh->stream_len);
+	free(sh->slot);
+	free(sh);
+}
+
+size_t
+keyspace_shard_of(const struct keyspace_shards *sh, const char *ekey,
+    size_t elen)
+{
+	return sh->n == 1 ? 0 : keyspace_crc16(ekey, elen) % sh->n;
+}
+
 size_t
 keyspace_decision_nkeys(const struct conf_rule *r)
 {
 	return 3 + 2 * r->nlimits;
 }
 
-size_t
-keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
+/* A key name of four parts, as one RESP argument. */
+static void
+keyspace_put(struct resp *out, const struct keyspace_shards *sh,
+    size_t shard, const char *tail, size_t tlen, const char *ekey,
     size_t elen)
 {
-	const struct keyspace_rule	*ks = r->ks;
-	size_t				 i, n;
+	const char	*parts[4] = { sh->prefix, sh->tag[shard], tail, ekey };
+	size_t		 lens[4] = { sh->prefix_len, sh->tag_len[shard], tlen,
+			    elen };
 
-	n = resp_size(ks->subjects_len + elen) +
-	    resp_size(strlen(c->events_stream)) +
-	    resp_size(ks->override_len + elen);
+	resp_parts(out, parts, lens, 4);
+}
+
+size_t
+keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
+    size_t shard, size_t elen)
+{
+	const struct keyspace_shards	*sh = c->shards;
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i, head, n;
+
+	head = sh->prefix_len + sh->tag_len[shard] + elen;
+	n = resp_size(head + ks->subjects_len) +
+	    resp_size(sh->stream_len[shard]) +
+	    resp_size(head + ks->override_len);
 	for (i = 0; i < r->nlimits; i++)
-		n += resp_size(ks->state_len[i] + elen) +
-		    resp_size(ks->crossed_len[i] + elen);
+		n += resp_size(head + ks->state_len[i]) +
+		    resp_size(head + ks->crossed_len[i]);
 	return n;
 }
 
 void
 keyspace_decision_keys(struct resp *out, const struct conf *c,
-    const struct conf_rule *r, const char *ekey, size_t elen)
+    const struct conf_rule *r, size_t shard, const char *ekey, size_t elen)
 {
+	const struct keyspace_shards	*sh = c->shards;
 	const struct keyspace_rule	*ks = r->ks;
 	size_t				 i;
 
-	resp_cat(out, ks->subjects, ks->subjects_len, ekey, elen);
-	resp_str(out, c->events_stream);
-	resp_cat(out, ks->override, ks->override_len, ekey, elen);
+	keyspace_put(out, sh, shard, ks->subjects, ks->subjects_len, ekey,
+	    elen);
+	resp_arg(out, sh->stream[shard], sh->stream_len[shard]);
+	keyspace_put(out, sh, shard, ks->override, ks->override_len, ekey,
+	    elen);
 	for (i = 0; i < r->nlimits; i++) {
-		resp_cat(out, ks->state[i], ks->state_len[i], ekey, elen);
-		resp_cat(out, ks->crossed[i], ks->crossed_len[i], ekey, elen);
+		keyspace_put(out, sh, shard, ks->state[i], ks->state_len[i],
+		    ekey, elen);
+		keyspace_put(out, sh, shard, ks->crossed[i],
+		    ks->crossed_len[i], ekey, elen);
 	}
 }
 
 int
-keyspace_name(char *dst, size_t dstlen, const char *head, const char *ekey,
-    size_t elen)
+keyspace_name(char *dst, size_t dstlen, const struct conf *c, size_t shard,
+    const char *tail, const char *ekey, size_t elen)
 {
-	size_t	 hlen = strlen(head);
+	const struct keyspace_shards	*sh = c->shards;
+	int				 n;
 
-	if (hlen + elen + 1 > dstlen)
-		return -1;
-	memcpy(dst, head, hlen);
-	memcpy(dst + hlen, ekey, elen);
-	dst[hlen + elen] = '\0';
-	return (int)(hlen + elen);
+	n = snprintf(dst, dstlen, "%s%s%s%.*s", sh->prefix, sh->tag[shard],
+	    tail, (int)elen, ekey);
+	return n < 0 || (size_t)n >= dstlen ? -1 : n;
 }
 
 char *

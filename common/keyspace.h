@@ -15,9 +15,18 @@
  *               the order scripts/count.lua writes them
  *   group       how the alerters' consumer group is made
  *
- * Every key of one decision is built here from a rule's heads and the
- * escaped key (keyspace_rule), so a layout change, such as a hash tag on
- * every key of a decision, is a change to this file alone.
+ * Every key of one decision is built here from a rule's tails and the
+ * escaped key (keyspace_rule, keyspace_decision_keys).
+ *
+ * Redis Cluster.  One decision is one script call on one node, so every
+ * key it touches, and the stream it records a crossing in, must share a
+ * hash slot.  In a Cluster the keyspace is cut into events.shards shards:
+ * a key belongs to shard crc16(escaped key) mod S, every name of a
+ * decision of that key carries the shard's hash tag, PREFIX:{TAG}:..., and
+ * each shard has its own stream, STREAM:{TAG}.  The tags are chosen so
+ * that the shards lie evenly over the slot space, and so over the masters
+ * whatever their number divides.  Outside a Cluster there is one shard,
+ * without a tag: the names are the ones above.
  */
 #ifndef SW_KEYSPACE_H
 #define SW_KEYSPACE_H
@@ -60,6 +69,7 @@ int	keyspace_reserved(const char *name);
  * escaped key is appended, and its limits as the script's arguments.
  */
 struct keyspace_rule {
+	/* What follows "PREFIX:" (and a shard's "{TAG}:"): "crossed:r.5m:". */
 	char	*subjects;
 	char	*override;
 	char	*state[CONF_LIMITS_MAX];
@@ -70,9 +80,30 @@ struct keyspace_rule {
 	char	 limit_text[CONF_LIMITS_MAX][3][24];	/* limit, ms, burst */
 };
 
-struct keyspace_rule *keyspace_rule_new(const char *prefix,
-	    const struct conf_rule *);
+struct keyspace_rule *keyspace_rule_new(const struct conf_rule *);
 void	keyspace_rule_free(struct keyspace_rule *);
+
+/* The shards (see the top): one without a tag outside a Cluster. */
+#define KEYSPACE_SHARDS_MAX	1024
+struct keyspace_shards {
+	size_t	 n;
+	char	 prefix[80];		/* "PREFIX:" */
+	size_t	 prefix_len;
+	char	(*tag)[40];		/* "{s3.41}:" or "" */
+	size_t	*tag_len;
+	char	**stream;		/* events.stream[:{s3.41}] */
+	size_t	*stream_len;
+	unsigned *slot;			/* the tag's hash slot */
+};
+
+struct keyspace_shards *keyspace_shards_new(const char *prefix,
+	    const char *stream, size_t n, int tagged);
+void	keyspace_shards_free(struct keyspace_shards *);
+size_t	keyspace_shard_of(const struct keyspace_shards *, const char *ekey,
+	    size_t elen);
+
+/* Redis Cluster's hash slot of a key: CRC16, the hash tag rule. */
+unsigned keyspace_slot(const char *key, size_t len);
 
 /*
  * The keys of one decision, in count.lua's KEYS order (subjects, stream,
@@ -83,16 +114,18 @@ void	keyspace_rule_free(struct keyspace_rule *);
  */
 size_t	keyspace_decision_nkeys(const struct conf_rule *);
 size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
-	    size_t elen);
+	    size_t shard, size_t elen);
 void	keyspace_decision_keys(struct resp *, const struct conf *,
-	    const struct conf_rule *, const char *ekey, size_t elen);
+	    const struct conf_rule *, size_t shard, const char *ekey,
+	    size_t elen);
 
 /*
- * One key name into dst: head (from a keyspace_rule) and the escaped key.
- * Returns the length, or -1 when it does not fit.
+ * One key name into dst: the prefix, the shard's tag, a tail (from a
+ * keyspace_rule) and the escaped key.  Returns the length, or -1 when it
+ * does not fit.
  */
-int	keyspace_name(char *dst, size_t dstlen, const char *head,
-	    const char *ekey, size_t elen);
+int	keyspace_name(char *dst, size_t dstlen, const struct conf *,
+	    size_t shard, const char *tail, const char *ekey, size_t elen);
 
 /* PREFIX:alerter:CONSUMER, malloc'ed; NULL when out of memory. */
 char	*keyspace_lease_key(const struct conf *, const char *consumer);

@@ -172,12 +172,17 @@ rconn_call_cb(redisAsyncContext *ac, void *r, void *privdata)
 	}
 	call->fn(ac, r, call->priv);
 	free(call);
+	if ((rc = ac->data) == NULL || rc->ac != ac || r == NULL ||
+	    ((redisReply *)r)->type != REDIS_REPLY_ERROR)
+		return;
+	if (rc->cb->error != NULL)
+		rc->cb->error(rc, rc->arg, r);
 	/*
 	 * A master demoted under us (a failover) answers writes READONLY:
-	 * drop it now rather than keep writing to a replica.  fn may have
-	 * dropped the connection already.
+	 * drop it now rather than keep writing to a replica.  fn, or the
+	 * error hook, may have dropped the connection already.
 	 */
-	if ((rc = ac->data) != NULL && rc->ac == ac && r != NULL &&
+	if ((rc = ac->data) != NULL && rc->ac == ac &&
 	    rconn_error_kind(r) == RERR_READONLY)
 		rconn_drop(rc, "READONLY: the server is a replica now");
 }
@@ -559,6 +564,12 @@ rconn_address(const struct rconn *rc)
 	return rc->addr;
 }
 
+void *
+rconn_arg(const struct rconn *rc)
+{
+	return rc->arg;
+}
+
 int
 rconn_replicas(const struct rconn *rc)
 {
@@ -715,6 +726,8 @@ rconn_error_kind(const redisReply *r)
 		{ "OOM ", RERR_OOM }, { "READONLY ", RERR_READONLY },
 		{ "BUSY ", RERR_BUSY }, { "NOSCRIPT ", RERR_NOSCRIPT },
 		{ "LOADING ", RERR_LOADING }, { "NOPERM ", RERR_NOPERM },
+		{ "MOVED ", RERR_CLUSTER }, { "ASK ", RERR_CLUSTER },
+		{ "TRYAGAIN ", RERR_CLUSTER }, { "CLUSTERDOWN ", RERR_CLUSTER },
 	};
 	size_t	 i, n;
 

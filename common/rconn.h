@@ -27,6 +27,11 @@ struct rconn_cb {
 	 * happens inside a reply callback).
 	 */
 	void	(*down)(struct rconn *, void *arg);
+	/*
+	 * Any error reply, after the command's own callback has had it (a
+	 * Cluster node's MOVED, ASK, CLUSTERDOWN: the map needs a refresh).
+	 */
+	void	(*error)(struct rconn *, void *arg, const redisReply *);
 };
 
 /*
@@ -85,7 +90,11 @@ enum rconn_error {
 	RERR_NOSCRIPT,
 	RERR_LOADING,		/* loading its dataset after a restart */
 	RERR_NOPERM,		/* an ACL refused it */
+	RERR_CLUSTER,		/* MOVED, ASK, TRYAGAIN, CLUSTERDOWN */
 };
 enum rconn_error rconn_error_kind(const redisReply *);
+
+/* The rconn_cb's arg, for hooks that see only the connection. */
+void		*rconn_arg(const struct rconn *);
 
 #endif

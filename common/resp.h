@@ -89,6 +89,29 @@ resp_cat(struct resp *r, const char *a, size_t alen, const char *b,
 	r->n++;
 }
 
+/* One argument of n parts (a key name: prefix, tag, tail, key). */
+static inline void
+resp_parts(struct resp *r, const char *const *part, const size_t *len,
+    int n)
+{
+	size_t	 total = 0;
+	int	 i;
+
+	for (i = 0; i < n; i++)
+		total += len[i];
+	*r->p++ = '$';
+	r->p = resp_uint(r->p, total);
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	for (i = 0; i < n; i++) {
+		memcpy(r->p, part[i], len[i]);
+		r->p += len[i];
+	}
+	*r->p++ = '\r';
+	*r->p++ = '\n';
+	r->n++;
+}
+
 static inline void
 resp_num(struct resp *r, long long v)
 {

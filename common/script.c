@@ -52,6 +52,9 @@ struct script_conn {
 	struct log_limit	 missing;
 	int			 mismatch_logged;
 	int			 load_failed;	/* refused: do not load again */
+	unsigned long		 calls;
+	script_route_fn		*route;		/* a Cluster's redirects */
+	void			*route_arg;
 };
 
 struct script_call {
@@ -61,6 +64,7 @@ struct script_call {
 	void			*priv;
 	unsigned long		 gen;		/* sc->gen when sent */
 	int			 retried;
+	int			 redirects;
 	char			*cmd;		/* into buf[], or hiredis's */
 	size_t			 len;
 	int			 formatted;	/* cmd from redisFormat... */
@@ -162,11 +166,72 @@ script_conn_loads(const struct script_conn *sc)
 	return sc->gen;
 }
 
+unsigned long
+script_conn_calls(const struct script_conn *sc)
+{
+	return sc->calls;
+}
+
+void
+script_conn_route(struct script_conn *sc, script_route_fn *fn, void *arg)
+{
+	sc->route = fn;
+	sc->route_arg = arg;
+}
+
+struct rconn *
+script_conn_rconn(const struct script_conn *sc)
+{
+	return sc->rc;
+}
+
 static void
 script_call_done(struct script_call *c, redisReply *reply)
 {
 	c->fn(c->priv, reply);
 	script_call_free(c);
+}
+
+static void	script_call_cb(redisAsyncContext *, void *, void *);
+
+static void
+script_ignore_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	(void)ac;
+	(void)r;
+	(void)priv;
+}
+
+/*
+ * MOVED SLOT HOST:PORT, ASK SLOT HOST:PORT: send the call to the node
+ * named (after ASKING for ASK, on the same connection, so right before
+ * it).  0 when it went; -1: the caller gets the error.
+ */
+static int
+script_redirect(struct script_call *c, const redisReply *reply)
+{
+	struct script_conn	*target;
+	const char		*asking[] = { "ASKING" };
+	char			 addr[300];
+	unsigned		 slot;
+	int			 ask;
+
+	ask = strncmp(reply->str, "ASK ", 4) == 0;
+	if (!ask && strncmp(reply->str, "MOVED ", 6) != 0)
+		return -1;
+	if (c->sc->route == NULL || c->redirects >= 2 ||
+	    sscanf(reply->str + (ask ? 4 : 6), "%u %299s", &slot, addr) != 2 ||
+	    (target = c->sc->route(c->sc->route_arg, slot, addr, ask)) ==
+	    NULL)
+		return -1;
+	c->redirects++;
+	if (ask && rconn_command(target->rc, script_ignore_cb, NULL, 1,
+	    asking, NULL) == -1)
+		return -1;
+	c->sc = target;
+	c->gen = target->gen;
+	target->calls++;
+	return rconn_formatted(target->rc, script_call_cb, c, c->cmd, c->len);
 }
 
 static void
@@ -177,6 +242,9 @@ script_call_cb(redisAsyncContext *ac, void *r, void *priv)
 	redisReply		*reply = r;
 
 	(void)ac;
+	if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+	    script_redirect(c, reply) == 0)
+		return;
 	if (reply == NULL || reply->type != REDIS_REPLY_ERROR ||
 	    strncmp(reply->str, "NOSCRIPT", 8) != 0 || c->retried) {
 		script_call_done(c, reply);
@@ -245,9 +313,11 @@ script_call_send(struct script_conn *sc, struct script_call *c,
 	c->priv = priv;
 	c->gen = sc->gen;
 	c->retried = 0;
+	c->redirects = 0;
 	if (!c->formatted)
 		c->cmd = (char *)cmd;
 	c->len = len;
+	sc->calls++;
 	return rconn_formatted(sc->rc, script_call_cb, c, c->cmd, c->len);
 }
 

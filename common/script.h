@@ -55,6 +55,19 @@ void		 script_conn_free(struct script_conn *);
 void		 script_conn_ready(struct script_conn *);
 /* SCRIPT LOADs sent since the start (each reconnect, each NOSCRIPT burst). */
 unsigned long	 script_conn_loads(const struct script_conn *);
+/* Script calls sent on it (the bench counts a Cluster's per node). */
+unsigned long	 script_conn_calls(const struct script_conn *);
+
+/*
+ * Redis Cluster: where a call goes that a node redirected (MOVED or ASK
+ * to addr for slot): the target's registry, or NULL, and the caller gets
+ * the redirection as an error.  A call is redirected twice at most.
+ */
+typedef struct script_conn *script_route_fn(void *arg, unsigned slot,
+		    const char *addr, int ask);
+void		 script_conn_route(struct script_conn *, script_route_fn *,
+		    void *arg);
+struct rconn	*script_conn_rconn(const struct script_conn *);
 
 /*
  * EVALSHA of script id with argv (numkeys, keys, arguments).  Returns -1

@@ -104,6 +104,8 @@ decide_error_reason(const redisReply *r)
 		return FAIL_LOADING;
 	case RERR_NOPERM:
 		return FAIL_NOPERM;
+	case RERR_CLUSTER:
+		return FAIL_CLUSTER;
 	default:
 		return FAIL_ERROR;
 	}
@@ -139,26 +141,24 @@ decide_reply_cb(void *priv, redisReply *reply)
  * names them, then count.lua's arguments, in its order.
  */
 static struct script_call *
-decide_command(const struct ask *a, const char **cmd, size_t *len,
-    struct pending **p)
+decide_command(const struct ask *a, const char *ekey, size_t elen,
+    size_t shard, const char **cmd, size_t *len, struct pending **p)
 {
 	const struct conf		*c = shim.conf;
 	const struct conf_rule		*r = a->rule;
 	const struct keyspace_rule	*ks = r->ks;
 	struct script_call		*call;
 	struct resp			 resp;
-	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	char				 factor[24];
-	size_t				 i, elen, cap;
+	size_t				 i, cap;
 
-	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
 	/*
 	 * Room for exactly this request: the keys, then every argument's own
 	 * bytes and resp_size()'s bound on its framing; a number takes 24 at
 	 * most, a name CONF_NAME_LEN.
 	 */
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
-	    keyspace_decision_size(c, r, elen) +
+	    keyspace_decision_size(c, r, shard, elen) +
 	    resp_size(strlen(r->name)) + resp_size(elen) + resp_size(24) +
 	    resp_size(strlen(c->hostname)) + resp_size(strlen(c->events_channel)) +
 	    resp_size(a->subject_len) + resp_size(24) + 2 * resp_size(7) +
@@ -171,7 +171,7 @@ decide_command(const struct ask *a, const char **cmd, size_t *len,
 	resp_str(&resp, "EVALSHA");
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
 	resp_num(&resp, (long long)keyspace_decision_nkeys(r));
-	keyspace_decision_keys(&resp, c, r, ekey, elen);
+	keyspace_decision_keys(&resp, c, r, shard, ekey, elen);
 	resp_str(&resp, r->name);
 	resp_arg(&resp, ekey, elen);
 	resp_num(&resp, a->cost);
@@ -202,24 +202,30 @@ decide_command(const struct ask *a, const char **cmd, size_t *len,
 enum fail_reason
 decide_submit(struct session *s, const struct ask *a, struct pending **out)
 {
-	struct pending		*p;
-	struct script_call	*call;
-	const char		*cmd;
-	size_t			 len;
+	const struct keyspace_shards	*sh = shim.conf->shards;
+	struct pending			*p;
+	struct script_call		*call;
+	struct script_conn		*sc;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	const char			*cmd;
+	size_t				 len, elen, shard;
 
 	*out = NULL;
-	if (!rconn_is_ready(shim.redis))
+	/* One decision, one node: the one serving the key's shard. */
+	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
+	shard = keyspace_shard_of(sh, ekey, elen);
+	if ((sc = shim_scripts(sh->slot[shard])) == NULL)
 		return FAIL_NOT_CONNECTED;
-	if ((call = decide_command(a, &cmd, &len, &p)) == NULL)
+	if ((call = decide_command(a, ekey, elen, shard, &cmd, &len, &p)) ==
+	    NULL)
 		return FAIL_NOMEM;
 	p->session = s;
 	p->ask = *a;
-	if (script_call_send(shim.scripts, call, SCRIPT_COUNT, cmd, len,
+	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
 	    decide_reply_cb, p) == -1) {
 		script_call_free(call);
 		/* rconn refuses only when it is down or out of memory. */
-		return rconn_is_ready(shim.redis) ? FAIL_NOMEM :
-		    FAIL_NOT_CONNECTED;
+		return FAIL_NOT_CONNECTED;
 	}
 	*out = p;
 	return FAIL_NONE;

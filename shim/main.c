@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "daemon.h"
 #include "log.h"
 #include "rconn.h"
@@ -52,13 +53,29 @@ shim_redis_ready(struct rconn *rc, void *arg)
  * No "down" callback: requests in flight get NULL replies from hiredis and
  * new ones are answered by the fail policy while rconn is not ready.
  */
-static const struct rconn_cb shim_redis_cb = { shim_redis_ready, NULL };
+static const struct rconn_cb shim_redis_cb = { .ready = shim_redis_ready };
+
+struct script_conn *
+shim_scripts(unsigned slot)
+{
+	if (shim.cluster != NULL)
+		return cluster_scripts(shim.cluster, slot);
+	return rconn_is_ready(shim.redis) ? shim.scripts : NULL;
+}
+
+static const char *
+shim_redis_state(char *buf, size_t len)
+{
+	if (shim.cluster != NULL)
+		return cluster_state(shim.cluster, buf, len);
+	return shim.redis != NULL ? rconn_state(shim.redis) : "down";
+}
 
 static void
 shim_stats(const char *event)
 {
 	const struct shim_stats	*st = &shim.stats;
-	char			 fails[FAIL_MAX * 40];
+	char			 fails[FAIL_MAX * 40], state[64];
 	size_t			 o = 0;
 	int			 i;
 
@@ -71,7 +88,7 @@ shim_stats(const char *event)
 	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu%s "
 	    "bad_requests=%llu client_timeouts=%llu crossings=%llu "
 	    "listed=%llu policy_skipped=%llu shed=%llu accept_paused=%llu "
-	    "script_loads=%lu sessions=%u redis=%s", event,
+	    "script_loads=%lu sessions=%u redis=%s redis_address=%s", event,
 	    (unsigned long long)st->decisions, (unsigned long long)st->yes,
 	    (unsigned long long)st->fail_policy, fails,
 	    (unsigned long long)st->bad_requests,
@@ -82,8 +99,8 @@ shim_stats(const char *event)
 	    (unsigned long long)st->shed,
 	    (unsigned long long)st->accept_paused,
 	    shim.scripts != NULL ? script_conn_loads(shim.scripts) : 0UL,
-	    shim.nsessions, shim.redis != NULL ? rconn_state(shim.redis) :
-	    "down");
+	    shim.nsessions, shim_redis_state(state, sizeof(state)),
+	    shim.redis != NULL ? rconn_address(shim.redis) : "cluster");
 }
 
 static int
@@ -141,7 +158,10 @@ shim_reload(struct conf *c)
 	if (!shim_same_listen(old, c))
 		log_warn("event=reload note=\"listen and socket settings "
 		    "take effect at restart\"");
-	rconn_set_conf(shim.redis, c);
+	if (shim.cluster != NULL)
+		cluster_set_conf(shim.cluster, c);
+	else
+		rconn_set_conf(shim.redis, c);
 	shim.conf = c;
 	/*
 	 * Sessions waiting on Redis still point at the old rules, for at
@@ -175,17 +195,25 @@ shim_start(char *err, size_t errlen)
 	double			 hung = c->redis_timeout_ms * 20 / 1000.;
 
 	listener_check_dirs();
-	shim.redis = rconn_new(shim.loop, c, "shim", &shim_redis_cb, NULL,
-	    hung > 1. ? hung : 1.);
-	if (shim.redis == NULL ||
+	if (conf_layout(c) == LAYOUT_CLUSTER) {
+		if ((shim.cluster = cluster_new(shim.loop, c, "shim",
+		    SCRIPT_BIT(SCRIPT_COUNT), hung > 1. ? hung : 1., NULL,
+		    NULL)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	} else if ((shim.redis = rconn_new(shim.loop, c, "shim",
+	    &shim_redis_cb, NULL, hung > 1. ? hung : 1.)) == NULL ||
 	    (shim.scripts = script_conn_new(shim.loop, shim.redis,
 	    SCRIPT_BIT(SCRIPT_COUNT))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	listener_start();
-	log_info("event=start version=%s config=%s rules=%zu redis=%s "
-	    "timeout_ms=%lld on_error=%s", SW_VERSION, c->path, c->nrules,
+	log_info("event=start version=%s config=%s rules=%zu layout=%s "
+	    "redis=%s timeout_ms=%lld on_error=%s", SW_VERSION, c->path,
+	    c->nrules, conf_layout_name(conf_layout(c)),
+	    c->sentinel_master != NULL ? c->sentinel_master :
 	    c->redis_address, (long long)c->redis_timeout_ms,
 	    c->redis_on_error ? "yes" : "no");
 	return 0;
@@ -200,7 +228,7 @@ shim_stop(struct ev_loop *loop)
 static void
 shim_exit(void)
 {
-	if (shim.redis != NULL)
+	if (shim.redis != NULL || shim.cluster != NULL)
 		shim_stats("exit");
 	if (shim.loop == NULL)
 		return;
@@ -209,8 +237,10 @@ shim_exit(void)
 	/* The connection first: pending calls get their NULL replies. */
 	rconn_free(shim.redis);
 	script_conn_free(shim.scripts);
+	cluster_free(shim.cluster);
 	shim.redis = NULL;
 	shim.scripts = NULL;
+	shim.cluster = NULL;
 	while (retired != NULL)
 		shim_retired_free(retired);
 	conf_free((struct conf *)shim.conf);

@@ -61,6 +61,7 @@ const char *const fail_reason_names[FAIL_MAX] = {
 	[FAIL_NOSCRIPT] = "noscript",
 	[FAIL_LOADING] = "loading",
 	[FAIL_NOPERM] = "noperm",
+	[FAIL_CLUSTER] = "cluster",
 	[FAIL_ERROR] = "redis_error",
 	[FAIL_BAD_REPLY] = "bad_reply",
 	[FAIL_SHUTDOWN] = "shutdown",

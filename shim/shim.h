@@ -50,6 +50,7 @@ enum fail_reason {
 	FAIL_NOSCRIPT,		/* still missing after a reload */
 	FAIL_LOADING,		/* Redis loading its data after a restart */
 	FAIL_NOPERM,		/* an ACL refused the script */
+	FAIL_CLUSTER,		/* TRYAGAIN, CLUSTERDOWN, a redirect too many */
 	FAIL_ERROR,		/* any other error from Redis */
 	FAIL_BAD_REPLY,		/* a reply count.lua never sends */
 	FAIL_SHUTDOWN,		/* asked while we stop */
@@ -76,8 +77,9 @@ struct shim_stats {
 struct shim {
 	struct ev_loop		*loop;
 	const struct conf	*conf;
-	struct rconn		*redis;
+	struct rconn		*redis;		/* a Redis, or Sentinel's */
 	struct script_conn	*scripts;
+	struct cluster		*cluster;	/* or a Redis Cluster */
 	struct shim_stats	 stats;
 	unsigned		 nsessions;
 };
@@ -102,6 +104,9 @@ unsigned session_shed(unsigned max, double min_age);
 /* The answers decide.c gives: a verdict (1 yes, 0 no), or a failure. */
 void	session_answer(struct session *, int verdict, const char *why);
 void	session_fail(struct session *, enum fail_reason, const char *why);
+
+/* main.c: the scripts of the master of slot, or NULL: not connected. */
+struct script_conn *shim_scripts(unsigned slot);
 
 /* decide.c */
 /*

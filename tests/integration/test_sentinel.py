@@ -242,3 +242,37 @@ def test_alerter_mails_each_crossing_once_across_a_failover(tmp, sset, how):
         alerter.stop()
         shim.stop()
         sink.stop()
+
+
+def test_unreachable_sentinels_and_unknown_master_are_told_apart(tmp, sset):
+    """No sentinel answers, or they answer and none knows the master: two
+    troubles, two log events, each said once while it lasts; requests are
+    answered by the fail policy at once meanwhile."""
+    from conftest import free_port
+    dead = ["127.0.0.1:%d" % free_port() for _ in range(3)]
+    for name, addresses, master, event in (
+            ("nosent", dead, MASTER, "event=sentinel_unreachable"),
+            ("nomaster", sset.addresses(), "nosuchmaster",
+             "event=sentinel_master_unknown")):
+        sock = os.path.join(tmp, name + ".sock")
+        conf = write_config(os.path.join(tmp, name + ".yaml"), CONF.format(
+            sock=sock, master=master, addresses=", ".join(addresses),
+            timeout=TIMEOUT_MS, limit=3, alerts="",
+            user=("  user: %s\n" % RUN_USER) if RUN_USER else ""))
+        d = Daemon(SHIM, conf, tmp, name)
+        d.start(wait=lambda: shim_answers(sock))
+        try:
+            wait_for(lambda: log_lines(d, event), what=event)
+            t = time.monotonic()
+            assert ask(sock, "x@example.org\n") == b"yes"   # on_error
+            assert time.monotonic() - t < TIMEOUT_MS / 1000.
+            # Said once, however often it asks again (every 0.5 s).
+            time.sleep(1.2)                 # several retries' worth
+            assert len(log_lines(d, event)) == 1
+            other = ("event=sentinel_master_unknown"
+                     if "unreachable" in event
+                     else "event=sentinel_unreachable")
+            assert not log_lines(d, other)
+            assert stats(d)["fail_not_connected"] >= 1
+        finally:
+            d.stop()

@@ -143,25 +143,28 @@ test_names(void)
 		return;
 	}
 	r = conf_rule_find(c, "default", 7);
-	CHECK(r != NULL && strcmp(r->ks->state[0], "sw:default:") == 0);
-	CHECK(r != NULL && strcmp(r->ks->crossed[0], "sw:crossed:default:") ==
+	CHECK(r != NULL && strcmp(r->ks->state[0], "default:") == 0);
+	CHECK(r != NULL && strcmp(r->ks->crossed[0], "crossed:default:") ==
 	    0);
-	CHECK(r != NULL && strcmp(r->ks->subjects, "sw:subjects:default:") ==
+	CHECK(r != NULL && strcmp(r->ks->subjects, "subjects:default:") ==
 	    0);
-	CHECK(r != NULL && strcmp(r->ks->override, "sw:override:default:") ==
+	CHECK(r != NULL && strcmp(r->ks->override, "override:default:") ==
 	    0);
 	CHECK(r != NULL && strcmp(r->ks->limit_text[0][0], "20") == 0 &&
 	    strcmp(r->ks->limit_text[0][1], "300000") == 0 &&
 	    strcmp(r->ks->limit_text[0][2], "20") == 0);
 	r = conf_rule_find(c, "user", 4);
-	CHECK(r != NULL && strcmp(r->ks->state[0], "sw:user.5m:") == 0 &&
-	    strcmp(r->ks->state[1], "sw:user.1d:") == 0);
-	CHECK(r != NULL && strcmp(r->ks->crossed[1], "sw:crossed:user.1d:") ==
+	CHECK(r != NULL && strcmp(r->ks->state[0], "user.5m:") == 0 &&
+	    strcmp(r->ks->state[1], "user.1d:") == 0);
+	CHECK(r != NULL && strcmp(r->ks->crossed[1], "crossed:user.1d:") ==
 	    0);
 	CHECK(r != NULL && strcmp(r->ks->limit_text[1][2], "7") == 0);
-	CHECK(keyspace_name(name, sizeof(name), "sw:user.1d:", "a%7Bb", 5) ==
-	    16 && strcmp(name, "sw:user.1d:a%7Bb") == 0);
-	CHECK(keyspace_name(name, 10, "sw:user.1d:", "a", 1) == -1);
+	/* One shard, no tag, outside a Cluster: the names as they were. */
+	CHECK(c->shards->n == 1 && strcmp(c->shards->stream[0],
+	    "senderwatch:stream") == 0);
+	CHECK(keyspace_name(name, sizeof(name), c, 0, r->ks->state[1],
+	    "a%7Bb", 5) == 16 && strcmp(name, "sw:user.1d:a%7Bb") == 0);
+	CHECK(keyspace_name(name, 10, c, 0, r->ks->state[1], "a", 1) == -1);
 	CHECK((lease = keyspace_lease_key(c, "mta1")) != NULL &&
 	    strcmp(lease, "sw:alerter:mta1") == 0);
 	free(lease);

@@ -1,0 +1,276 @@
+"""Both daemons on a Redis Cluster of three masters and three replicas
+(cluster.py), with no cluster client library: the slot map from CLUSTER
+SLOTS, one connection per master, MOVED and ASK followed (issue 11).
+
+What must hold:
+  - one decision is one EVALSHA on the node that owns its keys, and the
+    keys of many senders spread over every master, evenly (the shards'
+    hash tags lie evenly over the slot space);
+  - two shims share counters;
+  - a slot migrating under load gives no wrong answer: every answer is a
+    decision, counted once, or the fail policy;
+  - a master killed, its replica promoted: decisions come back, within a
+    second of the promotion, and crossings are mailed exactly once.
+
+on_error is "yes" and the load's limit is out of reach, so "no" is a
+decision and "yes" the fail policy.
+"""
+import collections
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import (ALERTER, RUN_USER, SHIM, Daemon, ask, log_lines, stats,
+                      shim_answers, wait_for, write_config)
+from cluster import Cluster, cli
+from test_faults import Load
+
+pytestmark = pytest.mark.skipif(os.environ.get("SW_VALGRIND") == "1",
+                                reason="latency bounds under valgrind")
+
+TIMEOUT_MS = 100
+MARGIN_MS = 50
+
+CONF = """\
+shim:
+  listen: [ {sock} ]
+  socket_mode: "0666"
+{user}redis:
+  cluster: [ {seeds} ]
+  timeout: {timeout}ms
+  on_error: "yes"
+events:
+  channel: senderwatch:events
+  stream: senderwatch:stream
+rules:
+  default: {{ limit: {limit}, window: 60s }}
+  low: {{ limit: 2, window: 60s }}
+{alerts}"""
+
+
+@pytest.fixture
+def cluster(tmp):
+    c = Cluster(tmp).start()
+    yield c
+    c.stop()
+
+
+def config(tmp, cluster, name, limit=1000000000, alerts=""):
+    sock = os.path.join(tmp, name + ".sock")
+    conf = write_config(os.path.join(tmp, name + ".yaml"), CONF.format(
+        sock=sock, seeds=", ".join(cluster.seeds()), timeout=TIMEOUT_MS,
+        limit=limit, alerts=alerts,
+        user=("  user: %s\n" % RUN_USER) if RUN_USER else ""))
+    return conf, sock
+
+
+def start_shim(tmp, cluster, name="shim", **kw):
+    conf, sock = config(tmp, cluster, name, **kw)
+    d = Daemon(SHIM, conf, tmp, name)
+    d.sock = sock
+    # Ready once a decision works: the map is known, the masters connected.
+    d.start(wait=lambda: shim_answers(sock) and
+            ask(sock, b"rule=default\nkey=probe\ncost=0\n\n") == b"no")
+    return d, sock
+
+
+def counters(cluster, rule="default"):
+    """Every counter of rule on every master: {key: count}, from the names
+    the shim made (PREFIX:{TAG}:RULE:KEY)."""
+    out = {}
+    pat = re.compile(r"^senderwatch:(\{[^}]*\}):%s:(.*)$" % rule)
+    for n in cluster.masters():
+        for name in cli(n.port, "--scan", "--pattern",
+                        "senderwatch:*:%s:*" % rule).split():
+            m = pat.match(name)
+            if m:
+                out[m.group(2)] = (int(cli(n.port, "GET", name)), m.group(1),
+                                   n)
+    return out
+
+
+def test_decisions_spread_over_every_master_one_evalsha_each(tmp, cluster):
+    shim, sock = start_shim(tmp, cluster)
+    masters = cluster.masters()
+    for n in masters:
+        cli(n.port, "CONFIG", "RESETSTAT")
+    keys = ["spread%d@example.org" % i for i in range(3000)]
+    answers = collections.Counter(ask(sock, k + "\n") for k in keys)
+    assert answers == {b"no": len(keys)}, answers
+    calls = [n.evalsha_calls() for n in masters]
+    counted = counters(cluster)
+    per_master = collections.Counter(v[2].port for v in counted.values())
+    print("\nFIGURE cluster spread: %d decisions, EVALSHA per master %s, "
+          "keys per master %s" % (len(keys), calls,
+                                  sorted(per_master.values())))
+    # One EVALSHA per decision, each on the node that owns its keys:
+    # a cross-slot or misrouted call would have failed (fail policy).
+    assert sum(calls) == len(keys)
+    assert all(counted[k][0] == 1 for k in keys)
+    even = len(keys) / len(masters)
+    assert all(abs(c - even) <= 0.1 * even for c in calls), calls
+    # And a decision's keys and stream share its shard's tag and slot.
+    tag = counted[keys[0]][1]
+    node = counted[keys[0]][2]
+    assert cli(node.port, "EXISTS", "senderwatch:stream:%s" % tag) in \
+        ("0", "1")
+    assert cli(node.port, "CLUSTER", "KEYSLOT", "senderwatch:stream:%s" %
+               tag) == cli(node.port, "CLUSTER", "KEYSLOT",
+                           "senderwatch:%s:default:%s" % (tag, keys[0]))
+
+
+def test_two_shims_share_counters(tmp, cluster):
+    a, sa = start_shim(tmp, cluster, "a", limit=3)
+    b, sb = start_shim(tmp, cluster, "b", limit=3)
+    assert [ask(s, "both@example.org\n") for s in (sa, sb, sa, sb, sa)] == \
+        [b"no", b"no", b"no", b"yes", b"yes"]
+    assert counters(cluster)["both@example.org"][0] == 5
+
+
+def migrate(cluster, slot, src, dst, pace):
+    """Move slot from src to dst as redis-cli --cluster reshard does, a
+    few keys at a time, pace seconds between steps (under load)."""
+    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
+    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
+               ids[src.addr]) == "OK"
+    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
+               ids[dst.addr]) == "OK"
+    moved = 0
+    while True:
+        time.sleep(pace)
+        keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 3).split()
+        if not keys:
+            break
+        out = cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
+                  "KEYS", *keys)
+        assert out in ("OK", "NOKEY"), out
+        moved += len(keys)
+    for n in cluster.masters():
+        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
+                   ids[dst.addr]) == "OK"
+    return moved
+
+
+def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
+    shim, sock = start_shim(tmp, cluster)
+    # Which keys share a shard: the tag in their counters' names.
+    keys = ["mig%d@example.org" % i for i in range(480)]
+    for k in keys:
+        assert ask(sock, k + "\n") == b"no"
+    counted = counters(cluster)
+    tags = collections.defaultdict(list)
+    for k in keys:
+        tags[counted[k][1]].append(k)
+    tag, mine = max(tags.items(), key=lambda kv: len(kv[1]))
+    src = counted[mine[0]][2]
+    dst = [n for n in cluster.masters() if n is not src][0]
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    # Load on that shard's keys while the slot moves.
+    answers = collections.defaultdict(collections.Counter)
+    stop = threading.Event()
+
+    def hammer():
+        i = 0
+        while not stop.is_set():
+            k = mine[i % len(mine)]
+            answers[k][ask(sock, k + "\n")] += 1
+            i += 1
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        time.sleep(0.3)
+        moved = migrate(cluster, slot, src, dst, pace=0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join()
+    after = counters(cluster)
+    total = collections.Counter()
+    for k in mine:
+        total.update(answers[k])
+        # One for the first request, one per decision; a fail-policy
+        # answer is counted at most once, never a decision twice.
+        n, _, node = after[k]
+        assert node is dst, k
+        assert 1 + answers[k][b"no"] <= n <= 1 + answers[k][b"no"] + \
+            answers[k][b"yes"], (k, n, answers[k])
+    assert set(total) <= {b"no", b"yes"}, total
+    print("\nFIGURE cluster migration: slot %d with %d keys moved under "
+          "load: %d decisions, %d by the fail policy, 0 wrong" % (
+              slot, moved, total[b"no"], total[b"yes"]))
+    assert total[b"no"] > 0
+    # After the move, decisions go to the new owner at once.
+    assert ask(sock, mine[0] + "\n") == b"no"
+
+
+ALERTS = """\
+alerts:
+  from: senderwatch@example.com
+  to: [ director@example.com ]
+  smtp: 127.0.0.1:{port}
+  smtp_starttls: "no"
+  digest_wait: 50ms
+  claim_idle: 2s
+  retry_max: 300ms
+"""
+
+
+def test_a_master_killed_decisions_resume_and_crossings_mail_once(
+        tmp, cluster):
+    from test_alerter import Sink, keys_mailed
+    sink = Sink(tmp).start()
+    conf, sock = config(tmp, cluster, "k",
+                        alerts=ALERTS.format(port=sink.port))
+    shim = Daemon(SHIM, conf, tmp, "kshim")
+    alerter = Daemon(ALERTER, conf, tmp, "alerter")
+    try:
+        shim.start(wait=lambda: shim_answers(sock) and
+                   ask(sock, b"rule=default\nkey=probe\ncost=0\n\n") == b"no")
+        alerter.start(wait=lambda: "event=cluster_map" in alerter.log())
+
+        def cross(k):
+            for _ in range(3):
+                a = ask(sock, b"rule=low\nkey=" + k.encode() + b"\n\n")
+            return a
+
+        before = ["kb%d@example.org" % i for i in range(30)]
+        assert [cross(k) for k in before] == [b"yes"] * len(before)
+        wait_for(lambda: all(keys_mailed(sink)[k] == 1 for k in before),
+                 timeout=15, what="the crossings before the kill")
+        # Kill the master of the first key's shard, under load.
+        victim = counters(cluster, "low")[before[0]][2]
+        load = Load(tmp, sock, 6.0, "ckill")
+        time.sleep(0.5)
+        t_kill = time.monotonic()
+        victim.stop(signal.SIGKILL)
+        wait_for(lambda: victim not in cluster.masters() and
+                 len(cluster.masters()) == 3, timeout=20, interval=0.02,
+                 what="the replica's promotion")
+        t_promoted = time.monotonic()
+        data = load.wait()
+        results = data["results"]
+        worst = max(t1 - t0 for t0, t1, _ in results)
+        fail = [r for r in results if r[2] == "yes"]
+        late = [r for r in fail if r[0] >= t_promoted + 1.0]
+        print("\nFIGURE cluster kill: promoted %.2f s after the kill; "
+              "%d requests, %d by the fail policy, worst %.1f ms, %d after "
+              "promotion + 1 s" % (t_promoted - t_kill, len(results),
+                                   len(fail), worst * 1e3, len(late)))
+        assert data["errors"] == []
+        assert worst * 1e3 <= TIMEOUT_MS + MARGIN_MS, worst
+        assert not late, late[:3]
+        after = ["ka%d@example.org" % i for i in range(30)]
+        assert [cross(k) for k in after] == [b"yes"] * len(after)
+        wait_for(lambda: all(keys_mailed(sink)[k] == 1 for k in after),
+                 timeout=20, what="the crossings after the kill")
+        mailed = keys_mailed(sink)
+        assert all(n == 1 for n in mailed.values()), mailed
+        assert shim.proc.poll() is None and alerter.proc.poll() is None
+    finally:
+        alerter.stop()
+        shim.stop()
+        sink.stop()
