@@ -4,7 +4,8 @@
 #   make run        install what is missing, build, run a private Redis, the
 #                   shim, the alerter and a local mail sink (quick start)
 #   make test       install what tests need, run unit and integration tests
-#   make bench      decisions/s and latency: the shim against a floor server
+#   make bench      decisions/s, latency, CPU and memory: the shim against a floor
+#                   server, one Redis against a Cluster, alert latency
 #   make SAN=1 ...  the same with AddressSanitizer and UBSan
 #   make clean
 
@@ -151,6 +152,7 @@ test: deps-test
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash tests/bench/run.sh
+	@/usr/bin/python3 tests/bench/cluster_bench.py
 	@/usr/bin/python3 tests/bench/alert_latency.py -n 50
 
 # libFuzzer on the request parser and the config loader, for longer.

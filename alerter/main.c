@@ -102,9 +102,11 @@ alerter_start(char *err, size_t errlen)
 	if (smtp_init(err, errlen) == -1 || lease_init(err, errlen) == -1 ||
 	    batch_init(err, errlen) == -1 || store_init(err, errlen) == -1)
 		return -1;
-	log_info("event=start version=%s config=%s redis=%s stream=%s "
-	    "group=%s consumer=%s via=%s digest_wait_ms=%lld digest_max=%d",
-	    SW_VERSION, c->path, c->redis_address, c->events_stream,
+	log_info("event=start version=%s config=%s layout=%s redis=%s "
+	    "stream=%s group=%s consumer=%s via=%s digest_wait_ms=%lld "
+	    "digest_max=%d", SW_VERSION, c->path,
+	    conf_layout_name(conf_layout(c)), conf_redis_name(c),
+	    c->events_stream,
 	    c->events_group, c->alerts_consumer, transport_for(c)->name,
 	    (long long)c->alerts_digest_wait_ms, c->alerts_digest_max);
 	return 0;

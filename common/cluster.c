@@ -183,12 +183,12 @@ cluster_slots_cb(redisAsyncContext *ac, void *r, void *priv)
 	redisReply		*reply = r;
 	const redisReply	*range, *m;
 	struct cluster_node	*n;
+	const char		*host;
 	unsigned char		 map[CLUSTER_SLOTS];
 	char			 addr[64];
 	long long		 start, end, s;
 	size_t			 i, idx;
 
-	(void)ac;
 	cl->refreshing = 0;
 	if (reply == NULL)
 		goto again;
@@ -214,12 +214,22 @@ cluster_slots_cb(redisAsyncContext *ac, void *r, void *priv)
 		end = range->element[1]->integer;
 		if (start < 0 || end >= CLUSTER_SLOTS || start > end)
 			continue;
-		if (strchr(m->element[0]->str, ':') != NULL)
-			snprintf(addr, sizeof(addr), "[%s]:%lld",
-			    m->element[0]->str, m->element[1]->integer);
+		/*
+		 * An empty address is the answering node's own, not yet
+		 * learnt (a node that has met no other): per the Cluster
+		 * specification, the address we reached it at.
+		 */
+		host = m->element[0]->str;
+		if (*host == '\0' && ac != NULL && ac->c.tcp.host != NULL)
+			host = ac->c.tcp.host;
+		if (*host == '\0' || strcmp(host, "?") == 0)
+			continue;
+		if (strchr(host, ':') != NULL)
+			snprintf(addr, sizeof(addr), "[%s]:%lld", host,
+			    m->element[1]->integer);
 		else
-			snprintf(addr, sizeof(addr), "%s:%lld",
-			    m->element[0]->str, m->element[1]->integer);
+			snprintf(addr, sizeof(addr), "%s:%lld", host,
+			    m->element[1]->integer);
 		if ((n = cluster_node_add(cl, addr)) == NULL)
 			continue;
 		n->master = 1;

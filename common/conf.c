@@ -1460,6 +1460,19 @@ conf_layout_name(enum conf_layout l)
 }
 
 const char *
+conf_redis_name(const struct conf *c)
+{
+	switch (conf_layout(c)) {
+	case LAYOUT_SENTINEL:
+		return c->sentinel_master;
+	case LAYOUT_CLUSTER:
+		return c->cluster_seeds[0];
+	default:
+		return c->redis_address;
+	}
+}
+
+const char *
 conf_algorithm_name(enum conf_algorithm a)
 {
 	const struct conf_choice	*ch;

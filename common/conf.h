@@ -190,6 +190,8 @@ const struct conf_rule *conf_rule_find(const struct conf *, const char *name,
 enum conf_layout { LAYOUT_SINGLE, LAYOUT_SENTINEL, LAYOUT_CLUSTER };
 enum conf_layout conf_layout(const struct conf *);
 const char	*conf_layout_name(enum conf_layout);
+/* For the logs: the address, the Sentinel master's name or a seed. */
+const char	*conf_redis_name(const struct conf *);
 const char	*conf_algorithm_name(enum conf_algorithm);
 /* A duration in its shortest exact unit: 300000 -> "5m". */
 void		 conf_format_duration(int64_t ms, char *buf, size_t len);

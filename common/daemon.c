@@ -143,30 +143,41 @@ daemon_ready(void)
 }
 
 static void
-daemon_usage(FILE *fp, const struct daemon_opts *o)
+daemon_usage(FILE *fp, const struct daemon_opts *o,
+    const struct daemon_hooks *h)
 {
-	fprintf(fp, "usage: %s [-fnvVh] [-c config] [-p pidfile]\n"
+	fprintf(fp, "usage: %s [-fnvVh] [-c config] [-p pidfile]%s\n"
 	    "  -c FILE  configuration (default %s)\n"
 	    "  -f       stay in the foreground, log to stderr\n"
 	    "  -n       check the configuration and exit\n"
 	    "  -p FILE  write the pid to FILE\n"
 	    "  -v       log every decision and event\n"
 	    "  -V       print the version and exit\n"
-	    "  -h       this help\n", o->name, o->conf_path);
+	    "  -h       this help\n", o->name,
+	    h->keys != NULL ? " [-k key]" : "", o->conf_path);
+	if (h->keys != NULL)
+		fprintf(fp, "  -k KEY   print the Redis key names of KEY under "
+		    "every rule and exit\n");
 }
 
 static int
-daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc)
+daemon_options(int argc, char *argv[], struct daemon_opts *o,
+    const struct daemon_hooks *h, int *rc)
 {
 	int	 ch;
 
-	while ((ch = getopt(argc, argv, "c:fhnp:vV")) != -1) {
+	while ((ch = getopt(argc, argv, "c:fhk:np:vV")) != -1) {
 		switch (ch) {
 		case 'c':
 			o->conf_path = optarg;
 			break;
 		case 'f':
 			o->foreground = 1;
+			break;
+		case 'k':
+			if (h->keys == NULL)
+				goto usage;
+			o->key = optarg;
 			break;
 		case 'n':
 			o->check = 1;
@@ -182,21 +193,19 @@ daemon_options(int argc, char *argv[], struct daemon_opts *o, int *rc)
 			*rc = 0;
 			return -1;
 		case 'h':
-			daemon_usage(stdout, o);
+			daemon_usage(stdout, o, h);
 			*rc = 0;
 			return -1;
 		default:
-			daemon_usage(stderr, o);
-			*rc = 2;
-			return -1;
+			goto usage;
 		}
 	}
-	if (optind != argc) {
-		daemon_usage(stderr, o);
-		*rc = 2;
-		return -1;
-	}
-	return 0;
+	if (optind == argc)
+		return 0;
+usage:
+	daemon_usage(stderr, o, h);
+	*rc = 2;
+	return -1;
 }
 
 /*
@@ -282,17 +291,19 @@ daemon_main(int argc, char *argv[], struct daemon_opts *o,
 	size_t			 i;
 	int			 rc;
 
-	if (daemon_options(argc, argv, o, &rc) == -1)
+	if (daemon_options(argc, argv, o, h, &rc) == -1)
 		return rc;
 	if ((c = conf_load(o->conf_path, h->check, err, sizeof(err))) ==
 	    NULL) {
 		fprintf(stderr, "%s: %s\n", o->name, err);
 		return 1;
 	}
-	if (o->check) {
-		h->checked(c);
+	if (o->check || o->key != NULL) {
+		rc = o->key != NULL ? h->keys(c, o->key) : 0;
+		if (o->key == NULL)
+			h->checked(c);
 		conf_free(c);
-		return 0;
+		return rc;
 	}
 	daemon_hooks = h;
 	daemon_opts = o;

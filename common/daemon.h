@@ -29,12 +29,18 @@ struct daemon_opts {
 	int		 foreground;
 	int		 check;		/* -n: check the config and exit */
 	int		 verbose;
+	const char	*key;		/* -k: print a key's names and exit */
 };
 
 struct daemon_hooks {
 	conf_check_fn	*check;		/* the daemon's own config checks */
 	/* -n passed: one line on stdout saying what was checked. */
 	void		(*checked)(const struct conf *);
+	/*
+	 * -k KEY passed (offered only when set): print the Redis key names
+	 * a decision for KEY touches; returns the exit status.
+	 */
+	int		(*keys)(const struct conf *, const char *key);
 	/*
 	 * Still root: take the loop and the config (from here the daemon
 	 * owns it, and its exit hook frees it) and open what needs root.

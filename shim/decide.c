@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "keyspace.h"
+#include "rule.h"
 #include "log.h"
 #include "rconn.h"
 #include "resp.h"
@@ -229,4 +230,54 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	}
 	*out = p;
 	return FAIL_NONE;
+}
+
+static void
+decide_print_name(const struct conf *c, const char *rule, const char *what,
+    size_t shard, const char *tail, const char *ekey, size_t elen)
+{
+	char	 name[KEYSPACE_EKEY_MAX + 256];
+
+	if (keyspace_name(name, sizeof(name), c, shard, tail, ekey, elen) !=
+	    -1)
+		printf("%s %s %s\n", rule, what, name);
+}
+
+int
+decide_print_keys(const struct conf *c, const char *key)
+{
+	const struct keyspace_shards	*sh = c->shards;
+	const struct conf_rule		*r;
+	const struct keyspace_rule	*ks;
+	char				 norm[KEY_MAX];
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	size_t				 i, j, len, elen, shard;
+
+	if ((len = strlen(key)) >= KEY_MAX) {
+		fprintf(stderr, "senderwatch-shim: a key is at most %d bytes\n",
+		    KEY_MAX - 1);
+		return 1;
+	}
+	for (i = 0; i < c->nrules; i++) {
+		r = &c->rules[i];
+		ks = r->ks;
+		/* What the request would count: the key normalised first. */
+		elen = keyspace_escape(ekey, sizeof(ekey), norm,
+		    rule_normalize(r, key, len, norm));
+		shard = keyspace_shard_of(sh, ekey, elen);
+		for (j = 0; j < r->nlimits; j++) {
+			decide_print_name(c, r->name, "count", shard,
+			    ks->state[j], ekey, elen);
+			decide_print_name(c, r->name, "crossed", shard,
+			    ks->crossed[j], ekey, elen);
+		}
+		decide_print_name(c, r->name, "subjects", shard, ks->subjects,
+		    ekey, elen);
+		decide_print_name(c, r->name, "override", shard, ks->override,
+		    ekey, elen);
+		printf("%s stream %s\n", r->name, sh->stream[shard]);
+		if (sh->tag_len[shard] > 0)	/* a Cluster's hash slot */
+			printf("%s slot %u\n", r->name, sh->slot[shard]);
+	}
+	return 0;
 }

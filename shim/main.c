@@ -212,9 +212,8 @@ shim_start(char *err, size_t errlen)
 	listener_start();
 	log_info("event=start version=%s config=%s rules=%zu layout=%s "
 	    "redis=%s timeout_ms=%lld on_error=%s", SW_VERSION, c->path,
-	    c->nrules, conf_layout_name(conf_layout(c)),
-	    c->sentinel_master != NULL ? c->sentinel_master :
-	    c->redis_address, (long long)c->redis_timeout_ms,
+	    c->nrules, conf_layout_name(conf_layout(c)), conf_redis_name(c),
+	    (long long)c->redis_timeout_ms,
 	    c->redis_on_error ? "yes" : "no");
 	return 0;
 }
@@ -250,6 +249,7 @@ shim_exit(void)
 static const struct daemon_hooks shim_hooks = {
 	.check = shim_check,
 	.checked = shim_checked,
+	.keys = decide_print_keys,
 	.open = shim_open,
 	.start = shim_start,
 	.reload = shim_reload,

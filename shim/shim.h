@@ -117,5 +117,11 @@ struct script_conn *shim_scripts(unsigned slot);
 enum fail_reason decide_submit(struct session *, const struct ask *,
 	    struct pending **);
 void	decide_detach(struct pending *);
+/*
+ * senderwatch-shim -k KEY: the Redis key names a decision for KEY
+ * touches under each rule, as "RULE WHAT NAME" lines on stdout, from the
+ * code that makes them, so an admin's redis-cli finds them in any layout.
+ */
+int	decide_print_keys(const struct conf *, const char *key);
 
 #endif

@@ -171,3 +171,17 @@ class SwitchWatch:
 
     def close(self):
         self.c.close()
+
+
+# The alerts section of the failover tests (Sentinel and Cluster): a
+# local receiver, short digests, claims and retries.
+ALERTS = """\
+alerts:
+  from: senderwatch@example.com
+  to: [ director@example.com ]
+  smtp: 127.0.0.1:{port}
+  smtp_starttls: "no"
+  digest_wait: 50ms
+  claim_idle: 2s
+  retry_max: 300ms
+"""

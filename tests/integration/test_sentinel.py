@@ -22,7 +22,7 @@ import pytest
 
 from conftest import (RUN_USER, SHIM, ALERTER, Daemon, ask, log_lines, stats,
                       shim_answers, wait_for, write_config)
-from sentinel import MASTER, SentinelSet, SwitchWatch, Tcp, cli
+from sentinel import ALERTS, MASTER, SentinelSet, SwitchWatch, Tcp, cli
 from test_faults import Load
 
 pytestmark = pytest.mark.skipif(os.environ.get("SW_VALGRIND") == "1",
@@ -155,18 +155,6 @@ def test_shim_survives_the_master_killed(tmp, sset):
           "the kill" % (counted, kept, counted - kept, watch.at - t_kill))
     assert kept <= counted
     shim.stop()
-
-
-ALERTS = """\
-alerts:
-  from: senderwatch@example.com
-  to: [ director@example.com ]
-  smtp: 127.0.0.1:{port}
-  smtp_starttls: "no"
-  digest_wait: 50ms
-  claim_idle: 2s
-  retry_max: 300ms
-"""
 
 
 @pytest.mark.parametrize("how", ["planned", "killed"])
