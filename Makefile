@@ -1,18 +1,24 @@
 # senderwatch: one GNU Makefile for both daemons, the tests and the bench.
 #
-#   make            build build/senderwatch-shim and build/senderwatch-alerter
+#   make            build build/senderwatch-shim, build/senderwatch-alerter
+#                   and build/senderwatch-ctl
 #   make run        install what is missing, build, run a private Redis, the
 #                   shim, the alerter and a local mail sink (quick start)
 #   make test       install what tests need, run unit and integration tests
 #   make bench      decisions/s, latency, CPU and memory: the shim against a floor
 #                   server, one Redis against a Cluster, alert latency
+#   make install    the binaries, man pages, units, sysusers file, monit
+#                   check, Exim snippets, Redis ACLs, the Grafana dashboard
+#                   and a commented config (never over an existing one);
+#                   PREFIX, DESTDIR, sbindir, sysconfdir, mandir, datadir
+#   make uninstall  all of that but the config
 #   make SAN=1 ...  the same with AddressSanitizer and UBSan
 #   make clean
 
 VERSION	:= 0.1.0
 B	:= build
 
-PKGS	:= hiredis yaml-0.1 libcurl
+PKGS	:= hiredis yaml-0.1 libcurl libmicrohttpd
 CC	?= cc
 CFLAGS	?= -O2 -g
 WARN	:= -Wall -Wextra -Wshadow -Wpointer-arith -Wmissing-prototypes \
@@ -31,7 +37,23 @@ endif
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# A missing -dev package: say which, rather than a compiler error.
+ifeq ($(filter deps deps-test run test bench fuzz valgrind clean,$(MAKECMDGOALS)),)
+ifneq ($(shell pkg-config --exists $(PKGS) && echo ok),ok)
+$(error pkg-config cannot find all of "$(PKGS)": run `make deps` (Debian: \
+	libhiredis-dev libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev))
+endif
+endif
+
+PREFIX	?= /usr/local
+sbindir	?= $(PREFIX)/sbin
+mandir	?= $(PREFIX)/share/man
+datadir	?= $(PREFIX)/share
+# The config path is compiled in; Debian's /etc unless told.
 sysconfdir ?= /etc
+unitdir	?= /lib/systemd/system
+sysusersdir ?= /usr/lib/sysusers.d
+INSTALL	?= install
 CPPFLAGS += -D_GNU_SOURCE -DSW_VERSION='"$(VERSION)"' \
 	    -DSW_SYSCONFDIR='"$(sysconfdir)"' -Icommon -I$(B)
 ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP
@@ -39,12 +61,15 @@ ALL_CFLAGS = -std=c11 $(WARN) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP
 COMMON_SRC	:= $(wildcard common/*.c)
 SHIM_SRC	:= $(wildcard shim/*.c)
 ALERTER_SRC	:= $(wildcard alerter/*.c)
+# senderwatch-ctl: an admin tool on the daemons' own common code.
+CTL_SRC		:= $(wildcard common/ctl/*.c)
 
 LUA_SRC		:= $(wildcard scripts/*.lua)
 LUA_OBJ		:= $(LUA_SRC:scripts/%.lua=$(B)/scripts/%_lua.o)
 COMMON_OBJ	:= $(COMMON_SRC:%.c=$(B)/%.o) $(LUA_OBJ)
 SHIM_OBJ	:= $(SHIM_SRC:%.c=$(B)/%.o)
 ALERTER_OBJ	:= $(ALERTER_SRC:%.c=$(B)/%.o)
+CTL_OBJ		:= $(CTL_SRC:%.c=$(B)/%.o)
 # Everything but main.c, for the unit tests to link against.
 SHIM_LIB	:= $(filter-out $(B)/shim/main.o,$(SHIM_OBJ))
 ALERTER_LIB	:= $(filter-out $(B)/alerter/main.o,$(ALERTER_OBJ))
@@ -56,27 +81,35 @@ BINS := $(B)/senderwatch-shim
 ifneq ($(ALERTER_SRC),)
 BINS += $(B)/senderwatch-alerter
 endif
+ifneq ($(CTL_SRC),)
+BINS += $(B)/senderwatch-ctl
+endif
+MANS := $(wildcard deploy/man/*.[58])
 
 # Debian packages: what running needs, and what the tests add.
 RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
-	     libyaml-dev libcurl4-openssl-dev redis-server redis-tools \
-	     python3 python3-aiosmtpd
+	     libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev redis-server \
+	     redis-tools python3 python3-aiosmtpd
 # Postfix conflicts with exim4, so the tests run it unpacked from its .deb
 # (tests/integration/postfix.py): only its libraries are installed.
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
 	     valgrind clang libclang-rt-14-dev openssl swaks libdb5.3 \
-	     libicu72 libnsl2 libsasl2-2 libssl3 redis-sentinel
+	     libicu72 libnsl2 libsasl2-2 libssl3 redis-sentinel mandoc \
+	     prometheus
 
 .PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean \
-	FORCE
+	install uninstall FORCE
 
-all: $(BINS) $(B)/sw-bench
+all: $(BINS)
 
 $(B)/senderwatch-shim: $(SHIM_OBJ) $(COMMON_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+	$(CC) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(PKG_LIBS) -lev
 
 $(B)/senderwatch-alerter: $(ALERTER_OBJ) $(COMMON_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS) -lev
+	$(CC) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(PKG_LIBS) -lev
+
+$(B)/senderwatch-ctl: $(CTL_OBJ) $(COMMON_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $(filter-out %.h,$^) $(PKG_LIBS) -lev
 
 $(B)/sw-bench: tests/bench/bench.c $(B)/.flags
 	@mkdir -p $(@D)
@@ -150,7 +183,7 @@ test: deps-test
 	@SW_SAN=$(SAN) sh tests/run-all.sh $(UNIT_BIN)
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(B)/sw-bench
 	@bash tests/bench/run.sh
 	@/usr/bin/python3 tests/bench/cluster_bench.py
 	@/usr/bin/python3 tests/bench/alert_latency.py -n 50
@@ -170,7 +203,51 @@ valgrind: deps-test
 clean:
 	rm -rf $(B)
 
+# Installed as a daemon's files are: the config only when there is none
+# (an admin's edits are never overwritten; the new default goes beside it
+# as config.yaml.dist), the runtime directories left to systemd.
+DIST_CONF = $(DESTDIR)$(sysconfdir)/senderwatch/config.yaml
+install: all
+	$(INSTALL) -d $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man5 \
+	    $(DESTDIR)$(mandir)/man8 $(DESTDIR)$(sysconfdir)/senderwatch \
+	    $(DESTDIR)$(unitdir) $(DESTDIR)$(sysusersdir) \
+	    $(DESTDIR)$(datadir)/senderwatch/exim \
+	    $(DESTDIR)$(datadir)/senderwatch/monit \
+	    $(DESTDIR)$(datadir)/senderwatch/redis \
+	    $(DESTDIR)$(datadir)/senderwatch/grafana \
+	    $(DESTDIR)$(datadir)/senderwatch/scripts
+	$(INSTALL) -m 0755 $(BINS) $(DESTDIR)$(sbindir)/
+	$(INSTALL) -m 0644 $(filter %.5,$(MANS)) $(DESTDIR)$(mandir)/man5/
+	$(INSTALL) -m 0644 $(filter %.8,$(MANS)) $(DESTDIR)$(mandir)/man8/
+	sed 's,/usr/local/sbin/,$(sbindir)/,g; s,/etc/senderwatch/,$(sysconfdir)/senderwatch/,g' \
+	    deploy/senderwatch-shim.service > $(DESTDIR)$(unitdir)/senderwatch-shim.service
+	sed 's,/usr/local/sbin/,$(sbindir)/,g; s,/etc/senderwatch/,$(sysconfdir)/senderwatch/,g' \
+	    deploy/senderwatch-alerter.service > $(DESTDIR)$(unitdir)/senderwatch-alerter.service
+	$(INSTALL) -m 0644 deploy/senderwatch.sysusers \
+	    $(DESTDIR)$(sysusersdir)/senderwatch.conf
+	$(INSTALL) -m 0644 deploy/exim/* $(DESTDIR)$(datadir)/senderwatch/exim/
+	$(INSTALL) -m 0644 deploy/monit/* $(DESTDIR)$(datadir)/senderwatch/monit/
+	$(INSTALL) -m 0644 $(wildcard deploy/redis/*) $(DESTDIR)$(datadir)/senderwatch/redis/
+	$(INSTALL) -m 0644 $(wildcard deploy/grafana/*) $(DESTDIR)$(datadir)/senderwatch/grafana/
+	$(INSTALL) -m 0644 scripts/*.lua $(DESTDIR)$(datadir)/senderwatch/scripts/
+	$(INSTALL) -m 0644 config.yaml $(DIST_CONF).dist
+	@# 0640 to the daemons' group (it may hold a password; SIGHUP reads it
+	@# after the privilege drop), when systemd-sysusers has made it.
+	test -e $(DIST_CONF) || $(INSTALL) -m 0640 $$(getent group senderwatch \
+	    >/dev/null && [ "$$(id -u)" = 0 ] && echo -g senderwatch) \
+	    config.yaml $(DIST_CONF)
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(sbindir)/,$(notdir $(BINS))) \
+	    $(addprefix $(DESTDIR)$(mandir)/man5/,$(notdir $(filter %.5,$(MANS)))) \
+	    $(addprefix $(DESTDIR)$(mandir)/man8/,$(notdir $(filter %.8,$(MANS)))) \
+	    $(DESTDIR)$(unitdir)/senderwatch-shim.service \
+	    $(DESTDIR)$(unitdir)/senderwatch-alerter.service \
+	    $(DESTDIR)$(sysusersdir)/senderwatch.conf $(DIST_CONF).dist
+	rm -rf $(DESTDIR)$(datadir)/senderwatch
+	@test ! -e $(DIST_CONF) || echo "uninstall: $(DIST_CONF) kept (yours)"
+
 # Only our own object directories: build/ also caches other things (the
 # unpacked Postfix the tests run), whose *.d are not dependency files.
--include $(wildcard $(addprefix $(B)/,$(addsuffix /*.d,common shim alerter \
-	    scripts tests tests/fuzz)))
+-include $(wildcard $(addprefix $(B)/,$(addsuffix /*.d,common common/ctl shim \
+	    alerter scripts tests tests/fuzz)))

@@ -17,7 +17,9 @@
  *   transport   transport.h smtp.c (libcurl), sendmail.c
  *   mail        mail.c      composition (pure); report.c, proc.c: the
  *                           optional report command, child processes
- *   main.c      the daemon's hooks: start, reload, stats, stop
+ *   backlog.c   what is not mailed yet, sampled for the metrics
+ *   stats.c     the counters, as control stats/status and /metrics
+ *   main.c      the daemon's hooks: start, reload, stop
  *
  * Every Redis command the alerter sends is in store.c, stream.c, lease.c
  * or lookup.c, and every key and field name comes from common/keyspace.h.
@@ -50,6 +52,7 @@ struct alerter_stats {
 	uint64_t	 events_handed;	/* another alerter had them */
 	uint64_t	 mails_sent;
 	uint64_t	 mails_failed;	/* attempts, each retried */
+	uint64_t	 mails_retried;	/* attempts after the first */
 	uint64_t	 read_errors;	/* reads or acks Redis refused */
 	uint64_t	 groups_made;	/* the group made again after a loss */
 };
@@ -74,7 +77,10 @@ int	store_init(char *err, size_t errlen);
 void	store_reload(const struct conf *old);
 void	store_close(void);		/* pending callbacks run, NULL */
 int	store_ready(void);		/* connected (to some master) */
+int	store_up(void);			/* connected to every node needed */
 const char *store_state(char *, size_t);
+const char *store_nodes(char *, size_t);	/* "host:port,..." */
+unsigned long store_script_loads(void);
 int	store_replicas(unsigned slot);	/* that master's, at connect */
 int	store_command(unsigned slot, redisCallbackFn *, void *, int argc,
 	    const char **argv, const size_t *argvlen);
@@ -108,8 +114,9 @@ int	stream_ack(struct event **, size_t, stream_done_fn *, void *);
 void	stream_release(struct event *);	/* done: forget and free */
 void	stream_reload(const struct conf *old);
 void	stream_free(void);
-/* " reading=1 stalled_s=0 held=3" for the stats line. */
-void	stream_stats(char *, size_t);
+/* reading=1 stalled_s=0 held=3 streams=1, for stats. */
+struct kv;
+void	stream_stats(struct kv *);
 
 /* lease.c: one process per consumer name. */
 int	lease_init(char *err, size_t errlen);
@@ -121,6 +128,23 @@ void	lease_free(void);
 /* lookup.c: a mail's subjects and counts, before it is composed. */
 typedef void	lookup_done_fn(void *arg, int ok);
 int	lookup_events(struct event **, size_t, lookup_done_fn *, void *);
+
+/* backlog.c: the alert backlog, every 5 s, over every shard. */
+struct backlog {
+	uint64_t	 pending;	/* pending in the group + not read */
+	uint64_t	 oldest_ms;	/* the oldest's entry id; 0: none */
+	ev_tstamp	 sampled;	/* 0: not yet */
+};
+int	backlog_init(char *err, size_t errlen);
+const struct backlog *backlog_last(void);
+void	backlog_free(void);
+
+/* stats.c */
+struct kv;
+struct metrics;
+void	stats_kv(struct kv *);
+void	stats_status(struct kv *);
+void	stats_metrics(struct metrics *);
 
 /* batch.c: the policy. */
 int	batch_init(char *err, size_t errlen);

@@ -309,6 +309,8 @@ batch_send(struct batch *b)
 	char			 err[512];
 
 	b->state = B_SEND;
+	if (b->attempts > 0)
+		alerter.stats.mails_retried++;
 	if ((!b->composed || b->via != via) &&
 	    batch_compose(b, via, err, sizeof(err)) == -1) {
 		batch_send_failed(b, err);

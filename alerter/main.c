@@ -26,6 +26,7 @@ struct alerter alerter;
 
 static struct daemon_opts opts = {
 	.name = "senderwatch-alerter",
+	.role = ROLE_ALERTER,
 	.conf_path = SW_SYSCONFDIR "/senderwatch/config.yaml",
 };
 static struct ev_loop	*alerter_loop;
@@ -46,29 +47,6 @@ alerter_checked(const struct conf *c)
 {
 	printf("%s: configuration OK (alerts to %zu, cc %zu, via %s)\n",
 	    c->path, c->alerts_nto, c->alerts_ncc, transport_for(c)->name);
-}
-
-static void
-alerter_stats(const char *event)
-{
-	const struct alerter_stats	*st = &alerter.stats;
-	char				 more[128], state[64];
-
-	stream_stats(more, sizeof(more));
-	log_info("event=%s events_read=%llu events_claimed=%llu "
-	    "events_mailed=%llu events_handed_over=%llu events_lost=%llu "
-	    "mails_sent=%llu mails_failed=%llu read_errors=%llu "
-	    "groups_made=%llu redis=%s%s", event,
-	    (unsigned long long)st->events_read,
-	    (unsigned long long)st->events_claimed,
-	    (unsigned long long)st->events_mailed,
-	    (unsigned long long)st->events_handed,
-	    (unsigned long long)st->events_lost,
-	    (unsigned long long)st->mails_sent,
-	    (unsigned long long)st->mails_failed,
-	    (unsigned long long)st->read_errors,
-	    (unsigned long long)st->groups_made,
-	    store_state(state, sizeof(state)), more);
 }
 
 static void
@@ -100,7 +78,8 @@ alerter_start(char *err, size_t errlen)
 	const struct conf	*c = alerter.conf;
 
 	if (smtp_init(err, errlen) == -1 || lease_init(err, errlen) == -1 ||
-	    batch_init(err, errlen) == -1 || store_init(err, errlen) == -1)
+	    batch_init(err, errlen) == -1 || store_init(err, errlen) == -1 ||
+	    backlog_init(err, errlen) == -1)
 		return -1;
 	log_info("event=start version=%s config=%s layout=%s redis=%s "
 	    "stream=%s group=%s consumer=%s via=%s digest_wait_ms=%lld "
@@ -135,11 +114,12 @@ alerter_exit(void)
 	/* Order matters: Redis callbacks still refer to the batch. */
 	alerter.stopping = 1;
 	store_close();
+	backlog_free();
 	batch_free();
 	stream_free();
 	lease_free();
 	smtp_free();
-	alerter_stats("exit");
+	daemon_log_stats("exit");
 	conf_free((struct conf *)alerter.conf);
 	alerter.conf = NULL;
 }
@@ -150,7 +130,9 @@ static const struct daemon_hooks alerter_hooks = {
 	.open = alerter_open,
 	.start = alerter_start,
 	.reload = alerter_reload,
-	.stats = alerter_stats,
+	.stats = stats_kv,
+	.status = stats_status,
+	.metrics = stats_metrics,
 	.stop = alerter_stop,
 	.exit = alerter_exit,
 };

@@ -11,41 +11,28 @@
  *         reaches every node, so one node's subscription is enough.
  *
  * When cmd (re)connects, the stream and the lease start over (our own
- * pending entries first, the lease taken again before reading).
+ * pending entries first, the lease taken again before reading).  cmd is
+ * common/layout.c: the same code whichever Redis layout the config names.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alerter.h"
-#include "cluster.h"
+#include "layout.h"
 #include "log.h"
 #include "rconn.h"
 #include "script.h"
 
 #define STORE_HUNG_S	10.0	/* drop the command connection after this */
 
-static struct rconn		*store_cmd;	/* a Redis, Sentinel's */
-static struct script_conn	*store_sc;
-static struct cluster		*store_cl;	/* or a Cluster's masters */
+static struct layout		*store_cmd;
 static struct rconn		*store_sub;
 static char			*store_channel;	/* what sub listens to */
 
+/* A node connected (in a Cluster, a master): start over. */
 static void
-store_cmd_ready(struct rconn *rc, void *arg)
-{
-	(void)rc;
-	(void)arg;
-	script_conn_ready(store_sc);
-	lease_connected();
-	stream_connected();
-}
-
-static const struct rconn_cb store_cmd_cb = { .ready = store_cmd_ready };
-
-/* A Cluster's master connected: the scripts load per node (cluster.c). */
-static void
-store_cluster_ready(void *arg)
+store_cmd_ready(void *arg)
 {
 	(void)arg;
 	lease_connected();
@@ -104,23 +91,16 @@ store_init(char *err, size_t errlen)
 {
 	const struct conf	*c = alerter.conf;
 
-	if (conf_layout(c) == LAYOUT_CLUSTER) {
-		store_cl = cluster_new(alerter.loop, c, "alerter",
-		    STORE_SCRIPTS, STORE_HUNG_S, store_cluster_ready, NULL);
+	store_cmd = layout_new(alerter.loop, c, "alerter", STORE_SCRIPTS,
+	    STORE_HUNG_S, store_cmd_ready, NULL);
+	/* In a Cluster, one node's subscription hears every PUBLISH. */
+	if (conf_layout(c) == LAYOUT_CLUSTER)
 		store_sub = rconn_new_at(alerter.loop, c, "alerter-sub",
 		    c->cluster_seeds[0], &store_sub_cbs, NULL, 0);
-		if (store_cl == NULL || store_sub == NULL) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
-		return 0;
-	}
-	store_cmd = rconn_new(alerter.loop, c, "alerter", &store_cmd_cb, NULL,
-	    STORE_HUNG_S);
-	store_sc = script_conn_new(alerter.loop, store_cmd, STORE_SCRIPTS);
-	store_sub = rconn_new(alerter.loop, c, "alerter-sub", &store_sub_cbs,
-	    NULL, 0);
-	if (store_cmd == NULL || store_sc == NULL || store_sub == NULL) {
+	else
+		store_sub = rconn_new(alerter.loop, c, "alerter-sub",
+		    &store_sub_cbs, NULL, 0);
+	if (store_cmd == NULL || store_sub == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
@@ -132,10 +112,7 @@ store_reload(const struct conf *old)
 {
 	const struct conf	*c = alerter.conf;
 
-	if (store_cl != NULL)
-		cluster_set_conf(store_cl, c);
-	else
-		rconn_set_conf(store_cmd, c);
+	layout_set_conf(store_cmd, c);
 	rconn_set_conf(store_sub, c);
 	if (strcmp(old->events_channel, c->events_channel) != 0)
 		rconn_reset(store_sub, "events.channel changed");
@@ -146,72 +123,67 @@ store_close(void)
 {
 	/* Pending callbacks run now, with NULL replies. */
 	rconn_free(store_sub);
-	rconn_free(store_cmd);
-	script_conn_free(store_sc);
-	cluster_free(store_cl);
-	store_sub = store_cmd = NULL;
-	store_sc = NULL;
-	store_cl = NULL;
+	layout_free(store_cmd);
+	store_sub = NULL;
+	store_cmd = NULL;
 	free(store_channel);
 	store_channel = NULL;
-}
-
-/* The connection for slot: the one, or its master's. */
-static struct rconn *
-store_rconn(unsigned slot)
-{
-	if (store_cl != NULL)
-		return cluster_rconn(store_cl, slot);
-	return store_cmd != NULL && rconn_is_ready(store_cmd) ? store_cmd :
-	    NULL;
 }
 
 int
 store_ready(void)
 {
-	if (store_cl != NULL)
-		return cluster_ready(store_cl);
-	return store_cmd != NULL && rconn_is_ready(store_cmd);
+	return store_cmd != NULL && layout_ready(store_cmd);
+}
+
+int
+store_up(void)
+{
+	return store_cmd != NULL && layout_up(store_cmd);
 }
 
 int
 store_replicas(unsigned slot)
 {
-	struct rconn	*rc = store_rconn(slot);
-
-	return rc != NULL ? rconn_replicas(rc) : 0;
+	return store_cmd != NULL ? layout_replicas(store_cmd, slot) : 0;
 }
 
 const char *
 store_state(char *buf, size_t len)
 {
-	if (store_cl != NULL)
-		return cluster_state(store_cl, buf, len);
-	return store_cmd != NULL ? rconn_state(store_cmd) : "down";
+	if (store_cmd == NULL)
+		return "down";
+	return layout_state(store_cmd, buf, len);
+}
+
+const char *
+store_nodes(char *buf, size_t len)
+{
+	if (store_cmd == NULL)
+		return "";
+	return layout_nodes(store_cmd, buf, len);
+}
+
+unsigned long
+store_script_loads(void)
+{
+	return store_cmd != NULL ? layout_script_loads(store_cmd) : 0;
 }
 
 int
 store_command(unsigned slot, redisCallbackFn *fn, void *priv, int argc,
     const char **argv, const size_t *argvlen)
 {
-	struct rconn	*rc;
-
-	if ((rc = store_rconn(slot)) == NULL)
+	if (store_cmd == NULL)
 		return -1;
-	return rconn_command(rc, fn, priv, argc, argv, argvlen);
+	return layout_command(store_cmd, slot, fn, priv, argc, argv, argvlen);
 }
 
 int
 store_script(unsigned slot, enum script_id id, script_reply_fn *fn,
     void *priv, int argc, const char **argv)
 {
-	struct script_conn	*sc;
-
-	if (store_cl != NULL)
-		sc = cluster_scripts(store_cl, slot);
-	else
-		sc = store_rconn(slot) != NULL ? store_sc : NULL;
-	if (sc == NULL)
+	if (store_cmd == NULL)
 		return -1;
-	return script_run(sc, id, fn, priv, argc, argv, NULL);
+	return layout_script(store_cmd, slot, id, fn, priv, argc, argv, NULL);
 }

@@ -51,6 +51,7 @@
 
 #include "alerter.h"
 #include "keyspace.h"
+#include "kv.h"
 #include "log.h"
 #include "rconn.h"
 #include "script.h"
@@ -1357,12 +1358,14 @@ stream_reload(const struct conf *old)
 }
 
 void
-stream_stats(char *dst, size_t len)
+stream_stats(struct kv *kv)
 {
-	snprintf(dst, len, " reading=%d stalled_s=%.0f held=%zu streams=%zu",
-	    store_ready() && lease_held() && stall.since == 0,
-	    stall.since != 0 ? ev_now(alerter.loop) - stall.since : 0.,
-	    nheld, nshards);
+	kv_u64(kv, "reading", store_ready() && lease_held() &&
+	    stall.since == 0);
+	kv_u64(kv, "stalled_s", stall.since != 0 ?
+	    (uint64_t)(ev_now(alerter.loop) - stall.since) : 0);
+	kv_u64(kv, "held", nheld);
+	kv_u64(kv, "streams", nshards);
 }
 
 void

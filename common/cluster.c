@@ -461,3 +461,48 @@ cluster_state(const struct cluster *cl, char *dst, size_t len)
 	snprintf(dst, len, "%zu/%zu_masters", up, cluster_nodes(cl));
 	return dst;
 }
+
+int
+cluster_up(const struct cluster *cl)
+{
+	size_t	 s, idx;
+
+	if (!cl->have_map)
+		return 0;
+	for (s = 0; s < CLUSTER_SLOTS; s++) {
+		if ((idx = cl->slot_node[s]) == 0 ||
+		    !rconn_is_ready(cl->nodes[idx - 1]->rc))
+			return 0;
+	}
+	return 1;
+}
+
+const char *
+cluster_addresses(const struct cluster *cl, char *dst, size_t len)
+{
+	size_t	 i, off = 0;
+	int	 n;
+
+	*dst = '\0';
+	for (i = 0; i < cl->nnodes && off < len; i++) {
+		if (!cl->nodes[i]->master)
+			continue;
+		n = snprintf(dst + off, len - off, "%s%s", off > 0 ? "," : "",
+		    cl->nodes[i]->addr);
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+	return dst;
+}
+
+unsigned long
+cluster_script_loads(const struct cluster *cl)
+{
+	unsigned long	 n = 0;
+	size_t		 i;
+
+	for (i = 0; i < cl->nnodes; i++)
+		n += script_conn_loads(cl->nodes[i]->sc);
+	return n;
+}

@@ -46,5 +46,11 @@ int		 cluster_ready(const struct cluster *);
 const char	*cluster_state(const struct cluster *, char *, size_t);
 /* Masters, and decisions' script calls sent to each, for the bench. */
 size_t		 cluster_nodes(const struct cluster *);
+/* 1 when every slot has a master and its connection is ready. */
+int		 cluster_up(const struct cluster *);
+/* The masters, "host:port,host:port", into dst. */
+const char	*cluster_addresses(const struct cluster *, char *dst, size_t);
+/* SCRIPT LOADs so far over every node. */
+unsigned long	 cluster_script_loads(const struct cluster *);
 
 #endif

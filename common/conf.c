@@ -222,6 +222,23 @@ static const struct conf_opt conf_alerts_opts[] = {
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
 };
 
+static const struct conf_opt conf_control_opts[] = {
+	{ "shim", CT_STRING, C(control_path[ROLE_SHIM]), 0, 0, 0, NULL,
+	    NULL },
+	{ "alerter", CT_STRING, C(control_path[ROLE_ALERTER]), 0, 0, 0, NULL,
+	    NULL },
+	{ "group", CT_NAME, C(control_group), 0, 0, 0, NULL, NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
+static const struct conf_opt conf_metrics_opts[] = {
+	{ "shim", CT_STRING, C(metrics_addr[ROLE_SHIM]), 0, 0, 0, NULL,
+	    NULL },
+	{ "alerter", CT_STRING, C(metrics_addr[ROLE_ALERTER]), 0, 0, 0, NULL,
+	    NULL },
+	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
+};
+
 #define LIMIT_MUST	"must be a whole number, 0 or more"
 #define WINDOW_MUST	"must be a duration such as 300s or 1h"
 #define BURST_MUST	"must be a whole number, 1 or more"
@@ -297,6 +314,10 @@ static const struct conf_table conf_events_table = { SECTION_SHAPE,
 	conf_events_opts };
 static const struct conf_table conf_alerts_table = { SECTION_SHAPE,
 	conf_alerts_opts };
+static const struct conf_table conf_control_table = { SECTION_SHAPE,
+	conf_control_opts };
+static const struct conf_table conf_metrics_table = { SECTION_SHAPE,
+	conf_metrics_opts };
 
 /* The top level; rules (NULL table) are a mapping of names to rules. */
 static const struct {
@@ -308,6 +329,8 @@ static const struct {
 	{ "events", &conf_events_table },
 	{ "rules", NULL },
 	{ "alerts", &conf_alerts_table },
+	{ "control", &conf_control_table },
+	{ "metrics", &conf_metrics_table },
 };
 #define CONF_NSECTIONS	(sizeof(conf_sections) / sizeof(conf_sections[0]))
 #define CONF_RULES	3
@@ -1265,6 +1288,27 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 	if (c->alerts_smtp == NULL && c->alerts_sendmail == NULL &&
 	    (c->alerts_smtp = strdup("localhost:25")) == NULL)
 		return conf_error(p, NULL, "out of memory");
+	for (i = 0; i < CONF_ROLES; i++) {
+		if (c->control_path[i] != NULL && c->control_path[i][0] != '/')
+			return conf_fail(p, &c->control_path[i], "must be an "
+			    "absolute path");
+		if (c->metrics_addr[i] != NULL &&
+		    !conf_valid_address(c->metrics_addr[i], 0))
+			return conf_fail(p, &c->metrics_addr[i], "\"%s\" is "
+			    "not host:port", c->metrics_addr[i]);
+	}
+	if (c->control_path[ROLE_SHIM] != NULL &&
+	    c->control_path[ROLE_ALERTER] != NULL &&
+	    strcmp(c->control_path[ROLE_SHIM],
+	    c->control_path[ROLE_ALERTER]) == 0)
+		return conf_fail(p, &c->control_path[ROLE_ALERTER], "the shim "
+		    "and the alerter need a socket each");
+	if (c->metrics_addr[ROLE_SHIM] != NULL &&
+	    c->metrics_addr[ROLE_ALERTER] != NULL &&
+	    strcmp(c->metrics_addr[ROLE_SHIM],
+	    c->metrics_addr[ROLE_ALERTER]) == 0)
+		return conf_fail(p, &c->metrics_addr[ROLE_ALERTER], "the shim "
+		    "and the alerter need an address each");
 	/*
 	 * Shards: a Cluster's, 48 by default (a multiple of any likely
 	 * number of masters up to 6, and 8, 12, 16, 24: an even spread);
@@ -1460,6 +1504,12 @@ conf_layout_name(enum conf_layout l)
 }
 
 const char *
+conf_role_name(enum conf_role r)
+{
+	return r == ROLE_ALERTER ? "alerter" : "shim";
+}
+
+const char *
 conf_redis_name(const struct conf *c)
 {
 	switch (conf_layout(c)) {
@@ -1513,6 +1563,11 @@ conf_free(struct conf *c)
 		conf_rule_free(&c->rules[i]);
 	free(c->rules);
 	keyspace_shards_free(c->shards);
+	for (i = 0; i < CONF_ROLES; i++) {
+		free(c->control_path[i]);
+		free(c->metrics_addr[i]);
+	}
+	free(c->control_group);
 	conf_strv_free(c->sentinel_addresses);
 	conf_strv_free(c->cluster_seeds);
 	free(c->sentinel_master);

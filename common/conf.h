@@ -91,6 +91,9 @@ struct conf_listen {
 	char		*addr;		/* as written: a path or inet:HOST:PORT */
 };
 
+/* The daemons, as the control and metrics sections name them. */
+enum conf_role { ROLE_SHIM, ROLE_ALERTER, CONF_ROLES };
+
 struct conf {
 	char		*path;		/* the file this came from */
 
@@ -160,7 +163,16 @@ struct conf {
 	char		*alerts_consumer;	/* consumer name in the group */
 	int64_t		 alerts_claim_idle_ms;	/* take over others' stale events */
 	int64_t		 alerts_retry_max_ms;	/* cap of the send retry backoff */
+
+	/* control: each daemon's control socket; NULL: none */
+	char		*control_path[CONF_ROLES];
+	char		*control_group;		/* mode 0660 to it; else 0600 */
+	/* metrics: each daemon's Prometheus listener, host:port; NULL: off */
+	char		*metrics_addr[CONF_ROLES];
 };
+
+/* Which program reads the config, for its own control and metrics. */
+const char	*conf_role_name(enum conf_role);
 
 /*
  * A file being loaded, as a daemon's own checks see it.  A check returns 0,

@@ -3,7 +3,10 @@
  * privilege drop, detaching from the terminal, signals, reloads.
  */
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <netdb.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,11 +16,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "conf.h"
+#include "control.h"
 #include "daemon.h"
+#include "kv.h"
 #include "log.h"
+#include "metrics.h"
+
+#ifndef SW_VERSION
+#define SW_VERSION	"dev"
+#endif
 
 int
 daemon_pidfile(const char *path, char *err, size_t errlen)
@@ -208,6 +219,138 @@ usage:
 	return -1;
 }
 
+int
+daemon_socket(const char *path, const char *owner, const char *group,
+    const char *group_opt, mode_t mode, char *err, size_t errlen)
+{
+	struct sockaddr_un	 sun;
+	struct passwd		*pw;
+	struct group		*gr;
+	struct stat		 st;
+	uid_t			 uid = (uid_t)-1;
+	gid_t			 gid = (gid_t)-1;
+	int			 fd, probe;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "%s: socket path too long", path);
+		return -1;
+	}
+	strcpy(sun.sun_path, path);
+	if (owner != NULL && getuid() == 0) {
+		if ((pw = getpwnam(owner)) == NULL) {
+			snprintf(err, errlen, "%s: no such user \"%s\"", path,
+			    owner);
+			return -1;
+		}
+		uid = pw->pw_uid;
+	}
+	if (group != NULL) {
+		if ((gr = getgrnam(group)) == NULL) {
+			snprintf(err, errlen, "%s: no such group \"%s\" (%s)",
+			    path, group, group_opt);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+
+	/* Is someone answering there?  Then it is not stale. */
+	if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) != -1) {
+		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+			close(probe);
+			snprintf(err, errlen, "%s: another process is serving "
+			    "this socket", path);
+			return -1;
+		}
+		close(probe);
+	}
+	/*
+	 * Only a socket is stale: a typo in the config must not make a root
+	 * daemon delete whatever file the path names.
+	 */
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s: exists and is not a socket", path);
+		return -1;
+	}
+	if (unlink(path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "%s: cannot remove stale socket: %s",
+		    path, strerror(errno));
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		snprintf(err, errlen, "%s: bind: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) &&
+	    chown(path, uid, gid) == -1) {
+		snprintf(err, errlen, "%s: chown: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (chmod(path, mode) == -1) {
+		snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, 128) == -1) {
+		snprintf(err, errlen, "%s: listen: %s", path, strerror(errno));
+		goto fail;
+	}
+	return fd;
+fail:
+	close(fd);
+	unlink(path);
+	return -1;
+}
+
+int
+daemon_inet(const char *addr, const char *label, char *err, size_t errlen)
+{
+	struct addrinfo	 hints, *res;
+	char		 host[256], *port;
+	int		 fd, rv, on = 1;
+
+	snprintf(host, sizeof(host), "%s", addr);
+	if ((port = strrchr(host, ':')) == NULL) {
+		snprintf(err, errlen, "%s%s: expected HOST:PORT", label, addr);
+		return -1;
+	}
+	*port++ = '\0';
+	if (host[0] == '[' && port[-2] == ']') {
+		port[-2] = '\0';
+		memmove(host, host + 1, strlen(host));
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if ((rv = getaddrinfo(host, port, &hints, &res)) != 0) {
+		snprintf(err, errlen, "%s%s: %s", label, addr, gai_strerror(rv));
+		return -1;
+	}
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		freeaddrinfo(res);
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) == -1) {
+		snprintf(err, errlen, "%s%s: bind: %s", label,
+		    addr, strerror(errno));
+		close(fd);
+		freeaddrinfo(res);
+		return -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
 /*
  * Become the daemon: detach unless -f, write the pidfile, drop to the
  * config's user.  Sockets are open before: after this we may not be
@@ -230,31 +373,178 @@ static struct daemon_opts *daemon_opts;
 static int	daemon_stopping;
 /* The config the daemon runs on: it frees one only for the next. */
 static const struct conf *daemon_conf;
+/* For status and metrics. */
+static time_t	daemon_started, daemon_reloaded;
+static uint64_t	daemon_reloads[2];		/* failed, ok */
+static char	daemon_reload_error[CONF_ERRLEN];
 
-static void
-daemon_reload(void)
+static int
+daemon_same(const char *a, const char *b)
 {
-	struct conf	*c;
-	char		 err[CONF_ERRLEN];
+	return (a == NULL && b == NULL) ||
+	    (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int
+daemon_reload_conf(char *err, size_t errlen)
+{
+	const struct conf	*old = daemon_conf;
+	struct conf		*c;
+	enum conf_role		 r = daemon_opts->role;
 
 	if ((c = conf_load(daemon_opts->conf_path, daemon_hooks->check, err,
-	    sizeof(err))) == NULL) {
-		log_err("event=reload_failed error=\"%s\" action=keep_old",
-		    err);
-		return;
-	}
+	    errlen)) == NULL)
+		return -1;
 	/* Every connection would change at once: that is a restart. */
-	if (conf_layout(c) != conf_layout(daemon_conf)) {
-		log_err("event=reload_failed error=\"%s: the Redis layout "
-		    "changes from %s to %s: restart the daemon for that\" "
-		    "action=keep_old", c->path,
-		    conf_layout_name(conf_layout(daemon_conf)),
+	if (conf_layout(c) != conf_layout(old)) {
+		snprintf(err, errlen, "%s: the Redis layout changes from %s "
+		    "to %s: restart the daemon for that", c->path,
+		    conf_layout_name(conf_layout(old)),
 		    conf_layout_name(conf_layout(c)));
 		conf_free(c);
-		return;
+		return -1;
 	}
+	if (!daemon_same(c->control_path[r], old->control_path[r]) ||
+	    !daemon_same(c->control_group, old->control_group) ||
+	    !daemon_same(c->metrics_addr[r], old->metrics_addr[r]))
+		log_warn("event=reload note=\"control and metrics settings "
+		    "take effect at restart\"");
 	daemon_conf = c;
 	daemon_hooks->reload(c);
+	return 0;
+}
+
+/* A reload from SIGHUP or the control socket: counted, the last kept. */
+static int
+daemon_reload(char *err, size_t errlen)
+{
+	int	 rv;
+
+	rv = daemon_reload_conf(err, errlen);
+	daemon_reloaded = time(NULL);
+	daemon_reloads[rv == 0]++;
+	if (rv == -1) {
+		snprintf(daemon_reload_error, sizeof(daemon_reload_error),
+		    "%s", err);
+		log_err("event=reload_failed error=\"%s\" action=keep_old",
+		    err);
+	} else
+		daemon_reload_error[0] = '\0';
+	return rv;
+}
+
+void
+daemon_log_stats(const char *event)
+{
+	struct kv	*kv;
+	char		*line;
+
+	/* 16 KB: off the stack of a signal watcher or an exit path. */
+	if ((kv = malloc(sizeof(*kv))) == NULL ||
+	    (line = malloc(KV_MAX)) == NULL) {
+		free(kv);
+		log_err("event=%s error=\"out of memory\"", event);
+		return;
+	}
+	kv_init(kv);
+	daemon_hooks->stats(kv);
+	log_info("event=%s %s", event, kv_line(kv, line, KV_MAX));
+	free(line);
+	free(kv);
+}
+
+static const char *
+daemon_time(char *buf, size_t len, time_t t)
+{
+	struct tm	 tm;
+
+	if (t == 0)
+		return "never";
+	gmtime_r(&t, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return buf;
+}
+
+static void
+daemon_status(struct kv *kv)
+{
+	char	 t[32];
+
+	kv_str(kv, "daemon", conf_role_name(daemon_opts->role));
+	kv_str(kv, "version", SW_VERSION);
+	kv_u64(kv, "pid", (uint64_t)getpid());
+	daemon_hooks->status(kv);
+	kv_str(kv, "config", daemon_conf->path);
+	kv_str(kv, "started", daemon_time(t, sizeof(t), daemon_started));
+	kv_str(kv, "reloaded", daemon_time(t, sizeof(t), daemon_reloaded));
+	if (daemon_reloaded == 0)
+		kv_str(kv, "reload_result", "none");
+	else if (daemon_reload_error[0] == '\0')
+		kv_str(kv, "reload_result", "ok");
+	else {
+		char	 r[CONF_ERRLEN + 16];
+
+		snprintf(r, sizeof(r), "failed: %s", daemon_reload_error);
+		kv_str(kv, "reload_result", r);
+	}
+}
+
+static void
+daemon_stats(struct kv *kv)
+{
+	daemon_hooks->stats(kv);
+}
+
+static void
+daemon_metrics(struct metrics *m)
+{
+	char	 l[64];
+
+	metrics_family(m, "senderwatch_build_info", "gauge",
+	    "The version running, as a label.");
+	snprintf(l, sizeof(l), "version=\"%s\"", SW_VERSION);
+	metrics_u64(m, "senderwatch_build_info", l, 1);
+	metrics_family(m, "senderwatch_start_time_seconds", "gauge",
+	    "When the daemon started, in seconds since the epoch.");
+	metrics_u64(m, "senderwatch_start_time_seconds", "",
+	    (uint64_t)daemon_started);
+	metrics_family(m, "senderwatch_config_reloads_total", "counter",
+	    "Reloads (SIGHUP or the control socket), by result.");
+	metrics_u64(m, "senderwatch_config_reloads_total", "result=\"ok\"",
+	    daemon_reloads[1]);
+	metrics_u64(m, "senderwatch_config_reloads_total",
+	    "result=\"failed\"", daemon_reloads[0]);
+	daemon_hooks->metrics(m);
+}
+
+static const struct control_hooks daemon_control = {
+	.stats = daemon_stats,
+	.status = daemon_status,
+	.reload = daemon_reload,
+};
+
+/* Still root: what the config asks of this daemon beside its own. */
+static int
+daemon_open(struct ev_loop *loop, const struct conf *c, char *err,
+    size_t errlen)
+{
+	enum conf_role	 r = daemon_opts->role;
+
+	if (c->control_path[r] != NULL && control_open(loop,
+	    c->control_path[r], c->user, c->control_group, &daemon_control,
+	    err, errlen) == -1)
+		return -1;
+	if (c->metrics_addr[r] != NULL && metrics_open(loop,
+	    c->metrics_addr[r], daemon_metrics, err, errlen) == -1)
+		return -1;
+	return 0;
+}
+
+static void
+daemon_close(void)
+{
+	control_close();
+	metrics_close();
 }
 
 static void
@@ -262,11 +552,14 @@ daemon_signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)revents;
 	switch (w->signum) {
-	case SIGHUP:
-		daemon_reload();
+	case SIGHUP: {
+		char	 err[CONF_ERRLEN];
+
+		(void)daemon_reload(err, sizeof(err));
 		break;
+	}
 	case SIGUSR1:
-		daemon_hooks->stats("stats");
+		daemon_log_stats("stats");
 		break;
 	default:
 		log_info("event=shutdown signal=%d", w->signum);
@@ -315,10 +608,13 @@ daemon_main(int argc, char *argv[], struct daemon_opts *o,
 	loop = ev_default_loop(EVFLAG_AUTO);
 	/* From here the daemon owns c: its exit hook frees it. */
 	daemon_conf = c;
+	daemon_started = time(NULL);
 	if (h->open(loop, c, err, sizeof(err)) == -1 ||
+	    daemon_open(loop, c, err, sizeof(err)) == -1 ||
 	    daemon_start(o, c, err, sizeof(err)) == -1) {
 		log_err("event=fatal error=\"%s\"", err);
 		fprintf(stderr, "%s: %s\n", o->name, err);
+		daemon_close();
 		h->exit();
 		return 1;
 	}
@@ -328,6 +624,7 @@ daemon_main(int argc, char *argv[], struct daemon_opts *o,
 	}
 	if (h->start(err, sizeof(err)) == -1) {
 		log_err("event=fatal error=\"%s\"", err);
+		daemon_close();
 		h->exit();
 		return 1;
 	}
@@ -335,6 +632,8 @@ daemon_main(int argc, char *argv[], struct daemon_opts *o,
 
 	ev_run(loop, 0);
 
+	/* No console while the daemon takes itself apart. */
+	daemon_close();
 	h->exit();
 	if (o->pid_path != NULL)
 		unlink(o->pid_path);

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "log.h"
 #include "shim.h"
 
@@ -57,116 +58,14 @@ static int
 listener_unix(const char *path, const struct conf *c, char *err,
     size_t errlen)
 {
-	struct sockaddr_un	 sun;
-	struct group		*gr;
-	struct stat		 st;
-	int			 fd, probe;
-
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		snprintf(err, errlen, "%s: socket path too long", path);
-		return -1;
-	}
-	strcpy(sun.sun_path, path);
-
-	/* Is someone answering there?  Then it is not stale. */
-	if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) != -1) {
-		if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
-			close(probe);
-			snprintf(err, errlen, "%s: another process is serving "
-			    "this socket", path);
-			return -1;
-		}
-		close(probe);
-	}
-	/*
-	 * Only a socket is stale: a typo in shim.listen must not make a root
-	 * daemon delete whatever file the path names.
-	 */
-	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s: exists and is not a socket", path);
-		return -1;
-	}
-	if (unlink(path) == -1 && errno != ENOENT) {
-		snprintf(err, errlen, "%s: cannot remove stale socket: %s",
-		    path, strerror(errno));
-		return -1;
-	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0)) == -1) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
-	}
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		snprintf(err, errlen, "%s: bind: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (c->socket_group != NULL) {
-		if ((gr = getgrnam(c->socket_group)) == NULL) {
-			snprintf(err, errlen, "%s: no such group \"%s\" "
-			    "(shim.socket_group)", path, c->socket_group);
-			goto fail;
-		}
-		if (chown(path, (uid_t)-1, gr->gr_gid) == -1) {
-			snprintf(err, errlen, "%s: chown to group %s: %s",
-			    path, c->socket_group, strerror(errno));
-			goto fail;
-		}
-	}
-	if (chmod(path, c->socket_mode) == -1) {
-		snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
-		goto fail;
-	}
-	return fd;
-fail:
-	close(fd);
-	unlink(path);
-	return -1;
+	return daemon_socket(path, NULL, c->socket_group, "shim.socket_group",
+	    c->socket_mode, err, errlen);
 }
 
 static int
 listener_inet(const char *addr, char *err, size_t errlen)
 {
-	struct addrinfo	 hints, *res;
-	char		 host[256], *port;
-	int		 fd, rv, on = 1;
-
-	snprintf(host, sizeof(host), "%s", addr);
-	if ((port = strrchr(host, ':')) == NULL) {
-		snprintf(err, errlen, "inet:%s: expected HOST:PORT", addr);
-		return -1;
-	}
-	*port++ = '\0';
-	if (host[0] == '[' && port[-2] == ']') {
-		port[-2] = '\0';
-		memmove(host, host + 1, strlen(host));
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	if ((rv = getaddrinfo(host, port, &hints, &res)) != 0) {
-		snprintf(err, errlen, "inet:%s: %s", addr, gai_strerror(rv));
-		return -1;
-	}
-	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		freeaddrinfo(res);
-		return -1;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) == -1) {
-		snprintf(err, errlen, "inet:%s: bind: %s", addr,
-		    strerror(errno));
-		close(fd);
-		freeaddrinfo(res);
-		return -1;
-	}
-	freeaddrinfo(res);
-	return fd;
+	return daemon_inet(addr, "inet:", err, errlen);
 }
 
 static void

@@ -22,6 +22,7 @@ struct shim shim;
 
 static struct daemon_opts opts = {
 	.name = "senderwatch-shim",
+	.role = ROLE_SHIM,
 	.conf_path = SW_SYSCONFDIR "/senderwatch/config.yaml",
 };
 
@@ -61,46 +62,6 @@ shim_scripts(unsigned slot)
 	if (shim.cluster != NULL)
 		return cluster_scripts(shim.cluster, slot);
 	return rconn_is_ready(shim.redis) ? shim.scripts : NULL;
-}
-
-static const char *
-shim_redis_state(char *buf, size_t len)
-{
-	if (shim.cluster != NULL)
-		return cluster_state(shim.cluster, buf, len);
-	return shim.redis != NULL ? rconn_state(shim.redis) : "down";
-}
-
-static void
-shim_stats(const char *event)
-{
-	const struct shim_stats	*st = &shim.stats;
-	char			 fails[FAIL_MAX * 40], state[64];
-	size_t			 o = 0;
-	int			 i;
-
-	fails[0] = '\0';
-	for (i = FAIL_NONE + 1; i < FAIL_MAX; i++)
-		if (st->fail[i] > 0)
-			o += snprintf(fails + o, sizeof(fails) - o,
-			    " fail_%s=%llu", fail_reason_names[i],
-			    (unsigned long long)st->fail[i]);
-	log_info("event=%s decisions=%llu yes=%llu fail_policy=%llu%s "
-	    "bad_requests=%llu client_timeouts=%llu crossings=%llu "
-	    "listed=%llu policy_skipped=%llu shed=%llu accept_paused=%llu "
-	    "script_loads=%lu sessions=%u redis=%s redis_address=%s", event,
-	    (unsigned long long)st->decisions, (unsigned long long)st->yes,
-	    (unsigned long long)st->fail_policy, fails,
-	    (unsigned long long)st->bad_requests,
-	    (unsigned long long)st->client_timeouts,
-	    (unsigned long long)st->crossings,
-	    (unsigned long long)st->listed,
-	    (unsigned long long)st->policy_skipped,
-	    (unsigned long long)st->shed,
-	    (unsigned long long)st->accept_paused,
-	    shim.scripts != NULL ? script_conn_loads(shim.scripts) : 0UL,
-	    shim.nsessions, shim_redis_state(state, sizeof(state)),
-	    shim.redis != NULL ? rconn_address(shim.redis) : "cluster");
 }
 
 static int
@@ -228,7 +189,7 @@ static void
 shim_exit(void)
 {
 	if (shim.redis != NULL || shim.cluster != NULL)
-		shim_stats("exit");
+		daemon_log_stats("exit");
 	if (shim.loop == NULL)
 		return;
 	listener_close();
@@ -244,6 +205,7 @@ shim_exit(void)
 		shim_retired_free(retired);
 	conf_free((struct conf *)shim.conf);
 	shim.conf = NULL;
+	stats_free();
 }
 
 static const struct daemon_hooks shim_hooks = {
@@ -253,7 +215,9 @@ static const struct daemon_hooks shim_hooks = {
 	.open = shim_open,
 	.start = shim_start,
 	.reload = shim_reload,
-	.stats = shim_stats,
+	.stats = stats_kv,
+	.status = stats_status,
+	.metrics = stats_metrics,
 	.stop = shim_stop,
 	.exit = shim_exit,
 };

@@ -36,6 +36,7 @@ struct session {
 	int			 fd;
 	enum session_state	 state;
 	ev_tstamp		 since;		/* accepted, or last answered */
+	ev_tstamp		 asked;		/* the request complete (ev_time) */
 	ev_io			 io;
 	ev_timer		 timer;
 	struct pending		*pending;
@@ -199,6 +200,7 @@ session_answer(struct session *s, int verdict, const char *why)
 	 * timer (or at shutdown) the reply is still to come and must find no
 	 * session; from the reply callback the pending is freed right after.
 	 */
+	stats_answered(s->rule, verdict, s->asked);
 	session_reply(s, session_word(s, verdict), why != NULL ? why :
 	    "answered");
 }
@@ -212,6 +214,7 @@ session_fail(struct session *s, enum fail_reason reason, const char *why)
 
 	shim.stats.fail_policy++;
 	shim.stats.fail[reason]++;
+	stats_waited(s->asked);
 	answer = session_word(s, shim.conf->redis_on_error);
 	if (l->event == NULL) {
 		l->event = "fail_policy";
@@ -297,6 +300,8 @@ session_ask(struct session *s, struct request *req)
 	char				 why[160], q[CONF_NAME_MAX * 4];
 	char				*key;
 
+	/* The clock itself, not the loop's: the latency starts now. */
+	s->asked = ev_time();
 	s->used = req->used;
 	s->policy = req->policy;
 	if (req->policy) {
@@ -537,6 +542,7 @@ session_new(int fd)
 	s->since = ev_now(shim.loop);
 	s->pending = NULL;
 	s->rule = NULL;
+	s->asked = 0;
 	s->policy = 0;
 	s->used = 0;
 	s->len = 0;

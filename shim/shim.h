@@ -8,6 +8,7 @@
  *   request.c   the request grammar (pure)
  *   rule.c      normalisation, allow/deny lists, config overrides (pure)
  *   decide.c    one decision in Redis: count.lua's EVALSHA and its reply
+ *   stats.c     the counters, as control stats/status and /metrics
  *   main.c      the daemon's hooks: start, reload, stats, stop
  *
  * Calls go one way: listener -> session -> rule, decide -> common/ (Redis
@@ -85,6 +86,16 @@ struct shim {
 };
 
 extern struct shim shim;
+
+/* stats.c: counters by rule, the latency histogram; shown three ways. */
+struct kv;
+struct metrics;
+void	stats_answered(const struct conf_rule *, int yes, ev_tstamp asked);
+void	stats_waited(ev_tstamp asked);	/* a fail-policy answer */
+void	stats_kv(struct kv *);		/* control "stats", the log lines */
+void	stats_status(struct kv *);	/* the shim's part of "status" */
+void	stats_metrics(struct metrics *);
+void	stats_free(void);
 
 /* listener.c */
 int	listener_open(const struct conf *, char *err, size_t errlen);

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT, SHIM, ALERTER, ask, wait_for
+from test_alerter import make_alerter, sink  # noqa: F401 (fixtures)
 
 DEPLOY = os.path.join(ROOT, "deploy")
 UNITS = {
@@ -188,6 +189,10 @@ def test_paths_agree():
         listen = re.search(r"^\s+listen: \[ (\S+) \]", f.read(), re.M)
     assert listen, "config.yaml: shim.listen not found"
     assert "if failed unixsocket %s " % listen.group(1) in monit
+    with open(REFERENCE_CONFIG) as f:
+        ctl = re.search(r"^\s+alerter: (/\S+\.ctl)", f.read(), re.M)
+    assert ctl, "config.yaml: control.alerter not found"
+    assert "if failed unixsocket %s " % ctl.group(1) in monit
 
 
 def test_sysusers_makes_the_units_user(tmp):
@@ -301,6 +306,55 @@ def test_monit_probes_a_real_shim(tmp, make_shim, redis):
         monit.wait(timeout=10)
         if os.path.exists(sock + ".away"):
             os.rename(sock + ".away", sock)
+
+
+@need_monit
+def test_monit_probes_a_real_alerter(tmp, make_alerter, sink):
+    """The alerter's check asks its control socket for its status."""
+    ctl = os.path.join(tmp, "alerter.ctl")
+    alerter = make_alerter(port=sink.port,
+                           extra="control:\n  alerter: %s\n" % ctl)
+    marker = os.path.join(tmp, "restarted")
+    with open(MONIT) as f:
+        text = f.read()
+    text = text[text.index("check process senderwatch-alerter"):]
+    text = (text.replace("/run/senderwatch/alerter.pid", alerter.pidfile)
+            .replace("/run/senderwatch/alerter.ctl", ctl)
+            .replace("with timeout 30 seconds", "with timeout 1 seconds"))
+    text = re.sub(r'start program = "[^"]*"', 'start program = "/bin/true"',
+                  text)
+    text = re.sub(r'stop program  = "[^"]*"',
+                  'stop program = "/bin/sh -c \'echo >> %s\'"' % marker, text)
+    path = os.path.join(tmp, "checks")
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    control = monit_control(tmp, path, cycle=1)
+    log = os.path.join(tmp, "monit.log")
+
+    def logged(s):
+        try:
+            with open(log) as f:
+                return f.read().count(s)
+        except FileNotFoundError:
+            return 0
+
+    monit = subprocess.Popen(["monit", "-I", "-v", "-c", control],
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: logged("connection succeeded to %s" % ctl),
+                 timeout=15, what="monit to probe the alerter")
+        assert not os.path.exists(marker)
+        # A stopped loop answers nothing: SIGSTOP, and monit restarts it.
+        alerter.signal(signal.SIGSTOP)
+        wait_for(lambda: os.path.exists(marker), timeout=30,
+                 what="monit to restart the alerter")
+        assert logged("'senderwatch-alerter' trying to restart")
+    finally:
+        alerter.signal(signal.SIGCONT)
+        monit.terminate()
+        monit.wait(timeout=10)
 
 
 # --- make run ------------------------------------------------------------------
