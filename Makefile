@@ -38,7 +38,7 @@ endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # A missing -dev package: say which, rather than a compiler error.
-ifeq ($(filter deps deps-test run test bench fuzz valgrind clean,$(MAKECMDGOALS)),)
+ifeq ($(filter deps deps-test run test bench fuzz valgrind clean uninstall,$(MAKECMDGOALS)),)
 ifneq ($(shell pkg-config --exists $(PKGS) && echo ok),ok)
 $(error pkg-config cannot find all of "$(PKGS)": run `make deps` (Debian: \
 	libhiredis-dev libyaml-dev libcurl4-openssl-dev libmicrohttpd-dev))
@@ -138,6 +138,10 @@ $(B)/scripts/%_lua.c: scripts/%.lua
 	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
 	  echo ';'; } > $@
 
+# Kept: the objects' .d files name them, and make would otherwise delete
+# and regenerate them (relinking everything) on every run.
+.SECONDARY: $(LUA_OBJ:.o=.c)
+
 $(B)/scripts/%_lua.o: $(B)/scripts/%_lua.c $(B)/.flags
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -Wno-missing-variable-declarations \
 	    -c -o $@ $<
@@ -219,16 +223,19 @@ install: all
 	$(INSTALL) -m 0755 $(BINS) $(DESTDIR)$(sbindir)/
 	$(INSTALL) -m 0644 $(filter %.5,$(MANS)) $(DESTDIR)$(mandir)/man5/
 	$(INSTALL) -m 0644 $(filter %.8,$(MANS)) $(DESTDIR)$(mandir)/man8/
-	sed 's,/usr/local/sbin/,$(sbindir)/,g; s,/etc/senderwatch/,$(sysconfdir)/senderwatch/,g' \
-	    deploy/senderwatch-shim.service > $(DESTDIR)$(unitdir)/senderwatch-shim.service
-	sed 's,/usr/local/sbin/,$(sbindir)/,g; s,/etc/senderwatch/,$(sysconfdir)/senderwatch/,g' \
-	    deploy/senderwatch-alerter.service > $(DESTDIR)$(unitdir)/senderwatch-alerter.service
+	for u in shim alerter; do \
+	    sed 's,/usr/local/sbin/,$(sbindir)/,g; s,/etc/senderwatch/,$(sysconfdir)/senderwatch/,g' \
+	        deploy/senderwatch-$$u.service > $(DESTDIR)$(unitdir)/senderwatch-$$u.service && \
+	    chmod 0644 $(DESTDIR)$(unitdir)/senderwatch-$$u.service || exit 1; \
+	done
 	$(INSTALL) -m 0644 deploy/senderwatch.sysusers \
 	    $(DESTDIR)$(sysusersdir)/senderwatch.conf
 	$(INSTALL) -m 0644 deploy/exim/* $(DESTDIR)$(datadir)/senderwatch/exim/
 	$(INSTALL) -m 0644 deploy/monit/* $(DESTDIR)$(datadir)/senderwatch/monit/
-	$(INSTALL) -m 0644 $(wildcard deploy/redis/*) $(DESTDIR)$(datadir)/senderwatch/redis/
-	$(INSTALL) -m 0644 $(wildcard deploy/grafana/*) $(DESTDIR)$(datadir)/senderwatch/grafana/
+	$(if $(wildcard deploy/redis/*),$(INSTALL) -m 0644 $(wildcard deploy/redis/*) \
+	    $(DESTDIR)$(datadir)/senderwatch/redis/)
+	$(if $(wildcard deploy/grafana/*),$(INSTALL) -m 0644 $(wildcard deploy/grafana/*) \
+	    $(DESTDIR)$(datadir)/senderwatch/grafana/)
 	$(INSTALL) -m 0644 scripts/*.lua $(DESTDIR)$(datadir)/senderwatch/scripts/
 	$(INSTALL) -m 0644 config.yaml $(DIST_CONF).dist
 	@# 0640 to the daemons' group (it may hold a password; SIGHUP reads it

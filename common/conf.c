@@ -1212,6 +1212,27 @@ conf_valid_address(const char *s, int unix_ok)
 	    atoi(colon + 1) > 0 && atoi(colon + 1) < 65536;
 }
 
+/* host:port whose host is an IPv4 or a bracketed IPv6 address. */
+static int
+conf_numeric_host(const char *s)
+{
+	char		 host[64];
+	unsigned char	 a[16];
+	const char	*colon = strrchr(s, ':');
+	size_t		 len = (size_t)(colon - s);
+
+	if (colon == NULL || len == 0 || len >= sizeof(host))
+		return 0;
+	if (s[0] == '[' && colon[-1] == ']') {
+		memcpy(host, s + 1, len - 2);
+		host[len - 2] = '\0';
+		return inet_pton(AF_INET6, host, a) == 1;
+	}
+	memcpy(host, s, len);
+	host[len] = '\0';
+	return inet_pton(AF_INET, host, a) == 1;
+}
+
 /* One layout: a Redis (address), a Sentinel-managed master, a Cluster. */
 static int
 conf_check_redis(struct conf_ctx *p, const struct conf *c)
@@ -1238,6 +1259,9 @@ conf_check_redis(struct conf_ctx *p, const struct conf *c)
 		    c->sentinel_password == NULL)
 			return conf_fail(p, &c->sentinel_username, "needs "
 			    "redis.sentinel.password");
+		if (c->nsentinel_addresses > CONF_SENTINELS_MAX)
+			return conf_fail(p, &c->sentinel_addresses, "at most "
+			    "%d sentinels", CONF_SENTINELS_MAX);
 		for (i = 0; i < c->nsentinel_addresses; i++)
 			if (!conf_valid_address(c->sentinel_addresses[i], 1))
 				return conf_fail(p, &c->sentinel_addresses,
@@ -1296,6 +1320,12 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 		    !conf_valid_address(c->metrics_addr[i], 0))
 			return conf_fail(p, &c->metrics_addr[i], "\"%s\" is "
 			    "not host:port", c->metrics_addr[i]);
+		/* Bound as root before anything resolves names: numeric. */
+		if (c->metrics_addr[i] != NULL &&
+		    !conf_numeric_host(c->metrics_addr[i]))
+			return conf_fail(p, &c->metrics_addr[i], "\"%s\": the "
+			    "host must be an IP address (127.0.0.1, [::1])",
+			    c->metrics_addr[i]);
 	}
 	if (c->control_path[ROLE_SHIM] != NULL &&
 	    c->control_path[ROLE_ALERTER] != NULL &&
@@ -1355,7 +1385,8 @@ conf_top(struct conf_ctx *p, conf_check_fn *check)
 				break;
 		if (i == CONF_NSECTIONS)
 			return conf_error(p, k, "unknown section \"%s\" (known: "
-			    "shim, redis, events, rules, alerts)", sect);
+			    "shim, redis, events, control, metrics, rules, "
+			    "alerts)", sect);
 		if (p->sections[i] != NULL)
 			return conf_error(p, k, "section %s given twice", sect);
 		p->sections[i] = k;

@@ -18,6 +18,7 @@
 #define CONF_ERRLEN	512
 #define CONF_NAME_MAX	64		/* rule names: [A-Za-z0-9_-] */
 #define KEY_MAX		512		/* bytes of a key, before escaping */
+#define CONF_SENTINELS_MAX 16		/* redis.sentinel.addresses */
 #define CONF_NAME_LEN	128		/* host, channel, stream, prefix... */
 #define CONF_FILE_MAX	(1024 * 1024)	/* a config file, at most */
 

@@ -23,7 +23,7 @@
 #include "sentinel.h"
 
 #define SENTINEL_TIMEOUT	0.25	/* seconds per sentinel */
-#define SENTINEL_MAX		16	/* sentinels in the list */
+#define SENTINEL_MAX		CONF_SENTINELS_MAX	/* conf.c checks it */
 #define SENTINEL_WATCH_RETRY	0.5	/* the watch: next sentinel after */
 
 /* What an ask or the watch takes from the config. */

@@ -279,6 +279,10 @@ events:
   stream: senderwatch:stream
   group: senderwatch-alerters
 
+control:                                      # senderwatch-ctl -c this file stats|status
+  shim: $(yq "$RUN/shim.ctl")
+  alerter: $(yq "$RUN/alerter.ctl")
+
 rules:
   default: { limit: $LIMIT, window: $WINDOW }        # the 6th hit in a minute is one too many
 
@@ -325,7 +329,7 @@ print(s.makefile().read())' "$SHIM_SOCK" 2>/dev/null)" = no ] &&
 }
 wait_until "the shim to answer on $(show "$SHIM_SOCK")" 10 "$SHIM_PID" \
     "$RUN/shim.log" shim_ready
-OWNED_SOCKS="$SHIM_SOCK $OWNED_SOCKS"
+OWNED_SOCKS="$SHIM_SOCK $RUN/shim.ctl $RUN/alerter.ctl $OWNED_SOCKS"
 alive "$ALERTER_PID" || die "senderwatch-alerter exited" "$RUN/alerter.log"
 
 # run/ask KEY [SUBJECT]: the same question as a command, with a subject if

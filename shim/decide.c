@@ -253,9 +253,9 @@ decide_print_keys(const struct conf *c, const char *key)
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	size_t				 i, j, len, elen, shard;
 
-	if ((len = strlen(key)) >= KEY_MAX) {
+	if ((len = strlen(key)) > KEY_MAX) {
 		fprintf(stderr, "senderwatch-shim: a key is at most %d bytes\n",
-		    KEY_MAX - 1);
+		    KEY_MAX);
 		return 1;
 	}
 	for (i = 0; i < c->nrules; i++) {

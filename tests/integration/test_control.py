@@ -178,6 +178,8 @@ def test_socket_mode_and_group(make_shim, tmp):
     ("control:\n  console: /tmp/a.ctl\n", "unknown"),
     ("control:\n  shim: /tmp/a.ctl\n  group: no-such-group-here\n", None),
     ("metrics:\n  shim: 9125\n", 'metrics.shim: "9125" is not host:port'),
+    ("metrics:\n  shim: localhost:9125\n",
+     'metrics.shim: "localhost:9125": the host must be an IP address'),
     ("metrics:\n  shim: 127.0.0.1:9125\n  alerter: 127.0.0.1:9125\n",
      "metrics.alerter: the shim and the alerter need an address each"),
 ])
