@@ -3,6 +3,7 @@
  * escaping of keys, reserved rule names, the stream's fields and the
  * consumer group.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,36 @@ keyspace_unescape(char *dst, const char *src, size_t len)
 static const char *const keyspace_kinds[] = {
 	"subjects", "crossed", "override", "alerter", "stream", "top", NULL
 };
+
+size_t
+keyspace_normalize(const struct conf_rule *r, const char *key, size_t len,
+    char *out)
+{
+	const char	*at = NULL, *plus;
+	size_t		 i, o = 0, local;
+
+	if (len > KEY_MAX)
+		len = KEY_MAX;
+	for (i = len; i > 0; i--)
+		if (key[i - 1] == '@') {
+			at = key + i - 1;
+			break;
+		}
+	local = at != NULL ? (size_t)(at - key) : len;
+	/* alice+lists@example.org counts as alice@example.org. */
+	if ((r->normalize & NORM_STRIP_TAG) && at != NULL &&
+	    (plus = memchr(key, '+', local)) != NULL && plus != key)
+		local = plus - key;
+	for (i = 0; i < local; i++)
+		out[o++] = (r->normalize & NORM_LOWERCASE) ?
+		    (char)tolower((unsigned char)key[i]) : key[i];
+	if (at != NULL)
+		for (i = at - key; i < len; i++)
+			out[o++] = (r->normalize &
+			    (NORM_LOWERCASE | NORM_LOWERCASE_DOMAIN)) ?
+			    (char)tolower((unsigned char)key[i]) : key[i];
+	return o;
+}
 
 int
 keyspace_reserved(const char *name)

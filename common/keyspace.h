@@ -60,6 +60,16 @@ size_t	keyspace_escape(char *dst, size_t dstlen, const char *key,
  */
 size_t	keyspace_unescape(char *dst, const char *src, size_t len);
 
+/*
+ * The key as rule r counts it (its normalize: lowercase, lowercase_domain,
+ * strip_tag) into out, which takes KEY_MAX bytes (no NUL); out may be key
+ * itself, since each byte is read before it is written.  Returns the
+ * length.  Applied before lists, overrides and key names, by the shim and
+ * by senderwatch-ctl alike.
+ */
+size_t	keyspace_normalize(const struct conf_rule *r, const char *key,
+	    size_t len, char *out);
+
 /* 1 when a rule may not be called name: it would share a key namespace. */
 int	keyspace_reserved(const char *name);
 

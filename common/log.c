@@ -12,6 +12,7 @@
 
 static int	 log_foreground = 1;
 static int	 log_verbosity;
+static int	 log_quiet;		/* a command-line tool's: no info */
 static const char *log_ident = "senderwatch";
 
 void
@@ -70,8 +71,14 @@ name(const char *fmt, ...)					\
 
 LOG_FN(log_err, LOG_ERR, "error", 1)
 LOG_FN(log_warn, LOG_WARNING, "warning", 1)
-LOG_FN(log_info, LOG_INFO, "info", 1)
-LOG_FN(log_debug, LOG_DEBUG, "debug", log_verbosity > 0)
+LOG_FN(log_info, LOG_INFO, "info", !log_quiet)
+LOG_FN(log_debug, LOG_DEBUG, "debug", log_verbosity > 0 && !log_quiet)
+
+void
+log_set_quiet(int q)
+{
+	log_quiet = q;
+}
 
 char *
 log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)

@@ -14,6 +14,8 @@
 void	log_init(const char *ident, int foreground);
 void	log_set_verbose(int);
 int	log_verbose(void);
+/* 1: info and debug lines are not written (senderwatch-ctl's stderr). */
+void	log_set_quiet(int);
 
 /* Each takes a printf format that should produce key=value pairs. */
 void	log_err(const char *, ...) __attribute__((format(printf, 1, 2)));

@@ -31,6 +31,7 @@
 #define METRICS_CONNECTIONS	8
 #define METRICS_TIMEOUT_S	5
 #define METRICS_CONN_MEMORY	16384
+#define METRICS_IDLE_RUN_S	1.
 
 const double metrics_buckets[METRICS_BUCKETS] = {
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -250,18 +251,27 @@ metrics_logger(void *cls, const char *fmt, va_list ap)
 	    msg, n));
 }
 
-/* Run what is ready, then wake again when MHD next has a deadline. */
+/*
+ * Run what is ready, then wake again when MHD next has a deadline, and
+ * within a second in any case: at its connection limit MHD takes the
+ * listening socket out of its epoll set and puts it back only in a later
+ * MHD_run(), which nothing would cause once the last connection is gone
+ * (a scraper's connections timed out, say).  One call a second is
+ * nothing; an endpoint deaf until a restart is a monitoring outage.
+ */
 static void
 metrics_run(void)
 {
 	MHD_UNSIGNED_LONG_LONG	 ms;
+	double			 next = METRICS_IDLE_RUN_S;
 
 	MHD_run(metrics_mhd);
+	if (MHD_get_timeout(metrics_mhd, &ms) == MHD_YES &&
+	    ms / 1000. < next)
+		next = ms / 1000. + 0.001;
 	ev_timer_stop(metrics_loop, &metrics_timer);
-	if (MHD_get_timeout(metrics_mhd, &ms) == MHD_YES) {
-		ev_timer_set(&metrics_timer, ms / 1000. + 0.001, 0.);
-		ev_timer_start(metrics_loop, &metrics_timer);
-	}
+	ev_timer_set(&metrics_timer, next, 0.);
+	ev_timer_start(metrics_loop, &metrics_timer);
 }
 
 static void
@@ -295,13 +305,14 @@ metrics_open(struct ev_loop *loop, const char *addr, metrics_render_fn *fn,
 		    strerror(errno));
 		goto fail;
 	}
+	/* The logger first: MHD says so, and logs its place otherwise. */
 	metrics_mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
 	    0, NULL, NULL, metrics_request, NULL,
+	    MHD_OPTION_EXTERNAL_LOGGER, metrics_logger, NULL,
 	    MHD_OPTION_LISTEN_SOCKET, metrics_fd,
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_CONNECTIONS,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_TIMEOUT_S,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)METRICS_CONN_MEMORY,
-	    MHD_OPTION_EXTERNAL_LOGGER, metrics_logger, NULL,
 	    MHD_OPTION_END);
 	if (metrics_mhd == NULL) {
 		snprintf(err, errlen, "metrics: %s: the HTTP server did not "
@@ -320,6 +331,8 @@ metrics_open(struct ev_loop *loop, const char *addr, metrics_render_fn *fn,
 	ev_io_init(&metrics_io, metrics_io_cb, info->epoll_fd, EV_READ);
 	ev_timer_init(&metrics_timer, metrics_timer_cb, 0., 0.);
 	ev_io_start(loop, &metrics_io);
+	ev_timer_set(&metrics_timer, METRICS_IDLE_RUN_S, 0.);
+	ev_timer_start(loop, &metrics_timer);
 	return 0;
 fail:
 	close(metrics_fd);

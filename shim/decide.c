@@ -112,15 +112,37 @@ decide_error_reason(const redisReply *r)
 	}
 }
 
+static struct log_limit warn_late = { .event = "crossing_late", .warn = 1 };
+
+void
+decide_shutdown(void)
+{
+	log_limit_stop(&warn_late);
+}
+
 static void
 decide_reply_cb(void *priv, redisReply *reply)
 {
 	struct pending	*p = priv;
 	char		 why[160];
 
-	/* The client left (or timed out) before Redis answered. */
-	if (p->session == NULL)
+	/*
+	 * The client left (or timed out) before Redis answered.  The script
+	 * ran all the same: a crossing it recorded is counted here too, or
+	 * the shims' crossings would not add up to the mails.  The request's
+	 * key lived in the session and its rule may be gone with a reload:
+	 * the stream entry names both.
+	 */
+	if (p->session == NULL) {
+		if (reply != NULL && decide_reply_ok(reply) &&
+		    reply->element[3]->integer) {
+			shim.stats.crossings++;
+			log_limited(shim.loop, &warn_late, "note=\"a crossing "
+			    "answered after redis.timeout (the client had the "
+			    "fail policy); the stream records it\"");
+		}
 		return;
+	}
 	if (reply == NULL)
 		session_fail(p->session, FAIL_LOST, "redis connection failed");
 	else if (reply->type == REDIS_REPLY_ERROR) {
@@ -263,7 +285,7 @@ decide_print_keys(const struct conf *c, const char *key)
 		ks = r->ks;
 		/* What the request would count: the key normalised first. */
 		elen = keyspace_escape(ekey, sizeof(ekey), norm,
-		    rule_normalize(r, key, len, norm));
+		    keyspace_normalize(r, key, len, norm));
 		shard = keyspace_shard_of(sh, ekey, elen);
 		for (j = 0; j < r->nlimits; j++) {
 			decide_print_name(c, r->name, "count", shard,

@@ -194,6 +194,7 @@ shim_exit(void)
 		return;
 	listener_close();
 	session_shutdown_all();
+	decide_shutdown();
 	/* The connection first: pending calls get their NULL replies. */
 	rconn_free(shim.redis);
 	script_conn_free(shim.scripts);

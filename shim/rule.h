@@ -10,9 +10,6 @@
 
 #include "conf.h"
 
-/* Normalise key into out (KEY_MAX bytes at least); returns the length. */
-size_t	rule_normalize(const struct conf_rule *, const char *key, size_t len,
-	    char *out);
 /* 1 when key matches an entry: exact, *@domain (any case), or CIDR. */
 int	rule_listed(const struct conf_pattern *, size_t n, const char *key,
 	    size_t len);

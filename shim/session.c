@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "rule.h"
+#include "keyspace.h"
 #include "shim.h"
 
 /*
@@ -352,7 +353,7 @@ session_ask(struct session *s, struct request *req)
 	if (s->rule->normalize != 0 && req->key >= s->buf &&
 	    req->key < s->buf + s->len) {
 		key = s->buf + (req->key - s->buf);
-		a.key_len = rule_normalize(s->rule, req->key, req->key_len,
+		a.key_len = keyspace_normalize(s->rule, req->key, req->key_len,
 		    key);
 	}
 	a.subject = req->subject;

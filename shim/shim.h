@@ -128,6 +128,7 @@ struct script_conn *shim_scripts(unsigned slot);
 enum fail_reason decide_submit(struct session *, const struct ask *,
 	    struct pending **);
 void	decide_detach(struct pending *);
+void	decide_shutdown(void);		/* its rate-limited lines flushed */
 /*
  * senderwatch-shim -k KEY: the Redis key names a decision for KEY
  * touches under each rule, as "RULE WHAT NAME" lines on stdout, from the

@@ -149,6 +149,12 @@ def alerter_config(d, redis_sock, name, port=None, sendmail=None,
             json.dumps(a) for a in sendmail)
     else:
         transport = "  smtp: 127.0.0.1:%d" % port
+    # A console, where the tests read the alerter's counters.
+    if "control:" not in extra:
+        # After extra, which may go on with the alerts section.
+        extra = (extra + ("\n" if extra and not extra.endswith("\n")
+                          else "") + "control:\n  alerter: %s\n"
+                 % os.path.join(d, name + ".ctl"))
     text = ALERTER_CONF.format(
         user=("shim:\n  user: %s\n" % RUN_USER) if RUN_USER else "",
         redis=redis_sock, channel=channel, transport=transport,
@@ -171,6 +177,8 @@ def make_alerter(tmp, redis):
     def make(name="alerter", start=True, redis_sock=None, **kw):
         conf = alerter_config(tmp, redis_sock or redis.sock, name, **kw)
         d = Daemon(ALERTER, conf, tmp, name)
+        if "control:" not in kw.get("extra", ""):
+            d.ctl = os.path.join(tmp, name + ".ctl")
         before = numsub(redis, kw.get("channel", CHANNEL))
         if start:
             d.start(wait=lambda: "event=redis_up conn=alerter " in d.log()

@@ -317,7 +317,7 @@ test_errors(void)
 	/* Sections. */
 	BAD(RULES_OK "bogus:\n  x: 1\n",
 	    ":3: unknown section \"bogus\" (known: shim, redis, events, "
-	    "rules, alerts)");
+	    "control, metrics, rules, alerts)");
 	BAD(RULES_OK "shim:\n  max_clients: 1\nshim:\n  max_clients: 2\n",
 	    ":5: section shim given twice");
 	BAD(RULES_OK "redis: unix:/x\n",

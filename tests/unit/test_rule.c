@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "keyspace.h"
 #include "rule.h"
 #include "check.h"
 
@@ -54,7 +55,7 @@ norm_is(const struct conf_rule *r, const char *in, const char *want)
 	char	 out[KEY_MAX];
 	size_t	 len;
 
-	len = rule_normalize(r, in, strlen(in), out);
+	len = keyspace_normalize(r, in, strlen(in), out);
 	return len == strlen(want) && memcmp(out, want, len) == 0;
 }
 
@@ -87,7 +88,7 @@ main(void)
 	/* In place is safe: the output never runs ahead of the input. */
 	{
 		char	 buf[] = "Alice+News@Example.ORG";
-		size_t	 len = rule_normalize(all, buf, strlen(buf), buf);
+		size_t	 len = keyspace_normalize(all, buf, strlen(buf), buf);
 
 		CHECK(len == 17 && memcmp(buf, "alice@example.org", 17) == 0);
 	}
