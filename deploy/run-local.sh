@@ -23,6 +23,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd -P)
 SHIM=$ROOT/build/senderwatch-shim
 ALERTER=$ROOT/build/senderwatch-alerter
+CTL=$ROOT/build/senderwatch-ctl
 SINK=$ROOT/tests/integration/smtp_sink.py
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
@@ -387,6 +388,12 @@ Cross the limit: the 6th hit within $WINDOW answers yes and mails one alert:
   for i in 1 2 3 4 5 6; do $R/ask alice@example.org; done
   ls $M/*.eml
 
+Look with the admin CLI (same config; man -l deploy/man/senderwatch-ctl.8):
+  $(show "$CTL") -c $R/config.yaml show alice@example.org
+  $(show "$CTL") -c $R/config.yaml allow alice@example.org -d 1h -m "it's fine"
+  $(show "$CTL") -c $R/config.yaml crossings
+  $(show "$CTL") -c $R/config.yaml status
+
 Look into Redis:
   redis-cli -s $RS --scan --pattern 'senderwatch:*'
   redis-cli -s $RS GET senderwatch:default:alice@example.org
@@ -439,6 +446,8 @@ say "the alert arrived: $(show "$f")"
 say "-------------------------------------------------------------------------"
 cat "$f"
 say "-------------------------------------------------------------------------"
+say "why $DEMO_KEY is deferred: senderwatch-ctl show $DEMO_KEY"
+"$CTL" -c "$CONF" show "$DEMO_KEY" || die "senderwatch-ctl show failed"
 
 if [ "$oneshot" = 1 ]; then
 	say "demo done (MAKE_RUN_ONESHOT or no terminal): stopping"

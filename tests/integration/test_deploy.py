@@ -459,14 +459,18 @@ def test_make_run_oneshot(tmp):
     with open(path, "rb") as f:
         raw = f.read().decode("utf-8", "replace").replace("\r\n", "\n")
     assert raw.strip() in out           # the mail is shown as it arrived
+    # senderwatch-ctl shows why the demo key is deferred: 6 against 5.
+    assert re.search(r"^default\s+demo@example\.org\s+\S+\s+6\s+5\s+\S+"
+                     r"\s+yes$", out, re.M), out
     # The instructions name what a user needs.
-    for s in ("--scan --pattern 'senderwatch:*'", "PTTL", "XRANGE senderwatch:stream - +",
+    for s in ("senderwatch-ctl -c", "--scan --pattern 'senderwatch:*'", "PTTL", "XRANGE senderwatch:stream - +",
               "SUBSCRIBE senderwatch:events", "for i in 1 2 3 4 5 6"):
         assert s in out
     # Everything it started is gone.
     assert left == []
     assert not os.path.exists(os.path.join(rundir, "shim.sock"))
     assert not os.path.exists(os.path.join(rundir, "redis.sock"))
+    assert not os.path.exists(os.path.join(rundir, "shim.ctl"))
 
 
 def start_foreground(rundir):

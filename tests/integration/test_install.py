@@ -307,3 +307,80 @@ def test_reinstall_keeps_the_config_then_uninstall(inst):
     assert not os.path.exists(t.path(DATA))
     # Twice is harmless.
     t.make("uninstall")
+
+
+def test_the_installed_tree_does_what_the_issue_asks(inst, tmp, redis):
+    """The issue's "done when", on the installed files only: the
+    installed config (pointed at a private Redis), the installed shim and
+    senderwatch-ctl, the installed man page: read senderwatch.conf(5),
+    find why alice is deferred, forgive her with one command, and see the
+    decisions on the metrics page the dashboard reads."""
+    from conftest import RUN_USER, ask, free_port, wait_for
+    import urllib.request
+
+    # man senderwatch.conf, from the installed tree.
+    r = subprocess.run(["man", "-M", inst.path(MAN), "senderwatch.conf"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MANPAGER="cat", PAGER="cat",
+                                MANWIDTH="80"))
+    assert r.returncode == 0, r.stderr
+    assert "control" in r.stdout and "metrics" in r.stdout
+
+    with open(inst.path(inst.etc + "/config.yaml")) as f:
+        text = f.read()
+    sock = os.path.join(tmp, "shim.sock")
+    port = free_port()
+    text = (text.replace("/run/senderwatch/shim.sock", sock)
+            .replace("/run/senderwatch/shim.ctl",
+                     os.path.join(tmp, "shim.ctl"))
+            .replace("/run/senderwatch/alerter.ctl",
+                     os.path.join(tmp, "alerter.ctl"))
+            .replace("unix:/run/senderwatch/redis.sock", "unix:" + redis.sock)
+            .replace("socket_group: Debian-exim", "socket_mode: \"0666\"")
+            .replace('  socket_mode: "0660"\n', ""))
+    text = text.replace("# metrics:", "metrics:\n  shim: 127.0.0.1:%d\n#" % port,
+                        1)
+    if RUN_USER:
+        text = text.replace("user: senderwatch", "user: " + RUN_USER)
+    else:
+        text = re.sub(r"\n  user: senderwatch[^\n]*", "", text)
+    conf = os.path.join(tmp, "config.yaml")
+    with open(conf, "w") as f:
+        f.write(text)
+    shim = subprocess.Popen([inst.path(SBIN + "/senderwatch-shim"), "-f",
+                             "-c", conf], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    ctl = [inst.path(SBIN + "/senderwatch-ctl"), "-c", conf]
+    try:
+        wait_for(lambda: os.path.exists(sock) and ask(sock, b"") == b"no",
+                 what="the installed shim")
+        # The installed config's default rule: 20 in 300 s.
+        answers = [ask(sock, b"alice@example.org\n") for _ in range(21)]
+        assert answers == [b"no"] * 20 + [b"yes"]
+
+        r = subprocess.run(ctl + ["show", "alice@example.org"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        # Why alice is deferred: 21 in the window against 20, crossed.
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["RULE", "KEY", "WINDOW", "COUNT",
+                                    "LIMIT", "TTL", "CROSSED"], r.stdout
+        row = lines[1].split()
+        assert row[:5] == ["default", "alice@example.org", "5m", "21", "20"]
+        assert row[6] == "yes", r.stdout
+
+        r = subprocess.run(ctl + ["allow", "alice@example.org", "-d", "1h",
+                                  "-m", "ticket 4711"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert ask(sock, b"alice@example.org\n") == b"no"
+
+        page = urllib.request.urlopen(
+            "http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+        assert 'senderwatch_decisions_total{rule="default",answer="yes"} 1' \
+            in page
+        assert 'senderwatch_decisions_total{rule="default",answer="no"} 21' \
+            in page
+    finally:
+        shim.terminate()
+        shim.wait(timeout=10)
