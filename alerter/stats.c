@@ -46,21 +46,6 @@ stats_status(struct kv *kv)
 	kv_u64(kv, "fail_policy", 0);	/* the alerter waits; it never guesses */
 }
 
-static void
-stats_counter(struct metrics *m, const char *name, const char *help,
-    uint64_t v)
-{
-	metrics_family(m, name, "counter", help);
-	metrics_u64(m, name, "", v);
-}
-
-static void
-stats_gauge(struct metrics *m, const char *name, const char *help, double v)
-{
-	metrics_family(m, name, "gauge", help);
-	metrics_double(m, name, "", v);
-}
-
 void
 stats_metrics(struct metrics *m)
 {
@@ -75,35 +60,35 @@ stats_metrics(struct metrics *m)
 		if (age < 0)
 			age = 0;
 	}
-	stats_gauge(m, "senderwatch_redis_up",
+	metrics_gauge(m, "senderwatch_redis_up",
 	    "1 when every Redis node this daemon needs is connected.",
 	    store_up());
-	stats_counter(m, "senderwatch_mails_sent_total",
+	metrics_counter(m, "senderwatch_mails_sent_total",
 	    "Alert mails accepted by the relay or sendmail.", st->mails_sent);
-	stats_counter(m, "senderwatch_mails_failed_total",
+	metrics_counter(m, "senderwatch_mails_failed_total",
 	    "Attempts to send an alert mail that failed (each is retried).",
 	    st->mails_failed);
-	stats_counter(m, "senderwatch_mails_retried_total",
+	metrics_counter(m, "senderwatch_mails_retried_total",
 	    "Attempts after the first for the same mail.", st->mails_retried);
-	stats_gauge(m, "senderwatch_alerts_pending",
+	metrics_gauge(m, "senderwatch_alerts_pending",
 	    "Crossings not mailed yet: pending in the group plus unread "
 	    "(every alerter reports the whole group's).", (double)b->pending);
-	stats_gauge(m, "senderwatch_alerts_oldest_pending_age_seconds",
+	metrics_gauge(m, "senderwatch_alerts_oldest_pending_age_seconds",
 	    "Age of the oldest crossing not mailed yet; 0 when none.", age);
-	stats_gauge(m, "senderwatch_alerts_sampled_time_seconds",
+	metrics_gauge(m, "senderwatch_alerts_sampled_time_seconds",
 	    "When the two gauges above were sampled from Redis.",
 	    b->sampled);
-	stats_counter(m, "senderwatch_events_read_total",
+	metrics_counter(m, "senderwatch_events_read_total",
 	    "Stream entries taken for mailing (claimed ones included).",
 	    st->events_read);
-	stats_counter(m, "senderwatch_events_claimed_total",
+	metrics_counter(m, "senderwatch_events_claimed_total",
 	    "Entries taken over from an alerter idle past claim_idle.",
 	    st->events_claimed);
-	stats_counter(m, "senderwatch_events_lost_total",
+	metrics_counter(m, "senderwatch_events_lost_total",
 	    "Entries gone from the stream before they were mailed.",
 	    st->events_lost);
-	stats_counter(m, "senderwatch_events_mailed_total",
+	metrics_counter(m, "senderwatch_events_mailed_total",
 	    "Entries mailed and acknowledged.", st->events_mailed);
-	stats_counter(m, "senderwatch_read_errors_total",
+	metrics_counter(m, "senderwatch_read_errors_total",
 	    "Reads or acknowledgements Redis refused.", st->read_errors);
 }

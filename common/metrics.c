@@ -111,6 +111,22 @@ metrics_double(struct metrics *m, const char *name, const char *labels,
 	    labels, *labels ? "}" : "", v);
 }
 
+void
+metrics_counter(struct metrics *m, const char *name, const char *help,
+    uint64_t v)
+{
+	metrics_family(m, name, "counter", help);
+	metrics_u64(m, name, "", v);
+}
+
+void
+metrics_gauge(struct metrics *m, const char *name, const char *help,
+    double v)
+{
+	metrics_family(m, name, "gauge", help);
+	metrics_double(m, name, "", v);
+}
+
 const char *
 metrics_label(char *dst, size_t dstlen, const char *value)
 {

@@ -34,6 +34,11 @@ void	metrics_u64(struct metrics *, const char *name, const char *labels,
 	    uint64_t);
 void	metrics_double(struct metrics *, const char *name, const char *labels,
 	    double);
+/* A family of one sample without labels. */
+void	metrics_counter(struct metrics *, const char *name, const char *help,
+	    uint64_t);
+void	metrics_gauge(struct metrics *, const char *name, const char *help,
+	    double);
 /* A label value escaped as the format wants (\\ \" \n). */
 const char *metrics_label(char *dst, size_t dstlen, const char *value);
 

@@ -154,14 +154,6 @@ stats_status(struct kv *kv)
 	kv_u64(kv, "rules", shim.conf->nrules);
 }
 
-static void
-stats_counter(struct metrics *m, const char *name, const char *help,
-    uint64_t v)
-{
-	metrics_family(m, name, "counter", help);
-	metrics_u64(m, name, "", v);
-}
-
 void
 stats_metrics(struct metrics *m)
 {
@@ -193,30 +185,30 @@ stats_metrics(struct metrics *m)
 	metrics_hist(m, "senderwatch_decision_duration_seconds",
 	    "From a complete request to its answer written.",
 	    &stats_latency);
-	stats_counter(m, "senderwatch_crossings_total",
+	metrics_counter(m, "senderwatch_crossings_total",
 	    "Limits crossed (each recorded once, by the first shim).",
 	    st->crossings);
-	stats_counter(m, "senderwatch_bad_requests_total",
+	metrics_counter(m, "senderwatch_bad_requests_total",
 	    "Requests refused as malformed, too long or naming no rule.",
 	    st->bad_requests);
-	stats_counter(m, "senderwatch_client_timeouts_total",
+	metrics_counter(m, "senderwatch_client_timeouts_total",
 	    "Clients that sent no complete request in shim.client_timeout.",
 	    st->client_timeouts);
-	stats_counter(m, "senderwatch_listed_total",
+	metrics_counter(m, "senderwatch_listed_total",
 	    "Requests answered by an allow or deny list or a config "
 	    "override.", st->listed);
-	stats_counter(m, "senderwatch_policy_skipped_total",
+	metrics_counter(m, "senderwatch_policy_skipped_total",
 	    "Postfix requests not counted (bounces, clients not counted).",
 	    st->policy_skipped);
 	metrics_family(m, "senderwatch_sessions", "gauge",
 	    "Client connections open now.");
 	metrics_u64(m, "senderwatch_sessions", "", shim.nsessions);
-	stats_counter(m, "senderwatch_sessions_shed_total",
+	metrics_counter(m, "senderwatch_sessions_shed_total",
 	    "Silent client connections dropped to make room.", st->shed);
-	stats_counter(m, "senderwatch_accept_paused_total",
+	metrics_counter(m, "senderwatch_accept_paused_total",
 	    "Times accepting stopped for want of descriptors or room.",
 	    st->accept_paused);
-	stats_counter(m, "senderwatch_script_loads_total",
+	metrics_counter(m, "senderwatch_script_loads_total",
 	    "SCRIPT LOADs sent (each connect, each NOSCRIPT burst).",
 	    stats_script_loads());
 }

@@ -31,6 +31,7 @@ import time
 
 import pytest
 
+from test_shim import Events
 from conftest import (BUILD, RUN_USER, SHIM, ALERTER, Daemon, Resp, ask,
                       free_port, shim_answers, wait_for, write_config)
 from cluster import Cluster
@@ -102,33 +103,6 @@ def decide(sock, key, rule="default", subject=None, n=1):
         req += b"subject=" + (subject if isinstance(subject, bytes)
                               else subject.encode()) + b"\n"
     return [ask(sock, req + b"\n").decode() for _ in range(n)]
-
-
-class Events:
-    """A subscriber to the events channel (as test_shim.py's): drain()
-    publishes a marker and returns every message before it."""
-
-    def __init__(self, redis_sock):
-        self.sub = Resp(redis_sock)
-        assert self.sub.cmd("SUBSCRIBE", CHANNEL)[0] == b"subscribe"
-        self.pub = Resp(redis_sock)
-        self.n = 0
-
-    def drain(self):
-        self.n += 1
-        marker = b"marker-%d" % self.n
-        self.pub.cmd("PUBLISH", CHANNEL, marker)
-        got = []
-        while True:
-            kind, _, payload = self.sub.read()
-            assert kind == b"message"
-            if payload == marker:
-                return got
-            got.append(json.loads(payload))
-
-    def close(self):
-        self.sub.close()
-        self.pub.close()
 
 
 class Lines:

@@ -240,6 +240,41 @@ def monit_check(tmp, text):
                           capture_output=True, text=True, timeout=60)
 
 
+def monit_run(tmp, text, stop_marker, start_timeout=1):
+    """text (one check of deploy/monit/senderwatch, its paths already
+    pointed at the test's daemon) made runnable here: starting is
+    /bin/true, stopping (what a restart begins with) leaves a marker, and
+    the start timeout, during which monit skips a process's tests, is
+    start_timeout seconds instead of 30.  Returns (monit in the
+    foreground checking every second, logged(s): how often s is in its
+    log)."""
+    text = text.replace("with timeout 30 seconds",
+                        "with timeout %d seconds" % start_timeout)
+    text = re.sub(r'start program = "[^"]*"', 'start program = "/bin/true"',
+                  text)
+    text = re.sub(r'stop program  = "[^"]*"',
+                  'stop program = "/bin/sh -c \'echo >> %s\'"' % stop_marker,
+                  text)
+    path = os.path.join(tmp, "checks")
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    control = monit_control(tmp, path, cycle=1)
+    log = os.path.join(tmp, "monit.log")
+
+    def logged(s):
+        try:
+            with open(log) as f:
+                return f.read().count(s)
+        except FileNotFoundError:
+            return 0
+
+    monit = subprocess.Popen(["monit", "-I", "-v", "-c", control],
+                             stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    return monit, logged
+
+
 @need_monit
 def test_monit_syntax(tmp):
     with open(MONIT) as f:
@@ -263,30 +298,8 @@ def test_monit_probes_a_real_shim(tmp, make_shim, redis):
     # here instead of 30.
     text = text[:text.index("check process senderwatch-alerter")]
     text = (text.replace("/run/senderwatch/shim.pid", shim.pidfile)
-            .replace("/run/senderwatch/shim.sock", sock)
-            .replace("with timeout 30 seconds", "with timeout 1 seconds"))
-    text = re.sub(r'start program = "[^"]*"', 'start program = "/bin/true"',
-                  text)
-    text = re.sub(r'stop program  = "[^"]*"',
-                  'stop program = "/bin/sh -c \'echo >> %s\'"' % marker, text)
-    path = os.path.join(tmp, "checks")
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-    control = monit_control(tmp, path, cycle=1)
-    log = os.path.join(tmp, "monit.log")
-
-    def logged(s):
-        try:
-            with open(log) as f:
-                return f.read().count(s)
-        except FileNotFoundError:
-            return 0
-
-    # monit itself, in the foreground, checking every second.
-    monit = subprocess.Popen(["monit", "-I", "-v", "-c", control],
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+            .replace("/run/senderwatch/shim.sock", sock))
+    monit, logged = monit_run(tmp, text, marker)
     try:
         wait_for(lambda: logged("connection succeeded to %s" % sock),
                  timeout=15, what="monit to probe the shim")
@@ -319,29 +332,8 @@ def test_monit_probes_a_real_alerter(tmp, make_alerter, sink):
         text = f.read()
     text = text[text.index("check process senderwatch-alerter"):]
     text = (text.replace("/run/senderwatch/alerter.pid", alerter.pidfile)
-            .replace("/run/senderwatch/alerter.ctl", ctl)
-            .replace("with timeout 30 seconds", "with timeout 1 seconds"))
-    text = re.sub(r'start program = "[^"]*"', 'start program = "/bin/true"',
-                  text)
-    text = re.sub(r'stop program  = "[^"]*"',
-                  'stop program = "/bin/sh -c \'echo >> %s\'"' % marker, text)
-    path = os.path.join(tmp, "checks")
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-    control = monit_control(tmp, path, cycle=1)
-    log = os.path.join(tmp, "monit.log")
-
-    def logged(s):
-        try:
-            with open(log) as f:
-                return f.read().count(s)
-        except FileNotFoundError:
-            return 0
-
-    monit = subprocess.Popen(["monit", "-I", "-v", "-c", control],
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+            .replace("/run/senderwatch/alerter.ctl", ctl))
+    monit, logged = monit_run(tmp, text, marker)
     try:
         wait_for(lambda: logged("connection succeeded to %s" % ctl),
                  timeout=15, what="monit to probe the alerter")
