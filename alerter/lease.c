@@ -38,6 +38,8 @@ static struct {
 } lease;
 
 /* Is holder "HOST PID" a process of this host that no longer runs? */
+static struct log_limit warn_lease = { .event = "lease_failed", .warn = 1 };
+
 static int
 lease_holder_gone(const char *holder, size_t len)
 {
@@ -82,9 +84,9 @@ lease_cb(void *priv, redisReply *reply)
 			lease.held = 1;
 			stream_kick();
 		} else {
-			if (lease.held)
-				log_warn("event=lease_failed key=%s reason=\"%s\" "
-				    "action=wait", lease.key, reply->str);
+			/* Said every time it lasts, not only when it began. */
+			log_limited(alerter.loop, &warn_lease, "key=%s "
+			    "reason=\"%s\" action=wait", lease.key, reply->str);
 			lease.held = 0;
 		}
 		return;
@@ -173,6 +175,7 @@ lease_init(char *err, size_t errlen)
 void
 lease_free(void)
 {
+	log_limit_stop(&warn_lease);
 	free(lease.key);
 	lease.key = NULL;
 }

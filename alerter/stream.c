@@ -113,6 +113,9 @@ stream_event_cmp(const void *a, const void *b)
 {
 	const struct event	*x = a, *y = b;
 
+	/* Two shards' streams can give the same id to two crossings. */
+	if (x->shard != y->shard)
+		return x->shard < y->shard ? -1 : 1;
 	if (x->id_ms != y->id_ms)
 		return x->id_ms < y->id_ms ? -1 : 1;
 	if (x->id_seq != y->id_seq)
@@ -1293,13 +1296,20 @@ stream_connected(void)
 {
 	size_t	 i;
 
-	/* Our own pending entries first: a previous run may have left some. */
+	/*
+	 * Our own pending entries first: a previous run may have left some.
+	 * A read or claim still in flight is left alone: in a Cluster this
+	 * is one master (re)connected while the others' replies are on
+	 * their way, and each reply clears its own busy flag (a lost
+	 * connection's with a NULL reply).  Clearing them here sent a
+	 * second read beside the first, and a reply was then taken for
+	 * the other kind ("unexpected reply shape from read.lua").
+	 */
 	for (i = 0; i < nshards; i++) {
 		shards[i].pel_done = 0;
 		shards[i].pel_resumed = 0;
 		snprintf(shards[i].pel_cursor, sizeof(shards[i].pel_cursor),
 		    "0");
-		shards[i].busy = shards[i].cl_busy = 0;
 	}
 	lease_kick();		/* reading starts once the lease is ours */
 	stream_hooks->ready();

@@ -188,6 +188,7 @@ cluster_slots_cb(redisAsyncContext *ac, void *r, void *priv)
 	char			 addr[64];
 	long long		 start, end, s;
 	size_t			 i, idx;
+	int			 changed;
 
 	cl->refreshing = 0;
 	if (reply == NULL)
@@ -238,6 +239,12 @@ cluster_slots_cb(redisAsyncContext *ac, void *r, void *priv)
 		for (s = start; s <= end; s++)
 			map[s] = (unsigned char)(idx + 1);
 	}
+	/*
+	 * Only a map that moved slots is news to the daemon: the alerter
+	 * re-reads its pending entries of every shard on ready(), and the
+	 * map is refreshed every few seconds whether or not it changed.
+	 */
+	changed = !cl->have_map || memcmp(cl->slot_node, map, sizeof(map)) != 0;
 	memcpy(cl->slot_node, map, sizeof(map));
 	if (!cl->have_map)
 		log_info("event=cluster_map conn=%s masters=%zu", cl->name,
@@ -247,7 +254,7 @@ cluster_slots_cb(redisAsyncContext *ac, void *r, void *priv)
 	for (i = 0; i < cl->nnodes; i++)
 		cl->nodes[i]->seed = 0;
 	cluster_prune(cl);
-	for (i = 0; i < cl->nnodes; i++)
+	for (i = 0; changed && i < cl->nnodes; i++)
 		if (cl->nodes[i]->master && rconn_is_ready(cl->nodes[i]->rc) &&
 		    cl->ready != NULL) {
 			cl->ready(cl->arg);

@@ -743,5 +743,9 @@ rconn_error_kind(const redisReply *r)
 		return RERR_OOM;
 	if (strstr(r->str, "READONLY You can't write") != NULL)
 		return RERR_READONLY;
+	/* An ACL refusing a script's command or key (Redis 7: "ERR The
+	 * user executing the script can't run this command..."). */
+	if (strstr(r->str, "user executing the script can't") != NULL)
+		return RERR_NOPERM;
 	return RERR_OTHER;
 }
