@@ -94,7 +94,7 @@ RUN_DEBS  := build-essential pkg-config libhiredis-dev libev-dev \
 # (tests/integration/postfix.py): only its libraries are installed.
 TEST_DEBS := $(RUN_DEBS) exim4-daemon-light python3-pytest systemd monit \
 	     valgrind clang libclang-rt-14-dev openssl swaks libdb5.3 \
-	     libicu72 libnsl2 libsasl2-2 libssl3 redis-sentinel mandoc \
+	     libicu72 libnsl2 libsasl2-2 libssl3 redis-sentinel mandoc man-db \
 	     prometheus
 
 .PHONY: all deps deps-test run test unit integration bench fuzz valgrind clean \
