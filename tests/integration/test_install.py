@@ -384,3 +384,22 @@ def test_the_installed_tree_does_what_the_issue_asks(inst, tmp, redis):
     finally:
         shim.terminate()
         shim.wait(timeout=10)
+
+
+def test_a_missing_library_stops_the_build_with_its_name():
+    """pkg-config finding nothing: make says which packages, before any
+    compiler error about a missing header; and the bench tool is not
+    part of `make all`."""
+    env = dict(make_env(), PKG_CONFIG_LIBDIR="/nonexistent",
+               PKG_CONFIG_PATH="")
+    r = subprocess.run(["make", "-C", ROOT, "-n", "all"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "pkg-config cannot find" in r.stderr, r.stderr
+    assert "libmicrohttpd-dev" in r.stderr and "make deps" in r.stderr
+    assert "cc " not in r.stdout
+    r = subprocess.run(["make", "-C", ROOT, "-n", "B=/nonexistent/b", "all"],
+                       env=make_env(), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "senderwatch-ctl" in r.stdout and "sw-bench" not in r.stdout
