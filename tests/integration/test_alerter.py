@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import (ALERTER, RUN_USER, SHIM, Daemon, Redis, ask, free_port,
+from conftest import (ALERTER, RUN_USER, SHIM, VALGRIND, Daemon, Redis, ask, free_port,
                       log_lines, stats, shim_answers, shim_config, wait_for,
                       write_config)
 
@@ -536,17 +536,22 @@ def test_one_process_per_consumer_name(make_shim, make_alerter, sink,
     assert second.log().count("event=consumer_in_use") == in_use
     assert redis.cli("GET", lease).endswith(" %d" % second.proc.pid)
 
-    # Held from another host: wait until that lease lapses unrenewed.
+    # Held from another host: wait until that lease lapses unrenewed.  It
+    # must outlive the alerter's start, which valgrind makes seconds long
+    # (a lease gone before the first look is no wait to see).
+    hold_ms = 8000 if VALGRIND else 1500
     assert second.stop() == 0
-    redis.cli("SET", lease, "mx9.example 4242", "PX", "1500")
+    redis.cli("SET", lease, "mx9.example 4242", "PX", str(hold_ms))
     second.start(wait=lambda: second.log().count("event=redis_up "
                                                  "conn=alerter ") == 3)
     wait_for(lambda: second.log().count("event=consumer_in_use") > in_use,
-             what="the wait for the other host's lease")
+             timeout=hold_ms / 1000, what="the wait for the other host's "
+             "lease")
     assert 'holder="mx9.example 4242"' in second.log()
     cross(sock, "f@example.org")
     wait_for(lambda: second.log().count("event=consumer_free") == 2,
-             timeout=10, what="the lapse of the other host's lease")
+             timeout=hold_ms / 1000 + 10,
+             what="the lapse of the other host's lease")
     assert_each_once(redis, sink, 6)
 
 

@@ -659,3 +659,65 @@ def test_stats_status_reload(make_shim, redis, tmp):
         assert decide(sock, "s@example.org") == ["no"]    # still serving
     finally:
         alerter.stop()
+
+
+def test_under_sentinel_and_across_a_failover(tmp):
+    """The same commands through Sentinel: the CLI finds the master as
+    the daemons do (common/layout.c), and after a planned failover finds
+    the new one, where the replicated counters and override are."""
+    from sentinel import MASTER, SentinelSet, SwitchWatch, cli as scli
+    sset = SentinelSet(tmp).start()
+    shim = None
+    try:
+        sock = os.path.join(tmp, "s.sock")
+        conf = write_config(os.path.join(tmp, "s.yaml"), """\
+shim:
+  listen: [ %s ]
+  socket_mode: "0666"
+%sredis:
+  sentinel:
+    master: %s
+    addresses: [ %s ]
+  timeout: 200ms
+events:
+  channel: senderwatch:events
+  stream: senderwatch:stream
+rules:
+  default: { limit: 3, window: 60s }
+""" % (sock, ("  user: %s\n" % RUN_USER) if RUN_USER else "", MASTER,
+            ", ".join(sset.addresses())))
+        shim = Daemon(SHIM, conf, tmp, "sshim")
+        shim.start(wait=lambda: shim_answers(sock) and
+                   "script_loaded" in shim.log())
+        assert decide(sock, "sen@example.org", n=4)[-1] == "yes"
+        win = tables(out(conf, "show", "sen@example.org"))[0]
+        assert win[0]["COUNT"] == "4" and win[0]["CROSSED"] == "yes"
+        assert out(conf, "block", "sen@example.org", "-m", "sentinel test")
+        old = sset.master()
+        # Replicated before the switch: a planned failover loses nothing.
+        wait_for(lambda: scli(sset.other(old).port, "GET",
+                              "senderwatch:override:default:sen@example.org")
+                 == "block", what="the replica to have the override")
+        watch = SwitchWatch(sset.sentinels[1].port)
+        try:
+            assert scli(sset.sentinels[0].port, "SENTINEL", "FAILOVER",
+                        MASTER) == "OK"
+            wait_for(lambda: watch.at is not None, timeout=30,
+                     what="+switch-master")
+        finally:
+            watch.close()
+        wait_for(lambda: sset.master() is not old, timeout=10,
+                 what="the new master")
+        # The CLI asks the sentinels afresh: the new master has it all.
+        wait_for(lambda: run(conf, "show", "sen@example.org").returncode
+                 == 0, timeout=10, what="ctl on the new master")
+        win, ov = tables(out(conf, "show", "sen@example.org"))[:2]
+        assert win[0]["COUNT"] == "4"
+        assert ov[0]["OVERRIDE"] == "block"
+        out(conf, "clear", "sen@example.org")
+        wait_for(lambda: decide(sock, "sen@example.org")[-1] == "yes" and
+                 out(conf, "show", "sen@example.org"), what="a decision")
+    finally:
+        if shim is not None:
+            shim.stop()
+        sset.stop()
