@@ -137,9 +137,15 @@ def test_bad_lines_and_slow_clients(make_shim, tmp):
         s.connect(paths["shim"])
         silent.append(s)
     t0 = time.monotonic()
+    worst = 0.0
     for i in range(50):
+        t = time.monotonic()
         assert ask(sock, b"busy%d@example.org\n" % i) == b"no"
-    assert time.monotonic() - t0 < 2.0, "decisions waited on the console"
+        worst = max(worst, time.monotonic() - t)
+    print("\nFIGURE control_silent_clients=20 decisions=50 worst_ms=%.1f"
+          % (worst * 1e3))
+    # Held up by the console, a decision would wait for its 2 s timeout.
+    assert worst < 1.0, "a decision waited %.2f s on the console" % worst
     for s in silent[:16]:
         s.settimeout(5)
         assert s.recv(100) == b"error=timeout\n"
