@@ -156,6 +156,18 @@ backlog_cb(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	sh = &shards[q->shard];
+	/*
+	 * No stream (deleted, not yet made again): nothing behind, not a
+	 * failure that would keep every round from counting.
+	 */
+	if (q->what == 0 && r != NULL && r->type == REDIS_REPLY_ERROR &&
+	    strncmp(r->str, "ERR no such key", 15) == 0) {
+		backlog_answered(sh);
+		backlog_answered(sh);
+		backlog_answered(sh);
+		free(q);
+		return;
+	}
 	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
 		/* Never data: this round does not count. */
 		if (r != NULL)

@@ -53,10 +53,12 @@ stats_metrics(struct metrics *m)
 	const struct backlog		*b = backlog_last();
 	double				 age = 0;
 
-	if (b->oldest_ms != 0 && b->sampled > 0) {
-		/* Its age when sampled, aged since: no clock of Redis's. */
-		age = b->sampled - b->oldest_ms / 1000. +
-		    (ev_now(alerter.loop) - b->sampled);
+	/*
+	 * An entry id is Redis's clock at the crossing, this is ours (both
+	 * wall clocks): a skew between the hosts shows as age, never below 0.
+	 */
+	if (b->oldest_ms != 0) {
+		age = ev_now(alerter.loop) - b->oldest_ms / 1000.;
 		if (age < 0)
 			age = 0;
 	}

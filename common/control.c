@@ -39,7 +39,18 @@ static ev_io				 control_accept_io;
 static struct control_client		*control_clients[CONTROL_CLIENTS];
 static size_t				 control_nclients;
 
+static ev_timer				 control_pause;
+
 static void	control_accept_cb(struct ev_loop *, ev_io *, int);
+
+static void
+control_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	if (control_fd != -1)
+		ev_io_start(loop, &control_accept_io);
+}
 
 static void
 control_client_free(struct control_client *cl)
@@ -87,14 +98,21 @@ static void
 control_command(struct control_client *cl)
 {
 	struct kv	*kv;
-	char		 err[CONF_ERRLEN], out[CONF_ERRLEN + 16], q[300];
+	char		 err[CONF_ERRLEN], q[CONF_ERRLEN * 4 + 1];
+	char		 out[sizeof(q) + 16];
 	int		 n;
 
 	if (strcmp(cl->line, "reload") == 0) {
-		if (control_hooks->reload(err, sizeof(err)) == 0)
-			n = snprintf(out, sizeof(out), "ok\n");
-		else
-			n = snprintf(out, sizeof(out), "error=%s\n", err);
+		if (control_hooks->reload(err, sizeof(err)) == 0) {
+			control_answer(cl, "ok\n", 3);
+			return;
+		}
+		/*
+		 * One line whatever the config held: control bytes escaped as
+		 * in the log (a YAML string may carry a newline).
+		 */
+		n = snprintf(out, sizeof(out), "error=%s\n",
+		    log_quote(q, sizeof(q), err, strlen(err)));
 		control_answer(cl, out, (size_t)n < sizeof(out) ? (size_t)n :
 		    sizeof(out) - 1);
 		return;
@@ -168,8 +186,17 @@ control_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	if ((fd = accept4(control_fd, NULL, NULL, SOCK_NONBLOCK |
-	    SOCK_CLOEXEC)) == -1)
+	    SOCK_CLOEXEC)) == -1) {
+		/*
+		 * Out of descriptors, the connection stays in the backlog and
+		 * the watcher would fire again at once: pause a second.
+		 */
+		if (errno == EMFILE || errno == ENFILE) {
+			ev_io_stop(loop, w);
+			ev_timer_start(loop, &control_pause);
+		}
 		return;
+	}
 	if ((cl = calloc(1, sizeof(*cl))) == NULL) {
 		close(fd);
 		return;
@@ -203,6 +230,7 @@ control_open(struct ev_loop *loop, const char *path, const char *owner,
 	control_hooks = h;
 	ev_io_init(&control_accept_io, control_accept_cb, control_fd, EV_READ);
 	ev_io_start(loop, &control_accept_io);
+	ev_timer_init(&control_pause, control_pause_cb, 1., 0.);
 	return 0;
 }
 
@@ -212,6 +240,7 @@ control_close(void)
 	if (control_fd == -1)
 		return;
 	ev_io_stop(control_loop, &control_accept_io);
+	ev_timer_stop(control_loop, &control_pause);
 	close(control_fd);
 	control_fd = -1;
 	while (control_nclients > 0)

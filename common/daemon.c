@@ -113,6 +113,8 @@ daemon_detach(char *err, size_t errlen)
 	}
 	if ((pid = fork()) == -1) {
 		snprintf(err, errlen, "fork: %s", strerror(errno));
+		close(p[0]);
+		close(p[1]);
 		return -1;
 	}
 	if (pid != 0) {

@@ -338,9 +338,10 @@ metrics_open(struct ev_loop *loop, const char *addr, metrics_render_fn *fn,
 	if ((info = MHD_get_daemon_info(metrics_mhd,
 	    MHD_DAEMON_INFO_EPOLL_FD)) == NULL) {
 		snprintf(err, errlen, "metrics: %s: no epoll descriptor", addr);
-		MHD_stop_daemon(metrics_mhd);
+		MHD_stop_daemon(metrics_mhd);	/* it closes metrics_fd */
 		metrics_mhd = NULL;
-		goto fail;
+		metrics_fd = -1;
+		return -1;
 	}
 	metrics_loop = loop;
 	metrics_fn = fn;

@@ -38,6 +38,7 @@ from conftest import (log_lines, ALERTER, BUILD, ROOT, RUN_USER, SHIM, VALGRIND,
                       shim_answers, stats, wait_for, write_config)
 from cluster import Cluster, cli
 from test_alerter import Sink, keys_mailed
+from test_ctl import Lines
 
 ACL_FILE = os.path.join(ROOT, "deploy", "redis", "users.acl")
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -292,6 +293,27 @@ def daemon_conf(tmp, name, user, where, port):
     return conf, sock
 
 
+def start_daemons(tmp, aredis, sink):
+    """The alerter and the shim, each logged in as its own user."""
+    where = "  address: unix:%s" % aredis.sock
+    aconf, _ = daemon_conf(tmp, "alerter", ALERTER_USER, where, sink.port)
+    sconf, sock = daemon_conf(tmp, "shim", SHIM_USER, where, sink.port)
+    alerter = Daemon(ALERTER, aconf, tmp, "alerter")
+    shim = Daemon(SHIM, sconf, tmp, "shim")
+    try:
+        alerter.start(wait=lambda: "event=redis_up conn=alerter " in
+                      alerter.log() and aredis.cli("PUBSUB", "NUMSUB",
+                                                   CHANNEL).split()[-1] == "1")
+        shim.start(wait=lambda: shim_answers(sock) and
+                   "script_loaded" in shim.log())
+    except BaseException:
+        shim.stop()
+        alerter.stop()
+        sink.stop()
+        raise
+    return alerter, shim, sock
+
+
 def block(rule, key, subject=None, mode=None):
     b = "rule=%s\nkey=%s\n" % (rule, key)
     if subject is not None:
@@ -539,17 +561,8 @@ def test_daemons_run_as_their_users_and_nothing_else_is_allowed(
     users = acl_users(acl_text())
     sink = Sink(tmp).start()
     assert aredis.cli("ACL", "LOG", "RESET") == "OK"
-    where = "  address: unix:%s" % aredis.sock
-    aconf, _ = daemon_conf(tmp, "alerter", ALERTER_USER, where, sink.port)
-    sconf, sock = daemon_conf(tmp, "shim", SHIM_USER, where, sink.port)
-    alerter = Daemon(ALERTER, aconf, tmp, "alerter")
-    shim = Daemon(SHIM, sconf, tmp, "shim")
+    alerter, shim, sock = start_daemons(tmp, aredis, sink)
     try:
-        alerter.start(wait=lambda: "event=redis_up conn=alerter " in
-                      alerter.log() and aredis.cli("PUBSUB", "NUMSUB",
-                                                   CHANNEL).split()[-1] == "1")
-        shim.start(wait=lambda: shim_answers(sock) and
-                   "script_loaded" in shim.log())
 
         answers = []
 
@@ -730,17 +743,19 @@ def test_senderwatch_ctl_runs_as_its_user(tmp, aredis):
         follow = subprocess.Popen([CTL, "-c", cconf, "crossings", "-f"],
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
+        seen = []
         try:
             for _ in range(4):
                 ask(sock, b"followed@example.org\n")
-            wait_for(lambda: command_calls(aredis, "xrange") > 2,
-                     timeout=5 * SLOW, what="crossings -f to poll")
-            time.sleep(0.5)
+            # The crossing printed by the follower, as its user polls.
+            lines = Lines(follow)
+            wait_for(lambda: seen.append(lines.next(timeout=5 * SLOW)) or
+                     b"followed@example.org" in seen[-1],
+                     timeout=10 * SLOW, what="crossings -f to print it")
         finally:
             follow.send_signal(signal.SIGINT)
             o, e = follow.communicate(timeout=10)
         assert follow.returncode == 0, e
-        assert b"followed@example.org" in o, (o, e)
         assert acl_log(aredis.cli) == []
         assert stats(shim)["fail_policy"] == 0
     finally:
@@ -818,16 +833,8 @@ def test_a_refused_lease_does_not_stop_the_alerts(tmp, aredis):
              if not r.startswith("(")]
     assert aredis.cli("ACL", "SETUSER", ALERTER_USER, "reset", *rules) == "OK"
     sink = Sink(tmp).start()
-    where = "  address: unix:%s" % aredis.sock
-    aconf, _ = daemon_conf(tmp, "alerter", ALERTER_USER, where, sink.port)
-    sconf, sock = daemon_conf(tmp, "shim", SHIM_USER, where, sink.port)
-    alerter = Daemon(ALERTER, aconf, tmp, "alerter")
-    shim = Daemon(SHIM, sconf, tmp, "shim")
+    alerter, shim, sock = start_daemons(tmp, aredis, sink)
     try:
-        alerter.start(wait=lambda: "event=redis_up conn=alerter " in
-                      alerter.log())
-        shim.start(wait=lambda: shim_answers(sock) and
-                   "script_loaded" in shim.log())
         answers = [ask(sock, block("default", "lease@example.org"))
                    for _ in range(4)]
         assert answers == [b"no"] * 3 + [b"yes"]

@@ -240,3 +240,4 @@ def test_alerter_stats_and_status(make_shim, make_alerter, sink, tmp, redis):
     alerter.stop()
     # A clean stop removes the socket when the directory allows it.
     assert not os.path.exists(paths["alerter"]) or RUN_USER
+
