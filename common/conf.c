@@ -135,6 +135,8 @@ static const struct conf_opt conf_shim_opts[] = {
 	{ "max_clients", CT_INT, C(max_clients), 0, 1, 1000000, NULL, NULL },
 	{ "max_request", CT_SIZE, C(max_request), 0, 64, 1048576, NULL, NULL },
 	{ "hostname", CT_NAME, C(hostname), 0, 0, 0, NULL, NULL },
+	{ "near_cache", CT_INT, C(near_cache), 0, 0, 10000000, NULL,
+	    "must be a number of keys, 0 (off) to 10000000" },
 	{ NULL, 0, 0, 0, 0, 0, NULL, NULL }
 };
 
@@ -277,7 +279,8 @@ static const struct conf_table conf_postfix_table = {
  * rule: they land in limits[0], and conf_rule_finish() checks that they
  * and a limits list are not both given.
  */
-enum { RO_LIMIT, RO_WINDOW, RO_BURST, RO_LIMITS, RO_COUNT_DENIED };
+enum { RO_LIMIT, RO_WINDOW, RO_BURST, RO_LIMITS, RO_COUNT_DENIED,
+	RO_NEAR_CACHE };
 static const struct conf_opt conf_rule_opts[] = {
 	[RO_LIMIT] = { "limit", CT_INT64, R(limits[0].limit), 0, 0,
 	    INT64_MAX / 4, NULL, LIMIT_MUST },
@@ -289,6 +292,8 @@ static const struct conf_opt conf_rule_opts[] = {
 	    NULL, NULL },
 	[RO_COUNT_DENIED] = { "count_denied", CT_BOOL, R(count_denied), 0, 0,
 	    0, NULL, "must be yes or no" },
+	[RO_NEAR_CACHE] = { "near_cache", CT_BOOL, R(near_cache), 0, 0, 0,
+	    NULL, "must be yes or no" },
 	{ "algorithm", CT_ENUM, R(algorithm), 0, 0, 0, conf_algorithms,
 	    "must be fixed, sliding or gcra" },
 	{ "mode", CT_ENUM, R(shadow), 0, 0, 0, conf_modes,
@@ -1102,6 +1107,8 @@ conf_rule_finish(struct conf_ctx *p, const char *path, const yaml_node_t *n,
 	/* The article counted every attempt; rate algorithms should not. */
 	if (!seen[RO_COUNT_DENIED])
 		r->count_denied = r->algorithm == ALG_FIXED;
+	if (!seen[RO_NEAR_CACHE])
+		r->near_cache = 1;
 	if (r->postfix_key[0] == '\0')
 		strcpy(r->postfix_key, "sender");
 	r->postfix_key_sender = strcmp(r->postfix_key, "sender") == 0;
@@ -1171,6 +1178,7 @@ conf_defaults(struct conf *c)
 	c->policy_idle_ms = 330000;
 	c->max_clients = 4096;
 	c->max_request = 4096;
+	c->near_cache = 10000;
 	c->redis_timeout_ms = 100;
 	c->events_stream_maxlen = 10000;
 	c->alerts_smtp_timeout_ms = 30000;
@@ -1185,6 +1193,9 @@ conf_defaults(struct conf *c)
 	if (gethostname(host, sizeof(host)) == -1)
 		strcpy(host, "localhost");
 	host[CONF_NAME_LEN] = '\0';	/* names are bounded everywhere */
+	/* What shim.hostname accepts: count.lua's events name it in words. */
+	if (!conf_valid_name(host))
+		strcpy(host, "localhost");
 #define DUP(f, v) if ((c->f = strdup(v)) == NULL) return -1
 	DUP(hostname, host);
 	DUP(alerts_consumer, host);

@@ -68,6 +68,7 @@ struct conf_rule {
 	enum conf_algorithm algorithm;
 	int		 shadow;	/* count and announce, answer no */
 	int		 count_denied;	/* yes answers still add their cost */
+	int		 near_cache;	/* yes answers held in the shim */
 	unsigned	 normalize;	/* NORM_* */
 	struct conf_pattern *allow, *deny;
 	size_t		 nallow, ndeny;
@@ -110,6 +111,7 @@ struct conf {
 	int		 max_clients;
 	size_t		 max_request;
 	char		*hostname;	/* reported in events */
+	int		 near_cache;	/* keys held over their limit; 0: off */
 
 	/* redis: one of a Redis, a Sentinel-managed master, a Cluster */
 	char		*redis_address;	/* host:port or unix:/path */

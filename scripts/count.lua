@@ -9,8 +9,9 @@ by hand too (one limit of 20 per 5 minutes, fixed window):
       senderwatch:override:default:alice@example.org \
       senderwatch:default:alice@example.org \
       senderwatch:crossed:default:alice@example.org , \
-      default alice@example.org 1 mta1 senderwatch:events "" 10000 \
-      count fixed 0 1 1 senderwatch-alerters 20 300000 20
+      1 "" 1 cf01 \
+      "default alice@example.org mta1 senderwatch:events 10000 senderwatch-alerters" \
+      20 300000 20
 
 KEYS[1]  subjects   PREFIX:subjects:RULE:KEY   zset subject -> count, with the
                                                first limit's TTL
@@ -29,28 +30,49 @@ KEYS[3+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
                                                one event per crossing
   (i = 1 .. n, n from 1 to 8: 3 + 2n keys)
 
-ARGV[1]  rule name          ARGV[2]  key as escaped in the key names
-ARGV[3]  cost: plain digits, 0 to COST_MAX (with mode=peek, 0 asks
-         whether the key is over already)
-ARGV[4]  reporting host
-ARGV[5]  events channel     ARGV[6]  subject to record, or ""
-ARGV[7]  stream MAXLEN ~    ARGV[8]  mode: "count", or "peek" (read only)
-ARGV[9]  algorithm: fixed | sliding | gcra
-ARGV[10] shadow: 1 counts and announces but the answer is always no
-ARGV[11] count_denied: 1 adds the cost even when the answer is yes
-ARGV[12] factor from the config's per-key override (1 = none)
-ARGV[13] the alerters' consumer group (made with the stream, see announce)
-ARGV[14+3(i-1) ..] limit i: limit, window in ms, burst (gcra; else ignored)
-  (13 + 3n arguments)
+ARGV[1]  cost: plain digits, 0 to COST_MAX (with mode peek, 0 asks whether
+         the key is over already)
+ARGV[2]  subject to record, or ""
+ARGV[3]  factor from the config's per-key override (1 = none)
+ARGV[4]  flags, four characters: the mode (c count, p peek: read only),
+         the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
+         announces, but the answer is always no), count_denied (1: the
+         cost is added even when the answer is yes)
+ARGV[5]  what a crossing records, six words separated by one space: the
+         rule's name, the key as escaped in the key names, the reporting
+         host, the events channel, the stream's MAXLEN ~, the alerters'
+         consumer group (made with the stream, see announce)
+ARGV[6+3(i-1) ..] limit i: limit, window in ms, burst (gcra; else ignored)
+  (5 + 3n arguments)
 
-Reply: { answer (1 yes, 0 no), count, ttl_ms (-1: not looked up),
+Every argument is a string Redis makes for each call, so what only a
+crossing needs shares one; a rule's flags another.
+
+Reply: the count alone, an integer, when no limit is over and no runtime
+override applies (the common case, where converting a table would cost
+Redis more than the decision's commands; crossed and the rest are 0, the
+TTL not looked up); else { answer (1 yes, 0 no), count, ttl_ms (-1: not
+looked up),
 crossed (1 if this request recorded an event), limit number that decided
 (1-based, 0 none), over (1 if a limit is exceeded, even in shadow mode),
-override (0 none, 1 allow, 2 block, 3 factor) }, or an error: a wrong
-number of keys or arguments, a bad cost, or an error of Redis itself.  A
-full Redis's OOM comes at the first write and leaves every key as it was;
-an error after it (a stream key of another type) leaves the counts as
-they were counted, records no crossing, and sets no marker.
+override (0 none, 1 allow, 2 block, 3 factor), hold_ms, count_ms }, or an
+error: a wrong number of keys or arguments, bad flags or factor, a bad
+cost, or an error of Redis itself.  A full Redis's OOM comes at the first
+write and leaves every key as it was; an error after it (a stream key of
+another type, a malformed ARGV[5]) leaves the counts as they were counted,
+records no crossing, and sets no marker.
+
+hold_ms, for the shim's near cache: with answer 1, for how many ms from
+now every request of this key is answered 1 again, whatever any shim
+counts meanwhile, as long as no override changes: for a request of this
+cost or more, or of any cost where this request was counted (mode count,
+count_denied).  The longest hold of the limits that are over: a fixed
+window's end; for sliding and gcra the time the limit frees up, worked
+out from the state read.  -1: held by a block override; 0: answer 0, or
+nothing to hold.  count_ms, with answer 1 and a request counted: for how
+many ms every limit's window (a sliding bucket, a gcra TAT ahead of now)
+stays the one this request was counted in, so that a cost added within it
+counts as this one did; 0 otherwise.
 
 Exactly once: a limit's crossing is recorded only by the request that
 creates its "crossed" marker (SET NX), and the script is atomic, so any
@@ -58,7 +80,7 @@ number of shims record one event per crossing.  The stream entry's fields
 are common/keyspace.h's keyspace_fields[], in that order.
 ]]
 
-local FIXED_ARGS = 13
+local FIXED_ARGS = 5
 local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX, and so
 				-- at most 6 digits or '1000000' below
 local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
@@ -71,24 +93,97 @@ if #KEYS ~= 3 + 2 * n or n < 1 or n > 8 then
     .. '%d + 3n arguments', #KEYS, #ARGV, FIXED_ARGS))
 end
 
--- Every EVALSHA runs this whole file, so what the common case (a fixed
--- window counting every attempt) does not need is defined after it has
--- returned: each closure and table made here costs Redis CPU per decision.
+-- Every EVALSHA runs this whole file, and Redis's CPU per decision is
+-- what a cluster pays for: the common case (a fixed window counting
+-- every attempt, under its limits) runs first and makes no closure, and
+-- no table but, with several limits, their counts'.  What it does not
+-- need is defined after it.
 
-local cost_arg, subject, mode, algorithm = ARGV[3], ARGV[6], ARGV[8], ARGV[9]
-local shadow = ARGV[10] == '1'
-local count_denied = ARGV[11] == '1'
-local factor = tonumber(ARGV[12])
-
--- INCRBY is given ARGV[3] as written: turning a Lua number back into a
+-- INCRBY is given ARGV[1] as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
 -- So the cost must be plain digits INCRBY accepts.
-if not (cost_arg == '0' or ((#cost_arg < 7 or cost_arg == '1000000') and
-    string.match(cost_arg, '^[1-9]%d*$'))) then
+local cost_arg, subject, factor = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if cost_arg ~= '1' and not (cost_arg == '0' or ((#cost_arg < 7 or
+    cost_arg == '1000000') and string.match(cost_arg, '^[1-9]%d*$'))) then
   return redis.error_reply('ERR cost must be a whole number from 0 to '
     .. COST_MAX)
 end
+local f_mode, f_alg, f_shadow, f_denied = string.byte(ARGV[4], 1, 4)
+if #ARGV[4] ~= 4 or not (f_mode == 99 or f_mode == 112) or
+    not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
+    not (f_shadow == 48 or f_shadow == 49) or
+    not (f_denied == 48 or f_denied == 49) or not factor then
+  return redis.error_reply('ERR count.lua: flags must be [cp][fsg][01][01] '
+    .. 'and the factor a number')
+end
+local shadow = f_shadow == 49
+local count_denied = f_denied == 49
+
+-- Runtime override, set with scripts/override.lua or plain redis-cli.  A
+-- key of another type there (WRONGTYPE) is not an override.
+local override = 0
+local ov = redis.pcall('GET', KEYS[3])
+if ov then
+  if type(ov) == 'table' then
+    if string.sub(ov.err, 1, 9) ~= 'WRONGTYPE' then error(ov) end
+  elseif ov == 'allow' then
+    return { 0, 0, -1, 0, 0, 0, 1, 0, 0 }
+  elseif ov == 'block' then
+    -- Counted nowhere: a cost held back is counted as this one was.
+    if shadow then return { 0, 0, -1, 0, 0, 1, 2, 0, 0 } end
+    return { 1, 0, -1, 0, 0, 1, 2, -1, -1 }
+  elseif string.sub(ov, 1, 1) == 'x' and tonumber(string.sub(ov, 2)) then
+    factor = tonumber(string.sub(ov, 2))
+    override = 3
+  end
+end
+
+-- The fixed window that counts every attempt: INCRBY, and PEXPIRE NX,
+-- which starts the window at the first hit and mends a key another tool
+-- left without a TTL, limit by limit.  The new counts decide alone, with
+-- no read before the write.  Only what is over, or a subject, goes on to
+-- the code below (fixed_tail), with the counts made here.
+local fixed_counts
+if f_alg == 102 and count_denied and f_mode == 99 then
+  local over, c1 = false, 0
+  for i = 1, n do
+    local state = KEYS[2 + 2 * i]
+    local c = redis.pcall('INCRBY', state, cost_arg)
+    if type(c) == 'table' then
+      -- Corrupt only as the code below defines it (corrupt()).
+      local e = c.err
+      if string.sub(e, 1, 9) ~= 'WRONGTYPE' and
+          not string.find(e, 'not an integer', 1, true) and
+          not string.find(e, 'overflow', 1, true) then
+        error(c)
+      end
+      redis.call('DEL', state)
+      c = redis.call('INCRBY', state, cost_arg)
+    end
+    redis.call('PEXPIRE', state, ARGV[FIXED_ARGS + 3 * i - 1], 'NX')
+    local limit = tonumber(ARGV[FIXED_ARGS + 3 * i - 2])
+    if factor ~= 1 then limit = math.floor(limit * factor) end
+    if c > limit then over = true end
+    if i == 1 then
+      c1 = c
+    else
+      fixed_counts = fixed_counts or { c1 }
+      fixed_counts[i] = c
+    end
+  end
+  if not over and subject == '' then
+    -- The count alone: converting a reply table costs Redis more than
+    -- the commands above.
+    if override == 0 then return c1 end
+    return { 0, c1, -1, 0, 0, 0, override, 0, 0 }
+  end
+  fixed_counts = fixed_counts or { c1 }
+end
+
 local cost = tonumber(cost_arg)
+local mode = f_mode == 112 and 'peek' or 'count'
+local algorithm = (f_alg == 115 and 'sliding') or (f_alg == 103 and 'gcra')
+  or 'fixed'
 
 -- Errors.  Only a value of the wrong type, or a string INCRBY refuses, is
 -- corrupt: left by another tool or an algorithm change, it is replaced
@@ -104,24 +199,13 @@ local function corrupt(e, incr)
 end
 
 -- The one reply: see the contract above.
-local function reply(over, count, ttl, crossed, decided, override)
-  return { (over and not shadow) and 1 or 0, count, ttl or -1,
-    crossed > 0 and 1 or 0, decided, over and 1 or 0, override }
-end
-
--- Runtime override, set with scripts/override.lua or plain redis-cli.  A
--- key of another type there is not an override.
-local override = 0
-local ov = redis.pcall('GET', KEYS[3])
-if type(ov) == 'table' then
-  if not corrupt(ov) then error(ov) end
-elseif ov == 'allow' then
-  return reply(false, 0, -1, 0, 0, 1)
-elseif ov == 'block' then
-  return reply(true, 0, -1, 0, 0, 2)
-elseif ov and string.sub(ov, 1, 1) == 'x' and tonumber(string.sub(ov, 2)) then
-  factor = tonumber(string.sub(ov, 2))
-  override = 3
+local function reply(over, count, ttl, crossed, decided, override_, hold,
+    count_ms)
+  if not over and override_ == 0 then return count end
+  local yes = over and not shadow
+  return { yes and 1 or 0, count, ttl or -1, crossed > 0 and 1 or 0,
+    decided, over and 1 or 0, override_, yes and hold or 0,
+    yes and count_ms or 0 }
 end
 
 -- Limit i's limit, with an override's factor applied.
@@ -163,14 +247,14 @@ end
 
 -- Record the subject under the key, with the first limit's window.
 local function record_subject(ttl, corrupt_)
-  local subjects_key, subject = KEYS[1], ARGV[6]
-  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
+  local subjects_key, subject_ = KEYS[1], ARGV[2]
+  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject_)
   if type(z) == 'table' then
     if not corrupt_(z) then error(z) end
     redis.call('DEL', subjects_key)
-    redis.call('ZINCRBY', subjects_key, 1, subject)
+    redis.call('ZINCRBY', subjects_key, 1, subject_)
   end
-  if ttl < 1 then ttl = tonumber(ARGV[15]) end	-- limit 1's window
+  if ttl < 1 then ttl = tonumber(ARGV[7]) end	-- limit 1's window
   redis.call('PEXPIRE', subjects_key, ttl)
   local card = redis.call('ZCARD', subjects_key)
   if card > 100 then				-- SUBJECTS_MAX
@@ -188,52 +272,62 @@ end
 -- request over the limit records the crossing once that is mended.
 local function announce(i, count, limit, marker_ttl, now_)
   local crossed, state, stream = KEYS[3 + 2 * i], KEYS[2 + 2 * i], KEYS[2]
+  local rule, key, host, channel, maxlen, group = string.match(ARGV[5],
+    '^(%S+) (%S+) (%S+) (%S+) (%d+) (%S+)$')
+  if not rule then
+    error({ err = 'ERR count.lua: ARGV[5] must be six words: rule key '
+      .. 'host channel maxlen group' })
+  end
   if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
   end
-  local g = redis.pcall('XGROUP', 'CREATE', stream, ARGV[13], '$',
-    'MKSTREAM')
+  local g = redis.pcall('XGROUP', 'CREATE', stream, group, '$', 'MKSTREAM')
   if type(g) == 'table' and g.err and
       string.sub(g.err, 1, 9) ~= 'BUSYGROUP' then
     redis.call('DEL', crossed)
     error(g)
   end
-  local window = tonumber(ARGV[13 + 3 * i - 1])
+  local window = tonumber(ARGV[FIXED_ARGS + 3 * i - 1])
   local t = math.floor(now_() / 1000)
-  local shadow = ARGV[10] == '1'
-  local id = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[7], '*',
-    'rule', ARGV[1], 'key', ARGV[2], 'count', count, 'limit', limit,
-    'window_ms', window, 'time', t, 'host', ARGV[4],
+  local shadow_ = string.byte(ARGV[4], 3) == 49
+  local alg = ({ f = 'fixed', s = 'sliding', g = 'gcra' })[
+    string.sub(ARGV[4], 2, 2)]
+  local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'rule', rule, 'key', key, 'count', count, 'limit', limit,
+    'window_ms', window, 'time', t, 'host', host,
     'counter', state, 'subjects', KEYS[1],
-    'algorithm', ARGV[9], 'cost', ARGV[3], 'shadow', shadow and 1 or 0)
+    'algorithm', alg, 'cost', ARGV[1], 'shadow', shadow_ and 1 or 0)
   if type(id) == 'table' then
     redis.call('DEL', crossed)
     error(id)
   end
-  redis.call('PUBLISH', ARGV[5], cjson.encode({
-    type = 'threshold', id = id, rule = ARGV[1], key = ARGV[2],
+  redis.call('PUBLISH', channel, cjson.encode({
+    type = 'threshold', id = id, rule = rule, key = key,
     count = count, limit = limit, window = window / 1000,
-    limit_index = i, algorithm = ARGV[9], time = t, host = ARGV[4],
-    shadow = shadow,
+    limit_index = i, algorithm = alg, time = t, host = host,
+    shadow = shadow_,
   }))
   return 1
 end
 
--- Count first: a fixed window that counts every attempt needs nothing
--- but the write, limit by limit.
-if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
-  local decided, dcount, crossed, ttl1 = 0, 0, 0, -1
+-- The fixed window that counts every attempt, over a limit or with a
+-- subject: the counts are made (above); what is over is announced.
+if fixed_counts then
+  local decided, dcount, crossed, ttl1, hold, ttls = 0, 0, 0, -1, 0, nil
   for i = 1, n do
     local state = KEYS[2 + 2 * i]
-    local window = ARGV[FIXED_ARGS + 3 * i - 1]
-    local c = fixed_commit(state, window)
+    local c = fixed_counts[i]
     local limit = limit_of(i)
     if c > limit then
       if decided == 0 then decided, dcount = i, c end
       local ttl = redis.call('PTTL', state)
       if i == 1 then ttl1 = ttl end
-      crossed = crossed + announce(i, c, limit, ttl > 0 and ttl or window,
-        now)
+      -- Counted, so over until the window ends, whatever comes next.
+      if ttl > hold then hold = ttl end
+      ttls = ttls or {}
+      ttls[i] = ttl
+      crossed = crossed + announce(i, c, limit, ttl > 0 and ttl or
+        tonumber(ARGV[FIXED_ARGS + 3 * i - 1]), now)
     elseif i == 1 then
       dcount = c
     end
@@ -242,7 +336,17 @@ if algorithm == 'fixed' and count_denied and mode ~= 'peek' then
     if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[4]) end
     record_subject(ttl1, corrupt)
   end
-  return reply(decided > 0, dcount, ttl1, crossed, decided, override)
+  -- The soonest any window ends, the ones under their limit too.
+  local count_ms = 0
+  if ttls and not shadow then
+    count_ms = hold
+    for i = 1, n do
+      local t = ttls[i] or redis.call('PTTL', KEYS[2 + 2 * i])
+      if t < count_ms then count_ms = t end
+    end
+  end
+  return reply(decided > 0, dcount, ttl1, crossed, decided, override, hold,
+    count_ms)
 end
 
 -- Every other case in two phases: probe() works out what this request
@@ -296,6 +400,16 @@ function sliding.probe(lim)
   lim.count = math.floor(est + cost)
   lim.over = est + cost > lim.limit
   lim.ttl = lim.window - elapsed
+  -- Over while p * (window - e) / window + c + cost > limit: the
+  -- previous bucket's weight falls as e grows, so it frees at e_free.
+  -- Held no further than this bucket's end.
+  if lim.over then
+    lim.hold = lim.ttl
+    if p > 0 then
+      local e_free = lim.window - (lim.limit - c - cost) * lim.window / p
+      lim.hold = math.min(lim.ttl, math.ceil(e_free - elapsed) - 1)
+    end
+  end
 end
 function sliding.commit(lim)
   redis.call('HSET', lim.state, 'i', lim.idx, 'c', lim.c + cost, 'p', lim.p)
@@ -317,6 +431,12 @@ function gcra.probe(lim)
   lim.over = new_tat - now() > lim.burst * interval
   lim.count = math.ceil((new_tat - now()) / interval)
   lim.ttl = math.max(pttl, 0)
+  lim.pttl = lim.ttl
+  -- Over while tat - t + cost * interval > burst * interval, t the time:
+  -- until the TAT less what the burst allows beyond this cost.
+  if lim.over then
+    lim.hold = math.ceil(lim.ttl + (cost - lim.burst) * interval) - 1
+  end
 end
 function gcra.commit(lim)
   redis.call('SET', lim.state, 1, 'PX', lim.new_ttl)
@@ -332,6 +452,39 @@ local function ttl_of(lim)
   return lim.ttl
 end
 
+-- The longest a limit that is over stays so (hold_ms in the contract):
+-- a fixed window until it ends (a count of 0 over the limit, with no key,
+-- for good); sliding and gcra as their probes worked out.
+local function hold_of()
+  local hold = 0
+  if shadow then return 0 end
+  for i = 1, n do
+    local lim = limits[i]
+    if lim.over then
+      local h = lim.hold
+      if not h then
+        local t = ttl_of(lim)
+        h = t > 0 and t or (t == -2 and lim.window or 0)
+      end
+      if h > hold then hold = h end
+    end
+  end
+  return hold
+end
+
+-- The soonest a limit's state moves on (count_ms in the contract): a
+-- fixed window's end, a sliding bucket's, a gcra TAT reaching now.
+local function count_ms_of()
+  local m
+  for i = 1, n do
+    local lim = limits[i]
+    local t = lim.pttl or lim.ttl
+    if algorithm == 'fixed' then t = ttl_of(lim) end
+    if not m or t < m then m = t end
+  end
+  return math.max(m, 0)
+end
+
 for i = 1, n do alg.probe(limits[i]) end
 
 local over, decided = false, 0
@@ -341,7 +494,8 @@ end
 local first = limits[decided > 0 and decided or 1]
 
 if mode == 'peek' then
-  return reply(over, first.count - cost, ttl_of(first), 0, decided, override)
+  return reply(over, first.count - cost, ttl_of(first), 0, decided, override,
+    over and hold_of() or 0, 0)
 end
 
 if not over or count_denied then
@@ -362,4 +516,5 @@ for i = 1, n do
   end
 end
 
-return reply(over, first.count, first.ttl, crossed, decided, override)
+return reply(over, first.count, first.ttl, crossed, decided, override,
+  over and hold_of() or 0, over and count_denied and count_ms_of() or 0)

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "keyspace.h"
 #include "rule.h"
 #include "log.h"
@@ -29,7 +30,27 @@
 struct pending {
 	struct session		*session;	/* NULL once the client left */
 	struct ask		 ask;		/* points into the session */
+	double			 sent;		/* cache_clock(), for a hold */
+	unsigned		 generation;	/* the near cache's, when sent */
 };
+
+/*
+ * A near-cache flush: the cost the cache counted for one key, sent as a
+ * count.lua call of that cost.  It carries its own copy of the key and
+ * the rule's name, as the entry and its config may be gone by the reply.
+ */
+struct flush {
+	const struct conf_rule	*rule;		/* only if generation holds */
+	unsigned		 generation;
+	double			 sent;
+	long long		 cost;
+	char			 rule_name[CONF_NAME_MAX];
+	size_t			 key_len;
+	char			 key[];		/* key_len bytes */
+};
+
+static unsigned		 decide_flushing;	/* flushes awaiting a reply */
+static int		 decide_draining;	/* at exit: break when none */
 
 void
 decide_detach(struct pending *p)
@@ -37,55 +58,98 @@ decide_detach(struct pending *p)
 	p->session = NULL;
 }
 
-/* { answer, count, ttl_ms, crossed, limit number, over, override } */
-#define DECIDE_REPLY_LEN	7
+/*
+ * count.lua's verdict: { answer, count, ttl_ms, crossed, limit number,
+ * over, override, hold_ms, count_ms }, or the count alone for the common
+ * "no" (a reply table costs Redis more than the commands of a decision).
+ */
+enum {
+	V_ANSWER, V_COUNT, V_TTL, V_CROSSED, V_WHICH, V_OVER, V_OVERRIDE,
+	V_HOLD, V_COUNT_MS, V_MAX
+};
 
+struct verdict {
+	long long	 v[V_MAX];
+};
+
+/* 0, and v filled, for a reply count.lua sends; -1 for any other. */
 static int
-decide_reply_ok(const redisReply *r)
+decide_verdict(const redisReply *r, struct verdict *v)
 {
 	size_t	 i;
 
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != DECIDE_REPLY_LEN)
+	memset(v, 0, sizeof(*v));
+	if (r->type == REDIS_REPLY_INTEGER) {
+		v->v[V_COUNT] = r->integer;
+		v->v[V_TTL] = -1;
 		return 0;
-	for (i = 0; i < DECIDE_REPLY_LEN; i++)
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != V_MAX)
+		return -1;
+	for (i = 0; i < V_MAX; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
-			return 0;
-	return 1;
+			return -1;
+		v->v[i] = r->element[i]->integer;
+	}
+	return 0;
+}
+
+/*
+ * A crossing this call recorded.  A flush's rule may have gone with a
+ * reload (r NULL): the limit is then named by its number only; the
+ * stream entry has it all.
+ */
+static void
+decide_log_crossing(const struct conf_rule *r, const char *rule,
+    const char *key, size_t key_len, const struct verdict *v,
+    const char *how)
+{
+	long long		 which = v->v[V_WHICH];
+	const struct conf_limit	*l;
+	char			 qkey[KEY_MAX * 4 + 1];
+
+	shim.stats.crossings++;
+	log_quote(qkey, sizeof(qkey), key, key_len);
+	if (r == NULL) {
+		log_info("event=crossing rule=%s key=\"%s\" count=%lld "
+		    "limit_number=%lld%s", rule, qkey, v->v[V_COUNT], which,
+		    how);
+		return;
+	}
+	l = &r->limits[which >= 1 && (size_t)which <= r->nlimits ?
+	    which - 1 : 0];
+	log_info("event=crossing rule=%s key=\"%s\" count=%lld limit=%lld "
+	    "window_ms=%lld%s%s", r->name, qkey, v->v[V_COUNT],
+	    (long long)l->limit, (long long)l->window_ms,
+	    r->shadow ? " shadow=yes" : "", how);
 }
 
 static void
-decide_log(const struct pending *p, const redisReply *reply)
+decide_log(const struct pending *p, const struct verdict *v)
 {
 	const struct ask	*a = &p->ask;
-	long long		 answer = reply->element[0]->integer;
-	long long		 count = reply->element[1]->integer;
-	long long		 which = reply->element[4]->integer;
-	long long		 over = reply->element[5]->integer;
+	long long		 which = v->v[V_WHICH];
 	const struct conf_limit	*l;
 	char			 qkey[KEY_MAX * 4 + 1];
 
 	shim.stats.decisions++;
-	if (answer)
+	if (v->v[V_ANSWER])
 		shim.stats.yes++;
 	l = &a->rule->limits[which >= 1 && (size_t)which <= a->rule->nlimits ?
 	    which - 1 : 0];
-	if (reply->element[3]->integer) {
-		shim.stats.crossings++;
-		log_info("event=crossing rule=%s key=\"%s\" count=%lld "
-		    "limit=%lld window_ms=%lld%s", a->rule->name,
-		    log_quote(qkey, sizeof(qkey), a->key, a->key_len), count,
-		    (long long)l->limit, (long long)l->window_ms,
-		    a->rule->shadow ? " shadow=yes" : "");
-	}
+	if (v->v[V_CROSSED])
+		decide_log_crossing(a->rule, a->rule->name, a->key, a->key_len,
+		    v, "");
 	if (log_verbose())
 		log_debug("event=decision rule=%s key=\"%s\" cost=%lld "
 		    "count=%lld limit=%lld ttl_ms=%lld answer=%s%s%s%s",
 		    a->rule->name, log_quote(qkey, sizeof(qkey), a->key,
-		    a->key_len), a->cost, count, (long long)l->limit,
-		    reply->element[2]->integer, answer ? "yes" : "no",
+		    a->key_len), a->cost, v->v[V_COUNT], (long long)l->limit,
+		    v->v[V_TTL], v->v[V_ANSWER] ? "yes" : "no",
 		    a->peek ? " mode=peek" : "",
-		    a->rule->shadow && over ? " shadow_would_answer=yes" : "",
-		    reply->element[6]->integer ? " override=redis" : "");
+		    a->rule->shadow && v->v[V_OVER] ?
+		    " shadow_would_answer=yes" : "",
+		    v->v[V_OVERRIDE] ? " override=redis" : "");
 }
 
 /* Why an error reply (or none) means the fail policy. */
@@ -113,17 +177,68 @@ decide_error_reason(const redisReply *r)
 }
 
 static struct log_limit warn_late = { .event = "crossing_late", .warn = 1 };
+static struct log_limit warn_flush = { .event = "near_cache_flush_failed",
+	.warn = 1 };
 
-void
-decide_shutdown(void)
+/*
+ * Until when a yes may be answered from the near cache.  hold_ms counts
+ * from the script's start, which is after sent: so the entry ends no
+ * later than Redis's own answer changes, less a guard for the ms
+ * rounding.  -1 (an override's block) holds for the longest allowed.
+ */
+#define DECIDE_HOLD_GUARD	0.002
+
+static double
+decide_until(double sent, long long hold_ms)
 {
-	log_limit_stop(&warn_late);
+	double	 h = CACHE_HOLD_MAX;
+
+	if (hold_ms >= 0 && hold_ms / 1000. - DECIDE_HOLD_GUARD < h)
+		h = hold_ms / 1000. - DECIDE_HOLD_GUARD;
+	return sent + h;
+}
+
+/*
+ * Until when the cache may count hits: their flush due before count_ms.
+ * A block (-1) counts nothing, in Redis or here: -1 says so to the cache.
+ */
+static double
+decide_count_until(double sent, long long count_ms)
+{
+	if (count_ms < 0)
+		return -1;
+	return sent + count_ms / 1000. - CACHE_FLUSH_MARGIN;
+}
+
+/*
+ * What the near cache learns from an answer.  A request counted (mode
+ * count, count_denied) leaves the key at least that far over, so any
+ * cost holds; otherwise only as dear a request as this one.
+ */
+static void
+decide_teach(const struct ask *a, const struct verdict *v, double sent,
+    unsigned generation)
+{
+	long long	 hold = v->v[V_HOLD];
+
+	if (!a->rule->near_cache)
+		return;
+	if (v->v[V_ANSWER] == 0) {
+		cache_forget(a->rule, a->key, a->key_len, generation);
+		return;
+	}
+	if (hold != 0 && decide_until(sent, hold) > sent)
+		cache_learn(a->rule, a->key, a->key_len,
+		    !a->peek && a->rule->count_denied ? 0 : a->cost,
+		    decide_until(sent, hold), decide_count_until(sent,
+		    v->v[V_COUNT_MS]), generation);
 }
 
 static void
 decide_reply_cb(void *priv, redisReply *reply)
 {
 	struct pending	*p = priv;
+	struct verdict	 v;
 	char		 why[160];
 
 	/*
@@ -134,8 +249,8 @@ decide_reply_cb(void *priv, redisReply *reply)
 	 * the stream entry names both.
 	 */
 	if (p->session == NULL) {
-		if (reply != NULL && decide_reply_ok(reply) &&
-		    reply->element[3]->integer) {
+		if (reply != NULL && decide_verdict(reply, &v) == 0 &&
+		    v.v[V_CROSSED]) {
 			shim.stats.crossings++;
 			log_limited(shim.loop, &warn_late, "note=\"a crossing "
 			    "answered after redis.timeout (the client had the "
@@ -148,13 +263,14 @@ decide_reply_cb(void *priv, redisReply *reply)
 	else if (reply->type == REDIS_REPLY_ERROR) {
 		snprintf(why, sizeof(why), "%.*s", (int)reply->len, reply->str);
 		session_fail(p->session, decide_error_reason(reply), why);
-	} else if (!decide_reply_ok(reply))
+	} else if (decide_verdict(reply, &v) == -1)
 		session_fail(p->session, FAIL_BAD_REPLY, "unexpected reply "
 		    "shape");
 	else {
-		decide_log(p, reply);
-		session_answer(p->session, reply->element[0]->integer != 0,
-		    NULL);
+		decide_log(p, &v);
+		/* Before the answer: the key lives in the session. */
+		decide_teach(&p->ask, &v, p->sent, p->generation);
+		session_answer(p->session, v.v[V_ANSWER] != 0, NULL);
 	}
 	/* p goes with the call, after this returns. */
 }
@@ -165,54 +281,66 @@ decide_reply_cb(void *priv, redisReply *reply)
  */
 static struct script_call *
 decide_command(const struct ask *a, const char *ekey, size_t elen,
-    size_t shard, const char **cmd, size_t *len, struct pending **p)
+    size_t shard, const char **cmd, size_t *len, size_t userlen, void **user)
 {
 	const struct conf		*c = shim.conf;
 	const struct conf_rule		*r = a->rule;
 	const struct keyspace_rule	*ks = r->ks;
 	struct script_call		*call;
 	struct resp			 resp;
-	char				 factor[24];
-	size_t				 i, cap;
+	char				 factor[24], maxlen[24], flags[4];
+	const char			*part[11];
+	size_t				 plen[11], i, cap, mlen;
+
+	/*
+	 * What only a crossing needs, as one argument of six words: every
+	 * argument costs Redis a string per call.  The names are config
+	 * names (no spaces) and the key is escaped (spaces are %20).
+	 */
+	mlen = (size_t)snprintf(maxlen, sizeof(maxlen), "%lld",
+	    (long long)c->events_stream_maxlen);
+	part[0] = r->name, plen[0] = strlen(r->name);
+	part[2] = ekey, plen[2] = elen;
+	part[4] = c->hostname, plen[4] = strlen(c->hostname);
+	part[6] = c->events_channel, plen[6] = strlen(c->events_channel);
+	part[8] = maxlen, plen[8] = mlen;
+	part[10] = c->events_group, plen[10] = strlen(c->events_group);
+	for (i = 1; i < 11; i += 2)
+		part[i] = " ", plen[i] = 1;
+	flags[0] = a->peek ? 'p' : 'c';
+	flags[1] = r->algorithm == ALG_SLIDING ? 's' :
+	    r->algorithm == ALG_GCRA ? 'g' : 'f';
+	flags[2] = r->shadow ? '1' : '0';
+	flags[3] = r->count_denied ? '1' : '0';
 
 	/*
 	 * Room for exactly this request: the keys, then every argument's own
 	 * bytes and resp_size()'s bound on its framing; a number takes 24 at
-	 * most, a name CONF_NAME_LEN.
+	 * most.
 	 */
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
-	    keyspace_decision_size(c, r, shard, elen) +
-	    resp_size(strlen(r->name)) + resp_size(elen) + resp_size(24) +
-	    resp_size(strlen(c->hostname)) + resp_size(strlen(c->events_channel)) +
-	    resp_size(a->subject_len) + resp_size(24) + 2 * resp_size(7) +
-	    2 * resp_size(1) + resp_size(24) + resp_size(strlen(c->events_group)) +
-	    3 * r->nlimits * resp_size(24);
-	if ((call = script_call_new(cap, sizeof(**p))) == NULL)
+	    keyspace_decision_size(c, r, shard, elen) + resp_size(24) +
+	    resp_size(a->subject_len) + resp_size(24) + resp_size(4) +
+	    resp_size(plen[0] + elen + plen[4] + plen[6] + mlen + plen[10] +
+	    5) + 3 * r->nlimits * resp_size(24);
+	if ((call = script_call_new(cap, userlen)) == NULL)
 		return NULL;
-	*p = script_call_user(call);
+	*user = script_call_user(call);
 	resp_init(&resp, script_call_buf(call));
 	resp_str(&resp, "EVALSHA");
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
 	resp_num(&resp, (long long)keyspace_decision_nkeys(r));
 	keyspace_decision_keys(&resp, c, r, shard, ekey, elen);
-	resp_str(&resp, r->name);
-	resp_arg(&resp, ekey, elen);
 	resp_num(&resp, a->cost);
-	resp_str(&resp, c->hostname);
-	resp_str(&resp, c->events_channel);
 	resp_arg(&resp, a->subject != NULL ? a->subject : "",
 	    a->subject_len);
-	resp_num(&resp, (long long)c->events_stream_maxlen);
-	resp_str(&resp, a->peek ? "peek" : "count");
-	resp_str(&resp, conf_algorithm_name(r->algorithm));
-	resp_str(&resp, r->shadow ? "1" : "0");
-	resp_str(&resp, r->count_denied ? "1" : "0");
 	if (a->factor == 1)
 		resp_str(&resp, "1");
 	else
 		resp_arg(&resp, factor, (size_t)snprintf(factor,
 		    sizeof(factor), "%.6g", a->factor));
-	resp_str(&resp, c->events_group);
+	resp_arg(&resp, flags, sizeof(flags));
+	resp_parts(&resp, part, plen, 11);
 	for (i = 0; i < r->nlimits; i++) {
 		resp_str(&resp, ks->limit_text[i][0]);
 		resp_str(&resp, ks->limit_text[i][1]);
@@ -231,6 +359,7 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	struct script_conn		*sc;
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	const char			*cmd;
+	void				*user;
 	size_t				 len, elen, shard;
 
 	*out = NULL;
@@ -239,11 +368,14 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if ((sc = shim_scripts(sh->slot[shard])) == NULL)
 		return FAIL_NOT_CONNECTED;
-	if ((call = decide_command(a, ekey, elen, shard, &cmd, &len, &p)) ==
-	    NULL)
+	if ((call = decide_command(a, ekey, elen, shard, &cmd, &len,
+	    sizeof(*p), &user)) == NULL)
 		return FAIL_NOMEM;
+	p = user;
 	p->session = s;
 	p->ask = *a;
+	p->sent = cache_clock();
+	p->generation = cache_generation();
 	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
 	    decide_reply_cb, p) == -1) {
 		script_call_free(call);
@@ -252,6 +384,210 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	}
 	*out = p;
 	return FAIL_NONE;
+}
+
+/*
+ * A flush that did not reach Redis: its cost goes back to the entry for
+ * the next round, or is lost with the entry (counted, and said).
+ */
+static void
+decide_unflushed(const struct conf_rule *r, const char *rule_name,
+    const char *key, size_t key_len, long long cost, unsigned generation,
+    int ran, const char *why)
+{
+	char	 qkey[KEY_MAX * 4 + 1], qwhy[160];
+	int	 kept = 0;
+
+	shim.stats.near_flush_failed++;
+	/*
+	 * Sent again only if Redis certainly did not run it: a script that
+	 * failed after its INCRBY (a stream key of another type), or a reply
+	 * lost with the connection, may have counted it already.
+	 */
+	if (ran)
+		cache_lost(cost);
+	else
+		kept = cache_unflushed(r, key, key_len, cost, generation,
+		    cache_clock()) == 0;
+	log_limited(shim.loop, &warn_flush, "rule=%s key=\"%s\" cost=%lld "
+	    "reason=\"%s\" action=%s", rule_name, log_quote(qkey,
+	    sizeof(qkey), key, key_len), cost, log_quote(qwhy, sizeof(qwhy),
+	    why, strlen(why)), kept ? "retry" : "lost");
+}
+
+#define DECIDE_UNFLUSHED(f, ran, why)	decide_unflushed((f)->rule, \
+	(f)->rule_name, (f)->key, (f)->key_len, (f)->cost, (f)->generation, \
+	(ran), (why))
+
+/* An error Redis gives before the script writes anything. */
+static int
+decide_not_run(const redisReply *r)
+{
+	switch (rconn_error_kind(r)) {
+	case RERR_OOM:		/* at the first write, INCRBY */
+	case RERR_READONLY:
+	case RERR_BUSY:
+	case RERR_NOSCRIPT:
+	case RERR_LOADING:
+	case RERR_CLUSTER:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void
+decide_flush_cb(void *priv, redisReply *reply)
+{
+	struct flush		*f = priv;
+	const struct conf_rule	*r;
+	struct verdict		 v;
+	char			 why[160];
+
+	decide_flushing--;
+	/* The rule is there only while the cache's generation is. */
+	r = f->generation == cache_generation() ? f->rule : NULL;
+	if (reply == NULL)
+		DECIDE_UNFLUSHED(f, 1, "redis connection failed");
+	else if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof(why), "%.*s", (int)reply->len, reply->str);
+		DECIDE_UNFLUSHED(f, !decide_not_run(reply), why);
+	} else if (decide_verdict(reply, &v) == -1)
+		DECIDE_UNFLUSHED(f, 1, "unexpected reply shape");
+	else {
+		if (v.v[V_CROSSED])
+			decide_log_crossing(r, f->rule_name, f->key,
+			    f->key_len, &v, " near_cache=flush");
+		/* A flush is a request counted: any cost holds after it. */
+		if (r != NULL && v.v[V_ANSWER] != 0 && v.v[V_HOLD] != 0)
+			cache_learn(r, f->key, f->key_len, 0, decide_until(
+			    f->sent, v.v[V_HOLD]), decide_count_until(f->sent,
+			    v.v[V_COUNT_MS]), f->generation);
+		else if (r != NULL)
+			cache_forget(r, f->key, f->key_len, f->generation);
+	}
+	if (decide_draining && decide_flushing == 0)
+		ev_break(shim.loop, EVBREAK_ONE);
+}
+
+/*
+ * cache.c's flush callback: the cost the cache counted for one key, as
+ * count.lua calls of that cost (one, unless it is more than a call
+ * takes), with no subject: the cache answers no request that has one.
+ */
+void
+decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
+    long long cost, unsigned generation)
+{
+	const struct keyspace_shards	*sh = shim.conf->shards;
+	const struct conf_override	*ov;
+	struct flush			*f;
+	struct script_call		*call;
+	struct script_conn		*sc;
+	struct ask			 a;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	const char			*cmd;
+	void				*user;
+	size_t				 len, elen, shard;
+	long long			 part;
+
+	memset(&a, 0, sizeof(a));
+	a.rule = r;
+	a.key = key;
+	a.key_len = key_len;
+	a.factor = 1;
+	if ((ov = rule_override(r, key, key_len)) != NULL &&
+	    ov->action == OVR_FACTOR)
+		a.factor = ov->factor;
+	elen = keyspace_escape(ekey, sizeof(ekey), key, key_len);
+	shard = keyspace_shard_of(sh, ekey, elen);
+	for (; cost > 0; cost -= part) {
+		part = cost > KEYSPACE_COST_MAX ? KEYSPACE_COST_MAX : cost;
+		a.cost = part;
+		shim.stats.near_flushes++;
+		if ((call = decide_command(&a, ekey, elen, shard, &cmd, &len,
+		    sizeof(*f) + key_len, &user)) == NULL) {
+			/* Nothing sent: this part only goes back. */
+			decide_unflushed(r, r->name, key, key_len, part,
+			    generation, 0, "out of memory");
+			continue;
+		}
+		f = user;
+		f->rule = r;
+		f->generation = generation;
+		f->sent = cache_clock();
+		f->cost = part;
+		snprintf(f->rule_name, sizeof(f->rule_name), "%s", r->name);
+		f->key_len = key_len;
+		memcpy(f->key, key, key_len);
+		if ((sc = shim_scripts(sh->slot[shard])) == NULL ||
+		    script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
+		    decide_flush_cb, f) == -1) {
+			DECIDE_UNFLUSHED(f, 0, "redis not connected");
+			script_call_free(call);
+			continue;
+		}
+		decide_flushing++;
+	}
+}
+
+static ev_timer	 decide_flush_timer;
+
+static void
+decide_flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	cache_flush();
+}
+
+void
+decide_start(void)
+{
+	ev_timer_init(&decide_flush_timer, decide_flush_timer_cb,
+	    CACHE_FLUSH_EVERY, CACHE_FLUSH_EVERY);
+	ev_timer_start(shim.loop, &decide_flush_timer);
+}
+
+/* deadline_ms to get the flushes' replies in, the rest counted lost. */
+static void
+decide_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	ev_break(loop, EVBREAK_ONE);
+}
+
+void
+decide_shutdown(double deadline)
+{
+	ev_timer	 t;
+
+	ev_timer_stop(shim.loop, &decide_flush_timer);
+	/* What the near cache counted goes to Redis before we go. */
+	cache_flush();
+	if (decide_flushing > 0) {
+		decide_draining = 1;
+		ev_timer_init(&t, decide_drain_cb, deadline, 0.);
+		ev_timer_start(shim.loop, &t);
+		ev_run(shim.loop, 0);
+		ev_timer_stop(shim.loop, &t);
+		decide_draining = 0;
+	}
+}
+
+void
+decide_exit(void)
+{
+	/* After the connections: a flush still out has had its NULL reply. */
+	cache_free();
+	if (cache_stats()->lost > 0)
+		log_warn("event=near_cache_exit lost=%llu note=\"cost counted "
+		    "by the near cache that never reached redis\"",
+		    (unsigned long long)cache_stats()->lost);
+	log_limit_stop(&warn_late);
+	log_limit_stop(&warn_flush);
 }
 
 static void

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "cluster.h"
 #include "daemon.h"
 #include "log.h"
@@ -116,6 +117,13 @@ shim_reload(struct conf *c)
 	const struct conf	*old = shim.conf;
 	struct retired		*r;
 
+	/*
+	 * The near cache's entries point at the old rules: what they
+	 * counted goes to Redis under the old config, then they go.
+	 */
+	if (cache_configure(c->near_cache, decide_flush) == -1)
+		log_warn("event=reload note=\"out of memory for the near "
+		    "cache: it keeps its old size\"");
 	if (!shim_same_listen(old, c))
 		log_warn("event=reload note=\"listen and socket settings "
 		    "take effect at restart\"");
@@ -170,6 +178,11 @@ shim_start(char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	if (cache_configure(c->near_cache, decide_flush) == -1) {
+		snprintf(err, errlen, "out of memory for shim.near_cache");
+		return -1;
+	}
+	decide_start();
 	listener_start();
 	log_info("event=start version=%s config=%s rules=%zu layout=%s "
 	    "redis=%s timeout_ms=%lld on_error=%s", SW_VERSION, c->path,
@@ -194,7 +207,7 @@ shim_exit(void)
 		return;
 	listener_close();
 	session_shutdown_all();
-	decide_shutdown();
+	decide_shutdown(shim.conf->redis_timeout_ms / 1000. + 0.1);
 	/* The connection first: pending calls get their NULL replies. */
 	rconn_free(shim.redis);
 	script_conn_free(shim.scripts);
@@ -202,6 +215,7 @@ shim_exit(void)
 	shim.redis = NULL;
 	shim.scripts = NULL;
 	shim.cluster = NULL;
+	decide_exit();
 	while (retired != NULL)
 		shim_retired_free(retired);
 	conf_free((struct conf *)shim.conf);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "log.h"
 #include "rule.h"
 #include "keyspace.h"
@@ -381,6 +382,17 @@ session_ask(struct session *s, struct request *req)
 			return;
 		}
 		a.factor = ov->factor;
+	}
+	/*
+	 * A key Redis just found over its limit: the same answer, without
+	 * Redis.  A request with a subject still goes there, to be recorded
+	 * for the alert.
+	 */
+	if (a.subject == NULL && s->rule->near_cache &&
+	    cache_hit(s->rule, a.key, a.key_len, a.cost,
+	    !a.peek && s->rule->count_denied, cache_clock())) {
+		session_answer(s, !s->rule->shadow, "near cache");
+		return;
 	}
 
 	ev_io_stop(shim.loop, &s->io);

@@ -8,12 +8,16 @@
  *   request.c   the request grammar (pure)
  *   rule.c      normalisation, allow/deny lists, config overrides (pure)
  *   decide.c    one decision in Redis: count.lua's EVALSHA and its reply
+ *   cache.c     the near cache: keys over their limit, answered without
+ *               Redis while Redis's answer holds (pure)
  *   stats.c     the counters, as control stats/status and /metrics
  *   main.c      the daemon's hooks: start, reload, stats, stop
  *
- * Calls go one way: listener -> session -> rule, decide -> common/ (Redis
- * connection, scripts, key names).  decide.c answers the session through
- * session_answer()/session_fail(), the session's documented callbacks.
+ * Calls go one way: listener -> session -> rule, cache, decide -> common/
+ * (Redis connection, scripts, key names); decide -> cache.  decide.c
+ * answers the session through session_answer()/session_fail(), the
+ * session's documented callbacks, and flushes for the cache through
+ * decide_flush(), the cache's.
  */
 #ifndef SW_SHIM_H
 #define SW_SHIM_H
@@ -73,6 +77,8 @@ struct shim_stats {
 	uint64_t	 policy_skipped;	/* Postfix: not counted (bounces...) */
 	uint64_t	 shed;		/* silent sessions dropped for room */
 	uint64_t	 accept_paused;	/* accept() stopped: no room */
+	uint64_t	 near_flushes;	/* count.lua calls of cached costs */
+	uint64_t	 near_flush_failed;
 };
 
 struct shim {
@@ -128,7 +134,18 @@ struct script_conn *shim_scripts(unsigned slot);
 enum fail_reason decide_submit(struct session *, const struct ask *,
 	    struct pending **);
 void	decide_detach(struct pending *);
-void	decide_shutdown(void);		/* its rate-limited lines flushed */
+/*
+ * The near cache's side in Redis (cache.c): decide_flush() is its flush
+ * callback; decide_start() flushes every CACHE_FLUSH_EVERY.  At exit,
+ * decide_shutdown() flushes and waits up to deadline seconds for the
+ * replies, and decide_exit(), once the connections are gone, frees the
+ * cache and says what never reached Redis.
+ */
+void	decide_flush(const struct conf_rule *, const char *key, size_t len,
+	    long long cost, unsigned generation);
+void	decide_start(void);
+void	decide_shutdown(double deadline);
+void	decide_exit(void);
 /*
  * senderwatch-shim -k KEY: the Redis key names a decision for KEY
  * touches under each rule, as "RULE WHAT NAME" lines on stdout, from the

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cache.h"
 #include "cluster.h"
 #include "conf.h"
 #include "kv.h"
@@ -129,6 +130,15 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "policy_skipped", st->policy_skipped);
 	kv_u64(kv, "shed", st->shed);
 	kv_u64(kv, "accept_paused", st->accept_paused);
+	kv_u64(kv, "near_cache_hits", cache_stats()->hits);
+	kv_u64(kv, "near_cache_learnt", cache_stats()->learnt);
+	kv_u64(kv, "near_cache_lapsed", cache_stats()->lapsed);
+	kv_u64(kv, "near_cache_evicted", cache_stats()->evicted);
+	kv_u64(kv, "near_cache_flushes", st->near_flushes);
+	kv_u64(kv, "near_cache_flush_failed", st->near_flush_failed);
+	kv_u64(kv, "near_cache_lost", cache_stats()->lost);
+	kv_u64(kv, "near_cache_entries", cache_stats()->entries);
+	kv_u64(kv, "near_cache_bytes", cache_stats()->bytes);
 	kv_u64(kv, "script_loads", stats_script_loads());
 	kv_u64(kv, "sessions", shim.nsessions);
 	kv_str(kv, "redis", stats_redis_state(state, sizeof(state)));
@@ -166,7 +176,8 @@ stats_metrics(struct metrics *m)
 	    "1 when every Redis node this daemon needs is connected.");
 	metrics_u64(m, "senderwatch_redis_up", "", stats_redis_up());
 	metrics_family(m, "senderwatch_decisions_total", "counter",
-	    "Requests answered yes or no: by Redis, a list or an override.");
+	    "Requests answered yes or no: by Redis, the near cache, a list or "
+	    "an override.");
 	for (i = 0; i < stats_nrules; i++) {
 		metrics_label(q, sizeof(q), stats_rules[i].name);
 		snprintf(l, sizeof(l), "rule=\"%s\",answer=\"yes\"", q);
@@ -208,6 +219,28 @@ stats_metrics(struct metrics *m)
 	metrics_counter(m, "senderwatch_accept_paused_total",
 	    "Times accepting stopped for want of descriptors or room.",
 	    st->accept_paused);
+	metrics_counter(m, "senderwatch_near_cache_hits_total",
+	    "Requests answered yes by the near cache, without Redis.",
+	    cache_stats()->hits);
+	metrics_counter(m, "senderwatch_near_cache_flushes_total",
+	    "count.lua calls carrying costs the near cache counted.",
+	    st->near_flushes);
+	metrics_counter(m, "senderwatch_near_cache_flush_failures_total",
+	    "Flushes Redis did not take (retried while the key is cached).",
+	    st->near_flush_failed);
+	metrics_counter(m, "senderwatch_near_cache_evictions_total",
+	    "Keys pushed out of a full near cache.", cache_stats()->evicted);
+	metrics_counter(m, "senderwatch_near_cache_lost_total",
+	    "Cost units counted by the near cache that never reached Redis.",
+	    cache_stats()->lost);
+	metrics_family(m, "senderwatch_near_cache_entries", "gauge",
+	    "Keys held over their limit in the near cache now.");
+	metrics_u64(m, "senderwatch_near_cache_entries", "",
+	    cache_stats()->entries);
+	metrics_family(m, "senderwatch_near_cache_bytes", "gauge",
+	    "Memory the near cache holds: its table and entries.");
+	metrics_u64(m, "senderwatch_near_cache_bytes", "",
+	    cache_stats()->bytes);
 	metrics_counter(m, "senderwatch_script_loads_total",
 	    "SCRIPT LOADs sent (each connect, each NOSCRIPT burst).",
 	    stats_script_loads());

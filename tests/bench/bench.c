@@ -7,12 +7,13 @@
  *	costs, so shim/floor isolates the price of counting.  Like the shim
  *	it is single-threaded on libev; it does nothing the shim could not.
  *
- *   sw-bench load -s SOCK -c CONC -d SECONDS [-k NKEYS] [-w WARMUP]
+ *   sw-bench load -s SOCK -c CONC -d SECONDS [-a] [-k NKEYS] [-w WARMUP]
  *	A load generator that behaves like Exim's ${readsocket}: a fresh
  *	connection per decision, one line, shutdown(SHUT_WR), read to EOF.
  *	CONC such clients run on one libev loop for WARMUP + SECONDS; only
  *	the last SECONDS are counted.  It prints one line of key=value pairs
- *	for run.sh to parse.
+ *	for run.sh to parse.  -a is the "abuse" workload: 90% of requests
+ *	from LOAD_ABUSERS keys, the rest spread over NKEYS others.
  *
  * Latency is measured from the first connect attempt to EOF, so time spent
  * retrying a full backlog counts: Exim's blocking connect would have waited
@@ -45,6 +46,7 @@
 #define FLOOR_PAUSE		0.1	/* s to stop accepting after EMFILE */
 
 #define LOAD_LINE_MAX		160	/* "rule=R\nkey=bench-N@example.org\n\n" */
+#define LOAD_ABUSERS		10	/* -a: the keys far over their limit */
 #define LOAD_ANSWER_MAX		64	/* a longer answer is an error */
 #define LOAD_RETRY_DELAY	0.001	/* s before retrying a full backlog */
 #define LOAD_TIMEOUT_NS		5000000000ULL	/* Exim's {5s} */
@@ -312,6 +314,7 @@ static struct {
 	struct ev_loop	*loop;
 	struct sockaddr_un sun;
 	unsigned long	 nkeys;
+	int		 abuse;		/* -a */
 	const char	*rule;		/* -r: ask under this rule */
 	struct client	*clients;
 	int		 nclients;
@@ -507,18 +510,24 @@ static void
 client_start(struct client *c)
 {
 	unsigned long	key;
+	const char	*who;
 	int		len;
 
 	if (ld.phase == PH_DONE)
 		return;
 	key = (unsigned long)random() % ld.nkeys;
+	who = "bench";
+	if (ld.abuse && random() % 10 != 0) {
+		key = (unsigned long)random() % LOAD_ABUSERS;
+		who = "abuser";
+	}
 	/* Exim's bare line, or an attribute block naming a rule (-r). */
 	if (ld.rule != NULL)
 		len = snprintf(c->line, sizeof(c->line),
-		    "rule=%s\nkey=bench-%lu@example.org\n\n", ld.rule, key);
+		    "rule=%s\nkey=%s-%lu@example.org\n\n", ld.rule, who, key);
 	else
 		len = snprintf(c->line, sizeof(c->line),
-		    "bench-%lu@example.org\n", key);
+		    "%s-%lu@example.org\n", who, key);
 	c->linelen = (size_t)len;
 	c->off = 0;
 	c->anslen = 0;
@@ -749,7 +758,7 @@ usage(void)
 	fprintf(stderr,
 	    "usage: sw-bench floor -s SOCK\n"
 	    "       sw-bench load -s SOCK -c CONCURRENCY -d SECONDS "
-	    "[-k NKEYS] [-r RULE] [-w WARMUP]\n");
+	    "[-a] [-k NKEYS] [-r RULE] [-w WARMUP]\n");
 	exit(2);
 }
 
@@ -795,8 +804,11 @@ main(int argc, char *argv[])
 	mode = argv[1];
 	argc--;
 	argv++;
-	while ((ch = getopt(argc, argv, "c:d:k:r:s:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "ac:d:k:r:s:w:")) != -1) {
 		switch (ch) {
+		case 'a':
+			ld.abuse = 1;
+			break;
 		case 'c':
 			conc = parse_long(optarg, 1, 100000, "-c");
 			break;

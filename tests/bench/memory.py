@@ -105,9 +105,9 @@ def track(c, sha, algo, n):
             "senderwatch:override:default:" + key,
             "senderwatch:default:" + key,
             "senderwatch:crossed:default:" + key,
-            "default", key, 1, "bench", "senderwatch:events", "", 10000,
-            "count", algo, 0, 1 if algo == "fixed" else 0, 1,
-            "senderwatch-alerters", *PARAMS[algo]))
+            1, "", 1, "c%s0%d" % (algo[0], 1 if algo == "fixed" else 0),
+            "default %s bench senderwatch:events 10000 senderwatch-alerters"
+            % key, *PARAMS[algo]))
         if len(batch) == 1000 or i == n - 1:
             c.s.sendall(b"".join(batch))
             for _ in batch:

@@ -182,9 +182,13 @@ redis:
   on_error: "no"
 events:
   channel: senderwatch:events
+control:
+  shim: $T/shim.ctl
 rules:
   default: { limit: 1000000, window: 300s }
   one: { limit: 1000000, window: 300s }
+  abuse: { limit: 100, window: 300s }
+  abuse_nc: { limit: 100, window: 300s, near_cache: no }
   three:
     limits:
       - { limit: 1000000, window: 5m }
@@ -219,9 +223,12 @@ echo "bench: $(nproc) CPUs, ${SECS}s per run after ${WARMUP}s warmup," \
 redis_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"
 }
-redis_evalsha() {
+redis_calls() {
 	redis-cli -s "$T/redis.sock" info commandstats | tr -d '\r' |
-	    awk -F'[:=,]' '$1 == "cmdstat_evalsha" { n = $3 } END { print n + 0 }'
+	    awk -F'[:=,]' -v c="cmdstat_$1" '$1 == c { n = $3 } END { print n + 0 }'
+}
+redis_evalsha() {
+	redis_calls evalsha
 }
 HZ=$(getconf CLK_TCK)
 
@@ -241,6 +248,7 @@ run_load() {
 	REDIS_US[$name]=$(awk -v t="$(($(redis_ticks) - t0))" -v hz="$HZ" \
 	    -v n="$(($(redis_evalsha) - e0))" \
 	    'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+	REDIS_US[$name,$conc]=${REDIS_US[$name]}
 	check_alive
 }
 
@@ -314,6 +322,37 @@ fi
 echo "target: at c=$TARGET_CONC shim >= 60% of floor decisions/s and" \
 	"p99 < 2 ms: $verdict"
 
+# --- Redis's CPU per decision, against a bare INCR ---------------------------
+
+# What Redis spends on one decision, from its own CPU counters and command
+# counts, beside what its cheapest write costs it in the same run: INCR
+# from one client unpipelined (as the shim's one request at c=1) and
+# pipelined 8 deep (as the shim's pipeline at c=32 is, about).
+incr_us() {
+	local t0 n0
+	t0=$(redis_ticks)
+	n0=$(redis_calls incr)
+	redis-benchmark -s "$T/redis.sock" -n "$2" -c 1 -P "$1" -q \
+	    INCR senderwatch-bench:incr >/dev/null 2>&1 ||
+		die "redis-benchmark failed"
+	awk -v t="$(($(redis_ticks) - t0))" -v hz="$HZ" \
+	    -v n="$(($(redis_calls incr) - n0))" \
+	    'BEGIN { printf "%.2f", (n > 0 ? t * 1e6 / hz / n : 0) }'
+}
+INCR1=$(incr_us 1 200000)
+INCR8=$(incr_us 8 1000000)
+echo "Redis CPU per decision (one window), from its counters:"
+awk -v s1="${REDIS_US[shim,1]}" -v s32="${REDIS_US[shim,$TARGET_CONC]}" \
+    -v i1="$INCR1" -v i8="$INCR8" -v c="$TARGET_CONC" 'BEGIN {
+	printf "  c=1:  %.1f us, a bare INCR %.2f us unpipelined: %.1fx " \
+	    "(target <= 1.5x: %s)\n", s1, i1, (i1 > 0 ? s1 / i1 : 0),
+	    (i1 > 0 && s1 / i1 <= 1.5 ? "PASS" : "FAIL")
+	printf "  c=%d: %.1f us (target <= 3.5 us: %s), a bare INCR %.2f us " \
+	    "pipelined 8 deep: %.1fx\n", c, s32, (s32 <= 3.5 ? "PASS" : "FAIL"),
+	    i8, (i8 > 0 ? s32 / i8 : 0)
+}'
+echo
+
 # --- one window against three: still one round trip -------------------------
 
 # The target is about round trips: a rule with three windows must still be
@@ -374,6 +413,93 @@ run_load three2 "$T/shim.sock" "$TARGET_CONC" three
 run_load one2 "$T/shim.sock" "$TARGET_CONC" one
 rules_report one three "sharing the cores (information: the extra Redis CPU competes with the client here)"
 echo "target: three windows within 15% of one, Redis on its own core: $verdict"
+
+# --- abuse: a few keys far over their limit ---------------------------------
+
+# 90% of the requests from 10 keys far over their limit, 10% from NKEYS
+# others under it, at c=TARGET_CONC, against the floor's rate of the same
+# run.  With the near cache (rule abuse) the shim answers the abusers
+# itself; rule abuse_nc is the same without it.  Each is run once to put
+# the abusers over, then measured with no warmup, so that Redis's and the
+# shim's CPU cover exactly the requests answered.
+shim_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$SHIM_PID/stat"
+}
+# One of the shim's counters, from its control socket (key=value lines).
+shim_stat() {
+	/usr/bin/python3 - "$T/shim.ctl" "$1" <<'PYEOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stats\n")
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+for line in out.decode().splitlines():
+    k, _, v = line.partition("=")
+    if k == sys.argv[2]:
+        print(v)
+        break
+else:
+    print(0)
+PYEOF
+}
+declare -A AB
+run_abuse() {
+	local name=$1 rule=$2 out t0 s0 h0 f0 n
+	"$SWB" load -a -s "$T/shim.sock" -c "$TARGET_CONC" -d 1 -k "$NKEYS" \
+	    -r "$rule" >/dev/null 2>"$T/load.err" ||
+		die "sw-bench load failed: $(cat "$T/load.err")"
+	t0=$(redis_ticks)
+	s0=$(shim_ticks)
+	h0=$(shim_stat near_cache_hits)
+	f0=$(shim_stat near_cache_flushes)
+	out=$("$SWB" load -a -s "$T/shim.sock" -c "$TARGET_CONC" -d "$SECS" \
+	    -k "$NKEYS" -r "$rule" 2>"$T/load.err") ||
+		die "sw-bench load failed: $(cat "$T/load.err")"
+	n=$(field decisions "$out")
+	printf '%-8s c=%-3s %s\n' "$name" "$TARGET_CONC" "$out"
+	AB[$name]=$(awk -v r="$(field rate "$out")" -v p99="$(field p99_us "$out")" \
+	    -v yes="$(field yes "$out")" -v n="$n" -v hz="$HZ" \
+	    -v rt="$(($(redis_ticks) - t0))" -v st="$(($(shim_ticks) - s0))" \
+	    -v hits="$(($(shim_stat near_cache_hits) - h0))" \
+	    -v fl="$(($(shim_stat near_cache_flushes) - f0))" 'BEGIN {
+		printf "%.0f %.0f %.2f %.2f %.0f %d %s", r, p99,
+		    (n > 0 ? rt * 1e6 / hz / n : 0),
+		    (n > 0 ? st * 1e6 / hz / n : 0),
+		    (n > 0 ? 100 * hits / n : 0), fl, (n > 0 ? yes / n : 0)
+	}')
+	check_alive
+}
+echo
+echo "abuse, c=$TARGET_CONC: 90% of requests from 10 keys over their limit, 10% from $NKEYS keys under it"
+# The floor again, right before: this VM's speed drifts within minutes.
+run_load floor "$T/floor.sock" "$TARGET_CONC"
+floor_rate=$(field rate "${RES[floor,$TARGET_CONC]}")
+run_abuse cached abuse
+run_abuse uncached abuse_nc
+printf '\n%9s | %9s | %8s | %8s | %13s | %12s | %9s | %7s\n' workload dec/s \
+	"of floor" "p99 us" "Redis us/req" "shim us/req" "cache hits" flushes
+printf '%s\n' "----------+-----------+----------+----------+---------------+--------------+-----------+--------"
+for n in uncached cached; do
+	read -r r p99 rus sus hits fl _ <<<"${AB[$n]}"
+	awk -v n="$n" -v r="$r" -v f="$floor_rate" -v p99="$p99" -v rus="$rus" \
+	    -v sus="$sus" -v hits="$hits" -v fl="$fl" 'BEGIN {
+		printf "%9s | %9.0f | %7.0f%% | %8.0f | %13.2f | %12.2f | %8.0f%% | %7d\n",
+		    n, r, (f > 0 ? 100 * r / f : 0), p99, rus, sus, hits, fl
+	}'
+done
+echo "near cache: $(shim_stat near_cache_entries) entries, $(shim_stat near_cache_bytes) bytes, $(shim_stat near_cache_lost) cost units lost"
+read -r r p99 rus _ <<<"${AB[cached]}"
+verdict=$(awk -v r="$r" -v f="$floor_rate" -v rus="$rus" 'BEGIN {
+	ok = f > 0 && r / f >= 0.90 && rus < 1.0
+	printf "%s (%.0f%% of floor, Redis %.2f us per request)",
+	    (ok ? "PASS" : "FAIL"), (f > 0 ? 100 * r / f : 0), rus
+}')
+echo "target: abuse at c=$TARGET_CONC >= 90% of the floor's decisions/s and Redis CPU < 1 us per request: $verdict"
 
 # --- Redis memory per tracked key --------------------------------------------
 

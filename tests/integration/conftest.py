@@ -330,7 +330,7 @@ shim:
   listen: [ {sock} ]
   socket_mode: "0666"
 {user}  client_timeout: {client_timeout}
-redis:
+{shim_extra}redis:
   address: unix:{redis}
   timeout: {timeout}
   on_error: "{on_error}"
@@ -348,11 +348,18 @@ DEFAULT_RULES = """\
 
 
 def shim_config(d, redis_sock, name="shim", rules=DEFAULT_RULES, timeout="100ms",
-                on_error="no", client_timeout="2s", extra=""):
+                on_error="no", client_timeout="2s", extra="", near_cache=0):
+    """A shim's config file.  The near cache is off unless near_cache says
+    how big: most tests read Redis, or the shim's per-script counters,
+    right after a request, and the cache's promises (counts in Redis and
+    overrides seen within a second) are test_near_cache.py's; the tests
+    that run with it on say so."""
     sock = os.path.join(d, name + ".sock")
     text = SHIM_CONF.format(sock=sock, redis=redis_sock, timeout=timeout,
                             on_error=on_error, client_timeout=client_timeout,
                             rules=rules,
+                            shim_extra=("  near_cache: %d\n" % near_cache)
+                            if near_cache is not None else "",
                             user=("  user: %s\n" % RUN_USER) if RUN_USER else "")
     # Every test shim has a console: the tests read its counters there.
     if "control:" not in extra:

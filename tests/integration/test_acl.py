@@ -259,6 +259,7 @@ CONF = """\
 shim:
   listen: [ {sock} ]
   socket_mode: "0666"
+  near_cache: 0   # counts read at once; the cache: test_near_cache.py
 {user}redis:
 {where}
   username: {username}

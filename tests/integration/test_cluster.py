@@ -41,6 +41,7 @@ CONF = """\
 shim:
   listen: [ {sock} ]
   socket_mode: "0666"
+  near_cache: 0   # counts read at once; the cache: test_near_cache.py
 {user}redis:
   cluster: [ {seeds} ]
   timeout: {timeout}ms

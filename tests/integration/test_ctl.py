@@ -491,6 +491,7 @@ CLUSTER_CONF = """\
 shim:
   listen: [ {sock} ]
   socket_mode: "0666"
+  near_cache: 0   # counts read at once; the cache: test_near_cache.py
 {user}redis:
   cluster: [ {seeds} ]
   timeout: 100ms
@@ -674,6 +675,7 @@ def test_under_sentinel_and_across_a_failover(tmp):
 shim:
   listen: [ %s ]
   socket_mode: "0666"
+  near_cache: 0   # counts read at once; the cache: test_near_cache.py
 %sredis:
   sentinel:
     master: %s

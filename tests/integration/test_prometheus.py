@@ -59,6 +59,13 @@ SHIM_FAMILIES = dict(COMMON, **{
     "senderwatch_sessions_shed_total": "counter",
     "senderwatch_accept_paused_total": "counter",
     "senderwatch_script_loads_total": "counter",
+    "senderwatch_near_cache_hits_total": "counter",
+    "senderwatch_near_cache_flushes_total": "counter",
+    "senderwatch_near_cache_flush_failures_total": "counter",
+    "senderwatch_near_cache_evictions_total": "counter",
+    "senderwatch_near_cache_lost_total": "counter",
+    "senderwatch_near_cache_entries": "gauge",
+    "senderwatch_near_cache_bytes": "gauge",
 })
 ALERTER_FAMILIES = dict(COMMON, **{
     "senderwatch_mails_sent_total": "counter",
@@ -82,6 +89,7 @@ CONF = """\
 shim:
   listen: [ {sock} ]
   socket_mode: "0666"
+  near_cache: 0   # counts read at once; the cache: test_near_cache.py
   client_timeout: 500ms
 {user}redis:
   address: unix:{redis}
@@ -386,7 +394,7 @@ def spare_shim(env):
         sock = os.path.join(env.dir, name + ".sock")
         port = free_port()
         conf = write_config(os.path.join(env.dir, name + ".yaml"), (
-            "shim:\n  listen: [ %s ]\n  socket_mode: \"0666\"\n%s"
+            "shim:\n  listen: [ %s ]\n  socket_mode: \"0666\"\n  near_cache: 0\n%s"  # counts read at once
             "redis:\n  address: unix:%s\n  timeout: %s\n"
             "events:\n  stream: %s:stream\nrules:\n%s"
             "metrics:\n  shim: 127.0.0.1:%d\n") % (

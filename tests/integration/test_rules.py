@@ -260,17 +260,22 @@ def test_count_lua_by_hand_as_the_readme_shows(redis):
              "senderwatch:override:default:alice@example.org",
              "senderwatch:default:alice@example.org",
              "senderwatch:crossed:default:alice@example.org", ",",
-             "default", "alice@example.org", cost, "mta1", "senderwatch:events",
-             "", "10000", "count", "fixed", "0", "1", "1", "senderwatch-alerters",
-                 "20", "300000", "20"],
+             cost, "", "1", "cf01",
+             "default alice@example.org mta1 senderwatch:events 10000 "
+             "senderwatch-alerters", "20", "300000", "20"],
             capture_output=True, text=True).stdout.split()
-    assert run("1") == ["0", "1", "-1", "0", "0", "0", "0"]
-    assert run("19") == ["0", "20", "-1", "0", "0", "0", "0"]
+    # Under the limit: the count alone.
+    assert run("1") == ["1"]
+    assert run("19") == ["20"]
     for bad in ("1.5", "007", "-1", "1e3", "x"):
         assert "cost must be a whole number" in " ".join(run(bad)), bad
     assert redis.cli("GET", "senderwatch:default:alice@example.org") == "20"
     assert 0 < int(redis.cli("PTTL", "senderwatch:default:alice@example.org")) <= 300000
-    assert run("1")[:2] == ["1", "21"]
+    # Over: held (hold_ms) and counted alike (count_ms) to the window's end.
+    over = run("1")
+    assert over[:2] == ["1", "21"] and over[7] == over[8]
+    assert int(redis.cli("PTTL", "senderwatch:default:alice@example.org")) \
+        <= int(over[7]) <= 300000
 
 
 def test_bad_rule_attributes_are_refused(make_shim, redis):
