@@ -41,7 +41,7 @@ CONF = """\
 shim:
   listen: [ {sock} ]
   socket_mode: "0666"
-  near_cache: 0   # counts read at once; the cache: test_near_cache.py
+  near_cache: {near_cache}   # 0: counts read at once (the cache: its own test)
 {user}redis:
   cluster: [ {seeds} ]
   timeout: {timeout}ms
@@ -62,11 +62,11 @@ def cluster(tmp):
     c.stop()
 
 
-def config(tmp, cluster, name, limit=1000000000, alerts=""):
+def config(tmp, cluster, name, limit=1000000000, alerts="", near_cache=0):
     sock = os.path.join(tmp, name + ".sock")
     conf = write_config(os.path.join(tmp, name + ".yaml"), CONF.format(
         sock=sock, seeds=", ".join(cluster.seeds()), timeout=TIMEOUT_MS,
-        limit=limit, alerts=alerts,
+        limit=limit, alerts=alerts, near_cache=near_cache,
         user=("  user: %s\n" % RUN_USER) if RUN_USER else ""))
     return conf, sock
 
@@ -124,6 +124,36 @@ def test_decisions_spread_over_every_master_one_evalsha_each(tmp, cluster):
     assert cli(node.port, "CLUSTER", "KEYSLOT", "senderwatch:stream:%s" %
                tag) == cli(node.port, "CLUSTER", "KEYSLOT",
                            "senderwatch:%s:default:%s" % (tag, keys[0]))
+
+
+def test_the_near_cache_flushes_each_key_to_its_own_node(tmp, cluster):
+    """Keys over their limit on every master, answered by the shim's near
+    cache: what it counted reaches each key's own node (a flush sent
+    elsewhere would be refused, MOVED or CROSSSLOT), exactly."""
+    shim, sock = start_shim(tmp, cluster, near_cache=1000)
+    masters = cluster.masters()
+    for n in masters:
+        cli(n.port, "CONFIG", "RESETSTAT")
+    keys = ["held%d@example.org" % i for i in range(30)]
+    for k in keys:
+        got = [ask(sock, "rule=low\nkey=%s\n\n" % k) for _ in range(12)]
+        assert got == [b"no"] * 2 + [b"yes"] * 10, (k, got)
+    wait_for(lambda: all(v[0] == 12 for k, v in counters(cluster, "low")
+                         .items() if k in keys) and
+             len([k for k in counters(cluster, "low") if k in keys]) == 30,
+             timeout=3, what="every cached cost on its key's node")
+    counted = counters(cluster, "low")
+    per_master = collections.Counter(counted[k][2].port for k in keys)
+    calls = sum(n.evalsha_calls() for n in masters)
+    st = stats(shim)
+    print("\nFIGURE cluster near cache: %d requests, %d EVALSHA, %d from "
+          "the cache, keys per master %s" % (12 * len(keys), calls,
+                                              st["near_cache_hits"],
+                                              sorted(per_master.values())))
+    assert len(per_master) == len(masters)
+    assert st["near_cache_flush_failed"] == 0 and st["fail_policy"] == 0, st
+    assert st["near_cache_hits"] >= 8 * len(keys), st
+    assert calls < 12 * len(keys)
 
 
 def test_two_shims_share_counters(tmp, cluster):
