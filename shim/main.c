@@ -132,6 +132,7 @@ shim_reload(struct conf *c)
 	else
 		rconn_set_conf(shim.redis, c);
 	shim.conf = c;
+	watch_reload(old);
 	/*
 	 * Sessions waiting on Redis still point at the old rules, for at
 	 * most the old redis.timeout: free the old config after that.
@@ -183,6 +184,10 @@ shim_start(char *err, size_t errlen)
 		return -1;
 	}
 	decide_start();
+	if (watch_start() == -1) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	listener_start();
 	log_info("event=start version=%s config=%s rules=%zu layout=%s "
 	    "redis=%s timeout_ms=%lld on_error=%s", SW_VERSION, c->path,
@@ -208,6 +213,7 @@ shim_exit(void)
 	listener_close();
 	session_shutdown_all();
 	decide_shutdown(shim.conf->redis_timeout_ms / 1000. + 0.1);
+	watch_stop();
 	/* The connection first: pending calls get their NULL replies. */
 	rconn_free(shim.redis);
 	script_conn_free(shim.scripts);

@@ -10,6 +10,7 @@
  *   decide.c    one decision in Redis: count.lua's EVALSHA and its reply
  *   cache.c     the near cache: keys over their limit, answered without
  *               Redis while Redis's answer holds (pure)
+ *   watch.c     events.channel: an announced override empties the cache
  *   stats.c     the counters, as control stats/status and /metrics
  *   main.c      the daemon's hooks: start, reload, stats, stop
  *
@@ -79,6 +80,7 @@ struct shim_stats {
 	uint64_t	 accept_paused;	/* accept() stopped: no room */
 	uint64_t	 near_flushes;	/* count.lua calls of cached costs */
 	uint64_t	 near_flush_failed;
+	uint64_t	 near_invalidated;	/* emptied by an announced override */
 };
 
 struct shim {
@@ -121,6 +123,11 @@ unsigned session_shed(unsigned max, double min_age);
 /* The answers decide.c gives: a verdict (1 yes, 0 no), or a failure. */
 void	session_answer(struct session *, int verdict, const char *why);
 void	session_fail(struct session *, enum fail_reason, const char *why);
+
+/* watch.c: the subscription to events.channel, for overrides. */
+int	watch_start(void);
+void	watch_reload(const struct conf *old);
+void	watch_stop(void);
 
 /* main.c: the scripts of the master of slot, or NULL: not connected. */
 struct script_conn *shim_scripts(unsigned slot);

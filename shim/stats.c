@@ -137,6 +137,7 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "near_cache_flushes", st->near_flushes);
 	kv_u64(kv, "near_cache_flush_failed", st->near_flush_failed);
 	kv_u64(kv, "near_cache_lost", cache_stats()->lost);
+	kv_u64(kv, "near_cache_invalidated", st->near_invalidated);
 	kv_u64(kv, "near_cache_entries", cache_stats()->entries);
 	kv_u64(kv, "near_cache_bytes", cache_stats()->bytes);
 	kv_u64(kv, "script_loads", stats_script_loads());
