@@ -194,7 +194,7 @@ def test_redis_killed_and_restarted(make_shim, redis, tmp):
     # no request met NOSCRIPT.
     assert len(log_lines(shim, "event=script_loaded")) == loaded + 1
     assert not log_lines(shim, "event=script_missing")
-    assert len(log_lines(shim, "event=redis_up")) == 2
+    assert len(log_lines(shim, "event=redis_up conn=shim ")) == 2
 
 
 def test_redis_frozen(make_shim, redis, tmp):
@@ -229,7 +229,7 @@ def test_redis_slowed(make_shim, redis, tmp):
         tmp, shim, sock, redis, inject, "sleep")
     check("sleep", shim, sock, redis, data, window, before, after, rss)
     # The connection itself survived: a slow reply is not an outage.
-    assert len(log_lines(shim, "event=redis_up")) == 1
+    assert len(log_lines(shim, "event=redis_up conn=shim ")) == 1
 
 
 # --- a full Redis, an evicting one, a storm of SCRIPT FLUSH -----------------

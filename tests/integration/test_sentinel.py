@@ -256,7 +256,9 @@ def test_unreachable_sentinels_and_unknown_master_are_told_apart(tmp, sset):
             assert time.monotonic() - t < TIMEOUT_MS / 1000.
             # Said once, however often it asks again (every 0.5 s).
             time.sleep(1.2)                 # several retries' worth
-            assert len(log_lines(d, event)) == 1
+            # Once for each connection: decisions, and the subscription.
+            assert len(log_lines(d, event + " conn=shim ")) == 1
+            assert len(log_lines(d, event + " conn=shim-sub ")) == 1
             other = ("event=sentinel_master_unknown"
                      if "unreachable" in event
                      else "event=sentinel_unreachable")

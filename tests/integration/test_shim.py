@@ -300,7 +300,7 @@ def test_redis_stopped_and_restarted(make_shim, redis):
              interval=0.05, what="decisions to resume")
     # a fresh redis-server: the count started again
     assert int(redis.cli("GET", counter("r@example.org"))) >= 1
-    assert len(log_lines(shim, "event=redis_up")) == 2
+    assert len(log_lines(shim, "event=redis_up conn=shim ")) == 2
 
 
 def test_redis_frozen_answers_after_timeout(make_shim, redis):
