@@ -71,9 +71,22 @@ def config(tmp, cluster, name, limit=1000000000, alerts="", near_cache=0):
     return conf, sock
 
 
+# Shims start_shim() made, stopped after each test whatever it did: one
+# left running outlives the test's Cluster and dials it for ever.
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def stop_started():
+    yield
+    while STARTED:
+        STARTED.pop().stop()
+
+
 def start_shim(tmp, cluster, name="shim", **kw):
     conf, sock = config(tmp, cluster, name, **kw)
     d = Daemon(SHIM, conf, tmp, name)
+    STARTED.append(d)
     d.sock = sock
     # Ready once a decision works: the map is known, the masters connected.
     d.start(wait=lambda: shim_answers(sock) and
