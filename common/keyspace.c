@@ -304,7 +304,7 @@ keyspace_shard_of(const struct keyspace_shards *sh, const char *ekey,
 size_t
 keyspace_decision_nkeys(const struct conf_rule *r)
 {
-	return 3 + 2 * r->nlimits;
+	return 2 + 2 * r->nlimits;
 }
 
 /* A key name of four parts, as one RESP argument. */
@@ -330,7 +330,6 @@ keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
 
 	head = sh->prefix_len + sh->tag_len[shard] + elen;
 	n = resp_size(head + ks->subjects_len) +
-	    resp_size(sh->stream_len[shard]) +
 	    resp_size(head + ks->override_len);
 	for (i = 0; i < r->nlimits; i++)
 		n += resp_size(head + ks->state_len[i]) +
@@ -348,7 +347,6 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 
 	keyspace_put(out, sh, shard, ks->subjects, ks->subjects_len, ekey,
 	    elen);
-	resp_arg(out, sh->stream[shard], sh->stream_len[shard]);
 	keyspace_put(out, sh, shard, ks->override, ks->override_len, ekey,
 	    elen);
 	for (i = 0; i < r->nlimits; i++) {
@@ -357,6 +355,15 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 		keyspace_put(out, sh, shard, ks->crossed[i],
 		    ks->crossed_len[i], ekey, elen);
 	}
+}
+
+size_t
+keyspace_decision_keyoff(const struct conf *c, const struct conf_rule *r,
+    size_t shard)
+{
+	const struct keyspace_shards	*sh = c->shards;
+
+	return sh->prefix_len + sh->tag_len[shard] + r->ks->override_len;
 }
 
 int

@@ -116,11 +116,14 @@ size_t	keyspace_shard_of(const struct keyspace_shards *, const char *ekey,
 unsigned keyspace_slot(const char *key, size_t len);
 
 /*
- * The keys of one decision, in count.lua's KEYS order (subjects, stream,
- * override, then each limit's state and crossed marker), written into r
- * for key ekey (escaped, elen bytes) under rule.  This is the one place
- * that says which keys a decision touches and how they are named.
- * keyspace_decision_size() is the most they take in RESP.
+ * The keys of one decision, in count.lua's KEYS order (subjects,
+ * override, then each limit's state and crossed marker; the shard's
+ * stream, which a call's decisions share, goes first of all), written
+ * into r for key ekey (escaped, elen bytes) under rule.  This is the one
+ * place that says which keys a decision touches and how they are named.
+ * keyspace_decision_size() is the most they take in RESP, and
+ * keyspace_decision_keyoff() where ekey starts in the override key's
+ * name (count.lua reads the key for a crossing's event from there).
  */
 size_t	keyspace_decision_nkeys(const struct conf_rule *);
 size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
@@ -128,6 +131,8 @@ size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
 void	keyspace_decision_keys(struct resp *, const struct conf *,
 	    const struct conf_rule *, size_t shard, const char *ekey,
 	    size_t elen);
+size_t	keyspace_decision_keyoff(const struct conf *,
+	    const struct conf_rule *, size_t shard);
 
 /*
  * One key name into dst: the prefix, the shard's tag, a tail (from a

@@ -52,6 +52,27 @@ resp_init(struct resp *r, char *buf)
 	r->n = 0;
 }
 
+/*
+ * Arguments written at p, to be copied into a command later with
+ * resp_raw(): no header, so no RESP_HEAD before them.
+ */
+static inline void
+resp_at(struct resp *r, char *p)
+{
+	r->base = p;
+	r->p = p;
+	r->n = 0;
+}
+
+/* n arguments already in RESP (written after resp_at()), len bytes. */
+static inline void
+resp_raw(struct resp *r, const char *s, size_t len, int n)
+{
+	memcpy(r->p, s, len);
+	r->p += len;
+	r->n += n;
+}
+
 static inline void
 resp_arg(struct resp *r, const char *s, size_t len)
 {

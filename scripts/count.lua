@@ -1,66 +1,78 @@
 --[[
-senderwatch count.lua: check and count one request of a key against every
-limit of a rule, decide, and record each limit's first crossing.
-senderwatch-shim loads it with SCRIPT LOAD and runs it with EVALSHA; it runs
-by hand too (one limit of 20 per 5 minutes, fixed window):
+senderwatch count.lua: check and count requests against every limit of a
+rule, decide each, and record each limit's first crossing.  One call takes
+one decision or several of one rule whose keys share a node and a hash
+slot (the shim sends the decisions one loop turn made together: Redis's
+fixed cost of a call is then paid once for all).  senderwatch-shim loads
+it with SCRIPT LOAD and runs it with EVALSHA; it runs by hand too (one
+limit of 20 per 5 minutes, fixed window, one decision):
 
-  redis-cli --eval scripts/count.lua \
-      senderwatch:subjects:default:alice@example.org senderwatch:stream \
+  redis-cli --eval scripts/count.lua senderwatch:stream \
+      senderwatch:subjects:default:alice@example.org \
       senderwatch:override:default:alice@example.org \
       senderwatch:default:alice@example.org \
       senderwatch:crossed:default:alice@example.org , \
-      1 "" 1 cf01 \
-      "default alice@example.org mta1 senderwatch:events 10000 senderwatch-alerters" \
-      20 300000 20
+      cf011 1 \
+      "default mta1 senderwatch:events 10000 senderwatch-alerters 29" \
+      20 300000 20 1 ""
 
-KEYS[1]  subjects   PREFIX:subjects:RULE:KEY   zset subject -> count, with the
-                                               first limit's TTL
-KEYS[2]  stream     events.stream              capped record of threshold
+KEYS[1]  stream     events.stream              capped record of threshold
                                                events, read by the alerters
-KEYS[3]  override   PREFIX:override:RULE:KEY   optional runtime override set
+then, for each decision d = 1 .. m, from b = 1 + (d - 1) * (2 + 2n):
+KEYS[b+1]  subjects PREFIX:subjects:RULE:KEY   zset subject -> count, with the
+                                               first limit's TTL
+KEYS[b+2]  override PREFIX:override:RULE:KEY   optional runtime override set
                                                by an admin: "allow", "block"
                                                or "xF" (multiply limits by F)
-KEYS[2+2i]  state   PREFIX:RULE[.WIN]:KEY      limit i's state: fixed: an
+KEYS[b+1+2i]  state PREFIX:RULE[.WIN]:KEY      limit i's state: fixed: an
                                                integer count; sliding: a hash
                                                {i bucket, c count, p previous};
                                                gcra: 1, expiring at the
                                                theoretical arrival time.
                                                Always with a TTL.
-KEYS[3+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is over:
-                                               one event per crossing
-  (i = 1 .. n, n from 1 to 8: 3 + 2n keys)
+KEYS[b+2+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is
+                                               over: one event per crossing
+  (i = 1 .. n, n from 1 to 8: 1 + m * (2 + 2n) keys)
 
-ARGV[1]  cost: plain digits, 0 to COST_MAX (with mode peek, 0 asks whether
-         the key is over already)
-ARGV[2]  subject to record, or ""
-ARGV[3]  factor from the config's per-key override (1 = none)
-ARGV[4]  flags, four characters: the mode (c count, p peek: read only),
+ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
          the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
          announces, but the answer is always no), count_denied (1: the
-         cost is added even when the answer is yes)
-ARGV[5]  what a crossing records, six words separated by one space: the
-         rule's name, the key as escaped in the key names, the reporting
-         host, the events channel, the stream's MAXLEN ~, the alerters'
-         consumer group (made with the stream, see announce)
-ARGV[6+3(i-1) ..] limit i: limit, window in ms, burst (gcra; else ignored)
-  (5 + 3n arguments)
+         cost is added even when the answer is yes), and n, the number of
+         limits (1 to 8)
+ARGV[2]  factor from the config's per-key override (1 = none)
+ARGV[3]  what a crossing records, six words separated by one space: the
+         rule's name, the reporting host, the events channel, the
+         stream's MAXLEN ~, the alerters' consumer group (made with the
+         stream, see announce), and where in the override key's name the
+         key (as escaped in key names) starts, in bytes
+ARGV[1+3i], ARGV[2+3i], ARGV[3+3i]  limit i: limit, window in ms, burst
+         (gcra; else ignored)
+then, for each decision d, from a = 3 + 3n + 2 * (d - 1):
+ARGV[a+1]  cost: plain digits, 0 to COST_MAX (with mode peek, 0 asks
+           whether the key is over already)
+ARGV[a+2]  subject to record, or ""
+  (3 + 3n + 2m arguments)
 
-Every argument is a string Redis makes for each call, so what only a
-crossing needs shares one; a rule's flags another.
+Every argument is a string Redis makes for each call: what only a
+crossing needs shares one, and what the decisions of a call share is
+given once.
 
-Reply: the count alone, an integer, when no limit is over and no runtime
-override applies (the common case, where converting a table would cost
-Redis more than the decision's commands; crossed and the rest are 0, the
-TTL not looked up); else { answer (1 yes, 0 no), count, ttl_ms (-1: not
-looked up),
-crossed (1 if this request recorded an event), limit number that decided
-(1-based, 0 none), over (1 if a limit is exceeded, even in shadow mode),
-override (0 none, 1 allow, 2 block, 3 factor), hold_ms, count_ms }, or an
-error: a wrong number of keys or arguments, bad flags or factor, a bad
-cost, or an error of Redis itself.  A full Redis's OOM comes at the first
-write and leaves every key as it was; an error after it (a stream key of
-another type, a malformed ARGV[5]) leaves the counts as they were counted,
-records no crossing, and sets no marker.
+Reply: for one decision, the count alone, an integer, when no limit is over
+and no runtime override applies (the common case, where converting a
+table would cost Redis more than the decision's commands; crossed and
+the rest are 0, the TTL not looked up); else { answer (1 yes, 0 no),
+count, ttl_ms (-1: not looked up), crossed (1 if this request recorded
+an event), limit number that decided (1-based, 0 none), over (1 if a
+limit is exceeded, even in shadow mode), override (0 none, 1 allow, 2
+block, 3 factor), hold_ms, count_ms }, or an error: a bad cost, or an
+error of Redis itself.  Several decisions: an array of their replies in
+their order, an error among them being that decision's alone.  The call
+itself is an error for a wrong number of keys or arguments, bad flags or
+factor.  A full Redis's OOM comes at a call's first write and leaves
+every key as it was (Redis lets a script that has written go on, so it
+is every decision's or none's); an error after it (a stream key of
+another type, a malformed ARGV[3]) leaves the counts as they were
+counted, records no crossing, and sets no marker.
 
 hold_ms, for the shim's near cache: with answer 1, for how many ms from
 now every request of this key is answered 1 again, whatever any shim
@@ -80,49 +92,57 @@ number of shims record one event per crossing.  The stream entry's fields
 are common/keyspace.h's keyspace_fields[], in that order.
 ]]
 
-local FIXED_ARGS = 5
+local HEAD = 3			-- ARGV before the limits: flags, factor, meta
 local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX, and so
 				-- at most 6 digits or '1000000' below
-local SUBJECTS_MAX = 100	-- subjects kept per key: a top 10 and then some
 
--- n is whole only when #KEYS matches it, so one comparison checks both.
-local n = (#ARGV - FIXED_ARGS) / 3
-if #KEYS ~= 3 + 2 * n or n < 1 or n > 8 then
+local flags = ARGV[1]
+local f_mode, f_alg, f_shadow, f_denied, f_n = string.byte(flags or '', 1, 5)
+local n = (f_n or 0) - 48
+local per = 2 + 2 * n
+-- m is whole only when #KEYS matches n, so one comparison checks both.
+local m = (#KEYS - 1) / per
+if #flags ~= 5 or n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
+    #ARGV ~= HEAD + 3 * n + 2 * m then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
-    .. '%d arguments; a rule of n limits (1 to 8) takes 3 + 2n keys and '
-    .. '%d + 3n arguments', #KEYS, #ARGV, FIXED_ARGS))
+    .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
+    .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments',
+    #KEYS, #ARGV, HEAD))
+end
+local call_factor = tonumber(ARGV[2])
+if not (f_mode == 99 or f_mode == 112) or
+    not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
+    not (f_shadow == 48 or f_shadow == 49) or
+    not (f_denied == 48 or f_denied == 49) or not call_factor then
+  return redis.error_reply('ERR count.lua: flags must be [cp][fsg][01][01]'
+    .. '[1-8] and the factor a number')
 end
 
--- Every EVALSHA runs this whole file, and Redis's CPU per decision is
--- what a cluster pays for: the common case (a fixed window counting
--- every attempt, under its limits) runs first and makes no closure, and
--- no table but, with several limits, their counts'.  What it does not
+-- One decision: its keys from KEYS[kb + 1], its cost and subject from
+-- ARGV[ab + 1], what the call's decisions share as the other arguments.
+-- Redis's CPU per decision is what a cluster pays for: the common case (a
+-- fixed window counting every attempt, under its limits) runs first and
+-- makes no closure, and no table but, with several limits, their
+-- counts'; nor does the call around it (a table or a closure made per
+-- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
+local function decide(kb, ab, n, factor_, f_mode, f_alg, shadow,
+    count_denied)
 
--- INCRBY is given ARGV[1] as written: turning a Lua number back into a
+-- INCRBY is given the cost as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
 -- So the cost must be plain digits INCRBY accepts.
-local cost_arg, subject, factor = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cost_arg, subject, factor = ARGV[ab + 1], ARGV[ab + 2], factor_
 if cost_arg ~= '1' and not (cost_arg == '0' or ((#cost_arg < 7 or
     cost_arg == '1000000') and string.match(cost_arg, '^[1-9]%d*$'))) then
   return redis.error_reply('ERR cost must be a whole number from 0 to '
     .. COST_MAX)
 end
-local f_mode, f_alg, f_shadow, f_denied = string.byte(ARGV[4], 1, 4)
-if #ARGV[4] ~= 4 or not (f_mode == 99 or f_mode == 112) or
-    not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
-    not (f_shadow == 48 or f_shadow == 49) or
-    not (f_denied == 48 or f_denied == 49) or not factor then
-  return redis.error_reply('ERR count.lua: flags must be [cp][fsg][01][01] '
-    .. 'and the factor a number')
-end
-local shadow = f_shadow == 49
-local count_denied = f_denied == 49
 
 -- Runtime override, set with scripts/override.lua or plain redis-cli.  A
 -- key of another type there (WRONGTYPE) is not an override.
 local override = 0
-local ov = redis.pcall('GET', KEYS[3])
+local ov = redis.pcall('GET', KEYS[kb + 2])
 if ov then
   if type(ov) == 'table' then
     if string.sub(ov.err, 1, 9) ~= 'WRONGTYPE' then error(ov) end
@@ -147,7 +167,7 @@ local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
   for i = 1, n do
-    local state = KEYS[2 + 2 * i]
+    local state = KEYS[kb + 1 + 2 * i]
     local c = redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).
@@ -160,8 +180,8 @@ if f_alg == 102 and count_denied and f_mode == 99 then
       redis.call('DEL', state)
       c = redis.call('INCRBY', state, cost_arg)
     end
-    redis.call('PEXPIRE', state, ARGV[FIXED_ARGS + 3 * i - 1], 'NX')
-    local limit = tonumber(ARGV[FIXED_ARGS + 3 * i - 2])
+    redis.call('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
+    local limit = tonumber(ARGV[1 + 3 * i])
     if factor ~= 1 then limit = math.floor(limit * factor) end
     if c > limit then over = true end
     if i == 1 then
@@ -181,6 +201,14 @@ if f_alg == 102 and count_denied and f_mode == 99 then
 end
 
 local cost = tonumber(cost_arg)
+local now_ms
+local function now()
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_ms
+end
 local mode = f_mode == 112 and 'peek' or 'count'
 local algorithm = (f_alg == 115 and 'sliding') or (f_alg == 103 and 'gcra')
   or 'fixed'
@@ -189,7 +217,7 @@ local algorithm = (f_alg == 115 and 'sliding') or (f_alg == 103 and 'gcra')
 -- corrupt: left by another tool or an algorithm change, it is replaced
 -- rather than allowed to fail every request and keep the key without a
 -- TTL.  Every other error (OOM on a full Redis, READONLY, BUSY...) is
--- raised as it is: the script stops, nothing is replaced, and the shim
+-- raised as it is: the decision stops, nothing is replaced, and the shim
 -- answers its fail policy and says why.  A full Redis must never look like
 -- an empty one.
 local function corrupt(e, incr)
@@ -210,18 +238,9 @@ end
 
 -- Limit i's limit, with an override's factor applied.
 local function limit_of(i)
-  local l = tonumber(ARGV[FIXED_ARGS + 3 * i - 2])
+  local l = tonumber(ARGV[1 + 3 * i])
   if factor ~= 1 then l = math.floor(l * factor) end
   return l
-end
-
-local now_ms
-local function now()
-  if not now_ms then
-    local t = redis.call('TIME')
-    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  return now_ms
 end
 
 -- The fixed window's write (the article's window, from the key's first
@@ -240,21 +259,16 @@ local function fixed_commit(state, window)
   return c
 end
 
--- The rare paths (a subject to record, a crossing to announce) read KEYS
--- and ARGV themselves rather than the locals above: a closure that
--- captures nothing costs next to nothing to make, and every decision
--- makes every closure of the common path.
-
 -- Record the subject under the key, with the first limit's window.
-local function record_subject(ttl, corrupt_)
-  local subjects_key, subject_ = KEYS[1], ARGV[2]
-  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject_)
+local function record_subject(ttl)
+  local subjects_key = KEYS[kb + 1]
+  local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
   if type(z) == 'table' then
-    if not corrupt_(z) then error(z) end
+    if not corrupt(z) then error(z) end
     redis.call('DEL', subjects_key)
-    redis.call('ZINCRBY', subjects_key, 1, subject_)
+    redis.call('ZINCRBY', subjects_key, 1, subject)
   end
-  if ttl < 1 then ttl = tonumber(ARGV[7]) end	-- limit 1's window
+  if ttl < 1 then ttl = tonumber(ARGV[5]) end
   redis.call('PEXPIRE', subjects_key, ttl)
   local card = redis.call('ZCARD', subjects_key)
   if card > 100 then				-- SUBJECTS_MAX
@@ -270,14 +284,16 @@ end
 -- written since may be skipped.  If the stream cannot take the entry (its
 -- key holds something else), the marker goes again, so that the next
 -- request over the limit records the crossing once that is mended.
-local function announce(i, count, limit, marker_ttl, now_)
-  local crossed, state, stream = KEYS[3 + 2 * i], KEYS[2 + 2 * i], KEYS[2]
-  local rule, key, host, channel, maxlen, group = string.match(ARGV[5],
-    '^(%S+) (%S+) (%S+) (%S+) (%d+) (%S+)$')
+local function announce(i, count, limit, marker_ttl)
+  local crossed, state, stream = KEYS[kb + 2 + 2 * i], KEYS[kb + 1 + 2 * i],
+    KEYS[1]
+  local rule, host, channel, maxlen, group, keyoff = string.match(ARGV[3],
+    '^(%S+) (%S+) (%S+) (%d+) (%S+) (%d+)$')
   if not rule then
-    error({ err = 'ERR count.lua: ARGV[5] must be six words: rule key '
-      .. 'host channel maxlen group' })
+    error({ err = 'ERR count.lua: ARGV[3] must be six words: rule host '
+      .. 'channel maxlen group key-offset' })
   end
+  local key = string.sub(KEYS[kb + 2], tonumber(keyoff) + 1)
   if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
   end
@@ -287,16 +303,13 @@ local function announce(i, count, limit, marker_ttl, now_)
     redis.call('DEL', crossed)
     error(g)
   end
-  local window = tonumber(ARGV[FIXED_ARGS + 3 * i - 1])
-  local t = math.floor(now_() / 1000)
-  local shadow_ = string.byte(ARGV[4], 3) == 49
-  local alg = ({ f = 'fixed', s = 'sliding', g = 'gcra' })[
-    string.sub(ARGV[4], 2, 2)]
+  local window = tonumber(ARGV[2 + 3 * i])
+  local t = math.floor(now() / 1000)
   local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'rule', rule, 'key', key, 'count', count, 'limit', limit,
     'window_ms', window, 'time', t, 'host', host,
-    'counter', state, 'subjects', KEYS[1],
-    'algorithm', alg, 'cost', ARGV[1], 'shadow', shadow_ and 1 or 0)
+    'counter', state, 'subjects', KEYS[kb + 1],
+    'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
   if type(id) == 'table' then
     redis.call('DEL', crossed)
     error(id)
@@ -304,8 +317,8 @@ local function announce(i, count, limit, marker_ttl, now_)
   redis.call('PUBLISH', channel, cjson.encode({
     type = 'threshold', id = id, rule = rule, key = key,
     count = count, limit = limit, window = window / 1000,
-    limit_index = i, algorithm = alg, time = t, host = host,
-    shadow = shadow_,
+    limit_index = i, algorithm = algorithm, time = t, host = host,
+    shadow = shadow,
   }))
   return 1
 end
@@ -315,7 +328,7 @@ end
 if fixed_counts then
   local decided, dcount, crossed, ttl1, hold, ttls = 0, 0, 0, -1, 0, nil
   for i = 1, n do
-    local state = KEYS[2 + 2 * i]
+    local state = KEYS[kb + 1 + 2 * i]
     local c = fixed_counts[i]
     local limit = limit_of(i)
     if c > limit then
@@ -327,21 +340,21 @@ if fixed_counts then
       ttls = ttls or {}
       ttls[i] = ttl
       crossed = crossed + announce(i, c, limit, ttl > 0 and ttl or
-        tonumber(ARGV[FIXED_ARGS + 3 * i - 1]), now)
+        tonumber(ARGV[2 + 3 * i]))
     elseif i == 1 then
       dcount = c
     end
   end
   if subject ~= '' then
-    if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[4]) end
-    record_subject(ttl1, corrupt)
+    if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[kb + 3]) end
+    record_subject(ttl1)
   end
   -- The soonest any window ends, the ones under their limit too.
   local count_ms = 0
   if ttls and not shadow then
     count_ms = hold
     for i = 1, n do
-      local t = ttls[i] or redis.call('PTTL', KEYS[2 + 2 * i])
+      local t = ttls[i] or redis.call('PTTL', KEYS[kb + 1 + 2 * i])
       if t < count_ms then count_ms = t end
     end
   end
@@ -355,11 +368,10 @@ end
 
 local limits = {}
 for i = 1, n do
-  local burst = tonumber(ARGV[FIXED_ARGS + 3 * i])
+  local burst = tonumber(ARGV[3 + 3 * i])
   if factor ~= 1 then burst = math.floor(burst * factor) end
-  limits[i] = { limit = limit_of(i),
-    window = tonumber(ARGV[FIXED_ARGS + 3 * i - 1]), burst = burst,
-    state = KEYS[2 + 2 * i] }
+  limits[i] = { limit = limit_of(i), window = tonumber(ARGV[2 + 3 * i]),
+    burst = burst, state = KEYS[kb + 1 + 2 * i] }
 end
 
 local fixed, sliding, gcra = {}, {}, {}
@@ -503,7 +515,7 @@ if not over or count_denied then
 end
 
 if subject ~= '' then
-  record_subject(ttl_of(limits[1]), corrupt)
+  record_subject(ttl_of(limits[1]))
 end
 
 local crossed = 0
@@ -512,9 +524,37 @@ for i = 1, n do
   if lim.over then
     local ttl = lim.window
     if algorithm == 'fixed' and ttl_of(lim) > 0 then ttl = lim.ttl end
-    crossed = crossed + announce(i, lim.count, lim.limit, ttl, now)
+    crossed = crossed + announce(i, lim.count, lim.limit, ttl)
   end
 end
 
 return reply(over, first.count, first.ttl, crossed, decided, override,
   over and hold_of() or 0, over and count_denied and count_ms_of() or 0)
+
+end
+
+-- One decision: its reply, an error raised by Redis or by the code above
+-- being the call's.  Several: each in its own pcall, so that one
+-- decision's error is its reply alone and the others are answered.
+local shadow, count_denied = f_shadow == 49, f_denied == 49
+if m == 1 then
+  return decide(1, HEAD + 3 * n, n, call_factor, f_mode, f_alg, shadow,
+    count_denied)
+end
+local out = {}
+for d = 1, m do
+  local ok, r = pcall(decide, 1 + (d - 1) * per, HEAD + 3 * n + 2 * (d - 1),
+    n, call_factor, f_mode, f_alg, shadow, count_denied)
+  if ok then
+    out[d] = r
+  elseif type(r) == 'table' and r.err then
+    out[d] = { err = r.err }
+  else
+    -- A Lua error, or an error string: a reply the shim reads as Redis's
+    -- (OOM, READONLY...) keeps its first word.
+    r = tostring(r)
+    if not string.match(r, '^%u+ ') then r = 'ERR ' .. r end
+    out[d] = { err = r }
+  end
+end
+return out

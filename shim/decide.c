@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "cache.h"
 #include "keyspace.h"
@@ -276,117 +277,6 @@ decide_reply_cb(void *priv, redisReply *reply)
 }
 
 /*
- * The command, written into a call sized for it: the keys as keyspace.c
- * names them, then count.lua's arguments, in its order.
- */
-static struct script_call *
-decide_command(const struct ask *a, const char *ekey, size_t elen,
-    size_t shard, const char **cmd, size_t *len, size_t userlen, void **user)
-{
-	const struct conf		*c = shim.conf;
-	const struct conf_rule		*r = a->rule;
-	const struct keyspace_rule	*ks = r->ks;
-	struct script_call		*call;
-	struct resp			 resp;
-	char				 factor[24], maxlen[24], flags[4];
-	const char			*part[11];
-	size_t				 plen[11], i, cap, mlen;
-
-	/*
-	 * What only a crossing needs, as one argument of six words: every
-	 * argument costs Redis a string per call.  The names are config
-	 * names (no spaces) and the key is escaped (spaces are %20).
-	 */
-	mlen = (size_t)snprintf(maxlen, sizeof(maxlen), "%lld",
-	    (long long)c->events_stream_maxlen);
-	part[0] = r->name, plen[0] = strlen(r->name);
-	part[2] = ekey, plen[2] = elen;
-	part[4] = c->hostname, plen[4] = strlen(c->hostname);
-	part[6] = c->events_channel, plen[6] = strlen(c->events_channel);
-	part[8] = maxlen, plen[8] = mlen;
-	part[10] = c->events_group, plen[10] = strlen(c->events_group);
-	for (i = 1; i < 11; i += 2)
-		part[i] = " ", plen[i] = 1;
-	flags[0] = a->peek ? 'p' : 'c';
-	flags[1] = r->algorithm == ALG_SLIDING ? 's' :
-	    r->algorithm == ALG_GCRA ? 'g' : 'f';
-	flags[2] = r->shadow ? '1' : '0';
-	flags[3] = r->count_denied ? '1' : '0';
-
-	/*
-	 * Room for exactly this request: the keys, then every argument's own
-	 * bytes and resp_size()'s bound on its framing; a number takes 24 at
-	 * most.
-	 */
-	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
-	    keyspace_decision_size(c, r, shard, elen) + resp_size(24) +
-	    resp_size(a->subject_len) + resp_size(24) + resp_size(4) +
-	    resp_size(plen[0] + elen + plen[4] + plen[6] + mlen + plen[10] +
-	    5) + 3 * r->nlimits * resp_size(24);
-	if ((call = script_call_new(cap, userlen)) == NULL)
-		return NULL;
-	*user = script_call_user(call);
-	resp_init(&resp, script_call_buf(call));
-	resp_str(&resp, "EVALSHA");
-	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
-	resp_num(&resp, (long long)keyspace_decision_nkeys(r));
-	keyspace_decision_keys(&resp, c, r, shard, ekey, elen);
-	resp_num(&resp, a->cost);
-	resp_arg(&resp, a->subject != NULL ? a->subject : "",
-	    a->subject_len);
-	if (a->factor == 1)
-		resp_str(&resp, "1");
-	else
-		resp_arg(&resp, factor, (size_t)snprintf(factor,
-		    sizeof(factor), "%.6g", a->factor));
-	resp_arg(&resp, flags, sizeof(flags));
-	resp_parts(&resp, part, plen, 11);
-	for (i = 0; i < r->nlimits; i++) {
-		resp_str(&resp, ks->limit_text[i][0]);
-		resp_str(&resp, ks->limit_text[i][1]);
-		resp_str(&resp, ks->limit_text[i][2]);
-	}
-	*cmd = resp_finish(&resp, len);
-	return call;
-}
-
-enum fail_reason
-decide_submit(struct session *s, const struct ask *a, struct pending **out)
-{
-	const struct keyspace_shards	*sh = shim.conf->shards;
-	struct pending			*p;
-	struct script_call		*call;
-	struct script_conn		*sc;
-	char				 ekey[KEYSPACE_EKEY_MAX + 1];
-	const char			*cmd;
-	void				*user;
-	size_t				 len, elen, shard;
-
-	*out = NULL;
-	/* One decision, one node: the one serving the key's shard. */
-	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
-	shard = keyspace_shard_of(sh, ekey, elen);
-	if ((sc = shim_scripts(sh->slot[shard])) == NULL)
-		return FAIL_NOT_CONNECTED;
-	if ((call = decide_command(a, ekey, elen, shard, &cmd, &len,
-	    sizeof(*p), &user)) == NULL)
-		return FAIL_NOMEM;
-	p = user;
-	p->session = s;
-	p->ask = *a;
-	p->sent = cache_clock();
-	p->generation = cache_generation();
-	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
-	    decide_reply_cb, p) == -1) {
-		script_call_free(call);
-		/* rconn refuses only when it is down or out of memory. */
-		return FAIL_NOT_CONNECTED;
-	}
-	*out = p;
-	return FAIL_NONE;
-}
-
-/*
  * A flush that did not reach Redis: its cost goes back to the entry for
  * the next round, or is lost with the entry (counted, and said).
  */
@@ -418,6 +308,330 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
 #define DECIDE_UNFLUSHED(f, ran, why)	decide_unflushed((f)->rule, \
 	(f)->rule_name, (f)->key, (f)->key_len, (f)->cost, (f)->generation, \
 	(ran), (why))
+
+/*
+ * Batches: the decisions one loop turn makes, sent as one count.lua call
+ * per rule, shard and mode just before the loop waits again (an
+ * ev_prepare), so none waits for another and Redis's fixed cost of a
+ * call (a third of a lone decision's) is paid once.  A shard is one hash
+ * slot, so a batch goes to one node in any layout.  Each decision stays
+ * atomic (the whole call is) and gets its own reply.
+ *
+ * A batch copies each decision's keys and arguments as they come (a
+ * request's key lives in its session, which may go before the batch
+ * does); what the decisions share is written once, at the send.
+ */
+#define DECIDE_BATCH_MAX	32	/* decisions per call: Redis blocks */
+
+struct batch_item {
+	int			 flush;		/* a struct flush, not pending */
+	void			*priv;
+};
+
+TAILQ_HEAD(batch_list, batch);
+
+struct batch {
+	TAILQ_ENTRY(batch)	 entry;		/* in decide_batches till sent */
+	const struct conf	*conf;		/* the keys' names are its */
+	const struct conf_rule	*rule;
+	size_t			 shard;
+	double			 factor;
+	int			 peek;
+	unsigned		 n;
+	struct batch_item	 item[DECIDE_BATCH_MAX];
+	struct pending		 pending[DECIDE_BATCH_MAX];
+	char			*keys;		/* RESP: each one's keys */
+	char			*args;		/* RESP: each one's cost, subject */
+	size_t			 keys_len, keys_cap, args_len, args_cap;
+};
+
+static struct batch_list decide_batches =
+	TAILQ_HEAD_INITIALIZER(decide_batches);
+static ev_prepare	 decide_prepare;
+
+static void	decide_flush_cb(void *, redisReply *);
+
+static void
+decide_batch_free(struct batch *b)
+{
+	free(b->keys);
+	free(b->args);
+	free(b);
+}
+
+/* Room for need more bytes in *buf; -1 when out of memory. */
+static int
+decide_reserve(char **buf, size_t *cap, size_t len, size_t need)
+{
+	size_t	 ncap;
+	char	*nbuf;
+
+	if (len + need <= *cap)
+		return 0;
+	ncap = *cap > 0 ? *cap : 1024;
+	while (ncap < len + need)
+		ncap *= 2;
+	if ((nbuf = realloc(*buf, ncap)) == NULL)
+		return -1;
+	*buf = nbuf;
+	*cap = ncap;
+	return 0;
+}
+
+/* One item's reply: a verdict, an error, or NULL (nothing came). */
+static void
+decide_item_reply(struct batch_item *it, redisReply *reply)
+{
+	if (it->flush)
+		decide_flush_cb(it->priv, reply);
+	else
+		decide_reply_cb(it->priv, reply);
+}
+
+/*
+ * The call's reply: one decision's own, or an array of each one's.  An
+ * error of the whole call (NOSCRIPT twice, READONLY before it ran, a
+ * Cluster's redirection) or none at all is every decision's.
+ */
+static void
+decide_batch_cb(void *priv, redisReply *reply)
+{
+	static redisReply	 bad = { .type = REDIS_REPLY_NIL };
+	struct batch		*b = *(struct batch **)priv;
+	unsigned		 i;
+	int			 each;
+
+	each = b->n > 1 && reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
+	    reply->elements == b->n;
+	/* Not the array of one reply each: no verdict for anyone. */
+	if (b->n > 1 && reply != NULL && !each &&
+	    reply->type != REDIS_REPLY_ERROR)
+		reply = &bad;
+	for (i = 0; i < b->n; i++)
+		decide_item_reply(&b->item[i], each ? reply->element[i] :
+		    reply);
+	decide_batch_free(b);
+}
+
+/* A batch that could not be sent: every decision's fail policy. */
+static void
+decide_batch_unsent(struct batch *b, enum fail_reason why)
+{
+	struct pending	*p;
+	unsigned	 i;
+
+	for (i = 0; i < b->n; i++) {
+		if (b->item[i].flush) {
+			decide_flushing--;
+			DECIDE_UNFLUSHED((struct flush *)b->item[i].priv, 0,
+			    "redis not connected");
+			free(b->item[i].priv);
+		} else if ((p = b->item[i].priv)->session != NULL)
+			session_fail(p->session, why, why == FAIL_NOMEM ?
+			    "out of memory" : "redis not connected");
+	}
+	decide_batch_free(b);
+	if (decide_draining && decide_flushing == 0)
+		ev_break(shim.loop, EVBREAK_ONE);
+}
+
+/*
+ * The call: EVALSHA, the shard's stream, every decision's keys, what they
+ * share (flags, factor, what a crossing records, the limits), then every
+ * decision's cost and subject: count.lua's order.
+ */
+static void
+decide_batch_send(struct batch *b)
+{
+	const struct conf		*c = b->conf;
+	const struct conf_rule		*r = b->rule;
+	const struct keyspace_rule	*ks = r->ks;
+	const struct keyspace_shards	*sh = c->shards;
+	struct script_call		*call;
+	struct script_conn		*sc;
+	struct resp			 resp;
+	char				 factor[24], flags[5], meta[512];
+	const char			*cmd;
+	size_t				 i, cap, len, mlen;
+
+	if (b->n == 0) {		/* opened, then out of memory */
+		decide_batch_free(b);
+		return;
+	}
+	if ((sc = shim_scripts(sh->slot[b->shard])) == NULL) {
+		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
+		return;
+	}
+	/*
+	 * What only a crossing needs, as one argument of six words: every
+	 * argument costs Redis a string per call.  The names are config
+	 * names (no spaces).
+	 */
+	mlen = (size_t)snprintf(meta, sizeof(meta), "%s %s %s %lld %s %zu",
+	    r->name, c->hostname, c->events_channel,
+	    (long long)c->events_stream_maxlen, c->events_group,
+	    keyspace_decision_keyoff(c, r, b->shard));
+	if (mlen >= sizeof(meta)) {
+		decide_batch_unsent(b, FAIL_NOMEM);
+		return;
+	}
+	flags[0] = b->peek ? 'p' : 'c';
+	flags[1] = r->algorithm == ALG_SLIDING ? 's' :
+	    r->algorithm == ALG_GCRA ? 'g' : 'f';
+	flags[2] = r->shadow ? '1' : '0';
+	flags[3] = r->count_denied ? '1' : '0';
+	flags[4] = (char)('0' + r->nlimits);
+
+	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
+	    resp_size(sh->stream_len[b->shard]) + b->keys_len +
+	    resp_size(sizeof(flags)) + resp_size(24) + resp_size(mlen) +
+	    3 * r->nlimits * resp_size(24) + b->args_len;
+	if ((call = script_call_new(cap, sizeof(b))) == NULL) {
+		decide_batch_unsent(b, FAIL_NOMEM);
+		return;
+	}
+	*(struct batch **)script_call_user(call) = b;
+	resp_init(&resp, script_call_buf(call));
+	resp_str(&resp, "EVALSHA");
+	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
+	resp_num(&resp, (long long)(1 + b->n * keyspace_decision_nkeys(r)));
+	resp_arg(&resp, sh->stream[b->shard], sh->stream_len[b->shard]);
+	resp_raw(&resp, b->keys, b->keys_len,
+	    (int)(b->n * keyspace_decision_nkeys(r)));
+	resp_arg(&resp, flags, sizeof(flags));
+	if (b->factor == 1)
+		resp_str(&resp, "1");
+	else
+		resp_arg(&resp, factor, (size_t)snprintf(factor,
+		    sizeof(factor), "%.6g", b->factor));
+	resp_arg(&resp, meta, mlen);
+	for (i = 0; i < r->nlimits; i++) {
+		resp_str(&resp, ks->limit_text[i][0]);
+		resp_str(&resp, ks->limit_text[i][1]);
+		resp_str(&resp, ks->limit_text[i][2]);
+	}
+	resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
+	cmd = resp_finish(&resp, &len);
+	shim.stats.script_calls++;
+	shim.stats.script_decisions += b->n;
+	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
+	    decide_batch_cb, script_call_user(call)) == -1) {
+		script_call_free(call);
+		/* rconn refuses only when it is down or out of memory. */
+		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
+	}
+}
+
+/*
+ * Every batch out, before the loop waits (and at exit).  Never from a
+ * decision's own call: a batch that cannot go fails its sessions, and
+ * the one asking must not be failed under its own feet.
+ */
+static void
+decide_send_all(void)
+{
+	struct batch	*b;
+
+	while ((b = TAILQ_FIRST(&decide_batches)) != NULL) {
+		TAILQ_REMOVE(&decide_batches, b, entry);
+		decide_batch_send(b);
+	}
+}
+
+static void
+decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	decide_send_all();
+}
+
+/*
+ * The batch a decision joins: the newest of its kind with room, or a
+ * new one.  NULL: out of memory.
+ */
+static struct batch *
+decide_batch_for(const struct ask *a, size_t shard)
+{
+	struct batch	*b;
+
+	TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry)
+		if (b->rule == a->rule && b->shard == shard &&
+		    b->peek == a->peek && b->factor == a->factor &&
+		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
+			return b;
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	b->conf = shim.conf;
+	b->rule = a->rule;
+	b->shard = shard;
+	b->peek = a->peek;
+	b->factor = a->factor;
+	TAILQ_INSERT_TAIL(&decide_batches, b, entry);
+	return b;
+}
+
+/*
+ * Add a decision to its batch, its keys and arguments copied in: a flush
+ * (priv its struct flush) or a request (*pending its struct).  -1: out of
+ * memory, nothing added.
+ */
+static int
+decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
+    size_t shard, void *flush, struct pending **pending)
+{
+	const struct conf	*c = shim.conf;
+	struct batch		*b;
+	struct resp		 resp;
+	unsigned		 i;
+
+	if ((b = decide_batch_for(a, shard)) == NULL)
+		return -1;
+	if (decide_reserve(&b->keys, &b->keys_cap, b->keys_len,
+	    keyspace_decision_size(c, a->rule, shard, elen)) == -1 ||
+	    decide_reserve(&b->args, &b->args_cap, b->args_len,
+	    resp_size(24) + resp_size(a->subject_len)) == -1)
+		return -1;	/* the batch goes as it is */
+	resp_at(&resp, b->keys + b->keys_len);
+	keyspace_decision_keys(&resp, c, a->rule, shard, ekey, elen);
+	b->keys_len = (size_t)(resp.p - b->keys);
+	resp_at(&resp, b->args + b->args_len);
+	resp_num(&resp, a->cost);
+	resp_arg(&resp, a->subject != NULL ? a->subject : "",
+	    a->subject_len);
+	b->args_len = (size_t)(resp.p - b->args);
+	i = b->n++;
+	b->item[i].flush = flush != NULL;
+	b->item[i].priv = flush != NULL ? flush : &b->pending[i];
+	if (pending != NULL)
+		*pending = &b->pending[i];
+	return 0;
+}
+
+enum fail_reason
+decide_submit(struct session *s, const struct ask *a, struct pending **out)
+{
+	const struct keyspace_shards	*sh = shim.conf->shards;
+	struct pending			*p;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	size_t				 elen, shard;
+
+	*out = NULL;
+	/* One decision, one node: the one serving the key's shard. */
+	elen = keyspace_escape(ekey, sizeof(ekey), a->key, a->key_len);
+	shard = keyspace_shard_of(sh, ekey, elen);
+	if (shim_scripts(sh->slot[shard]) == NULL)
+		return FAIL_NOT_CONNECTED;
+	if (decide_enqueue(a, ekey, elen, shard, NULL, &p) == -1)
+		return FAIL_NOMEM;
+	p->session = s;
+	p->ask = *a;
+	p->sent = cache_clock();
+	p->generation = cache_generation();
+	*out = p;
+	return FAIL_NONE;
+}
 
 /* An error Redis gives before the script writes anything. */
 static int
@@ -466,6 +680,7 @@ decide_flush_cb(void *priv, redisReply *reply)
 		else if (r != NULL)
 			cache_forget(r, f->key, f->key_len, f->generation);
 	}
+	free(f);
 	if (decide_draining && decide_flushing == 0)
 		ev_break(shim.loop, EVBREAK_ONE);
 }
@@ -482,13 +697,9 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 	const struct keyspace_shards	*sh = shim.conf->shards;
 	const struct conf_override	*ov;
 	struct flush			*f;
-	struct script_call		*call;
-	struct script_conn		*sc;
 	struct ask			 a;
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
-	const char			*cmd;
-	void				*user;
-	size_t				 len, elen, shard;
+	size_t				 elen, shard;
 	long long			 part;
 
 	memset(&a, 0, sizeof(a));
@@ -505,14 +716,12 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		part = cost > KEYSPACE_COST_MAX ? KEYSPACE_COST_MAX : cost;
 		a.cost = part;
 		shim.stats.near_flushes++;
-		if ((call = decide_command(&a, ekey, elen, shard, &cmd, &len,
-		    sizeof(*f) + key_len, &user)) == NULL) {
+		if ((f = malloc(sizeof(*f) + key_len)) == NULL) {
 			/* Nothing sent: this part only goes back. */
 			decide_unflushed(r, r->name, key, key_len, part,
 			    generation, 0, "out of memory");
 			continue;
 		}
-		f = user;
 		f->rule = r;
 		f->generation = generation;
 		f->sent = cache_clock();
@@ -520,11 +729,10 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		snprintf(f->rule_name, sizeof(f->rule_name), "%s", r->name);
 		f->key_len = key_len;
 		memcpy(f->key, key, key_len);
-		if ((sc = shim_scripts(sh->slot[shard])) == NULL ||
-		    script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
-		    decide_flush_cb, f) == -1) {
+		if (shim_scripts(sh->slot[shard]) == NULL ||
+		    decide_enqueue(&a, ekey, elen, shard, f, NULL) == -1) {
 			DECIDE_UNFLUSHED(f, 0, "redis not connected");
-			script_call_free(call);
+			free(f);
 			continue;
 		}
 		decide_flushing++;
@@ -548,6 +756,10 @@ decide_start(void)
 	ev_timer_init(&decide_flush_timer, decide_flush_timer_cb,
 	    CACHE_FLUSH_EVERY, CACHE_FLUSH_EVERY);
 	ev_timer_start(shim.loop, &decide_flush_timer);
+	ev_prepare_init(&decide_prepare, decide_prepare_cb);
+	ev_prepare_start(shim.loop, &decide_prepare);
+	/* Batches to send are no reason to keep the loop running. */
+	ev_unref(shim.loop);
 }
 
 /* deadline_ms to get the flushes' replies in, the rest counted lost. */
@@ -567,6 +779,7 @@ decide_shutdown(double deadline)
 	ev_timer_stop(shim.loop, &decide_flush_timer);
 	/* What the near cache counted goes to Redis before we go. */
 	cache_flush();
+	decide_send_all();
 	if (decide_flushing > 0) {
 		decide_draining = 1;
 		ev_timer_init(&t, decide_drain_cb, deadline, 0.);
@@ -580,6 +793,10 @@ decide_shutdown(double deadline)
 void
 decide_exit(void)
 {
+	if (ev_is_active(&decide_prepare)) {
+		ev_ref(shim.loop);
+		ev_prepare_stop(shim.loop, &decide_prepare);
+	}
 	/* After the connections: a flush still out has had its NULL reply. */
 	cache_free();
 	if (cache_stats()->lost > 0)

@@ -78,6 +78,8 @@ struct shim_stats {
 	uint64_t	 policy_skipped;	/* Postfix: not counted (bounces...) */
 	uint64_t	 shed;		/* silent sessions dropped for room */
 	uint64_t	 accept_paused;	/* accept() stopped: no room */
+	uint64_t	 script_calls;	/* count.lua calls (EVALSHA) sent */
+	uint64_t	 script_decisions;	/* the decisions they carried */
 	uint64_t	 near_flushes;	/* count.lua calls of cached costs */
 	uint64_t	 near_flush_failed;
 	uint64_t	 near_invalidated;	/* emptied by an announced override */

@@ -100,14 +100,15 @@ def track(c, sha, algo, n):
     for i in range(n):
         key = "sender-%07d@example-mail.org" % i       # 31 bytes
         batch.append(resp(
-            "EVALSHA", sha, 5,
-            "senderwatch:subjects:default:" + key, "senderwatch:stream",
+            "EVALSHA", sha, 5, "senderwatch:stream",
+            "senderwatch:subjects:default:" + key,
             "senderwatch:override:default:" + key,
             "senderwatch:default:" + key,
             "senderwatch:crossed:default:" + key,
-            1, "", 1, "c%s0%d" % (algo[0], 1 if algo == "fixed" else 0),
-            "default %s bench senderwatch:events 10000 senderwatch-alerters"
-            % key, *PARAMS[algo]))
+            "c%s0%d1" % (algo[0], 1 if algo == "fixed" else 0), 1,
+            "default bench senderwatch:events 10000 senderwatch-alerters "
+            "%d" % len("senderwatch:override:default:"), *PARAMS[algo],
+            1, ""))
         if len(batch) == 1000 or i == n - 1:
             c.s.sendall(b"".join(batch))
             for _ in batch:

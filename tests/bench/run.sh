@@ -210,7 +210,7 @@ wait_until 200 "$FLOOR_PID" answers "$T/floor.sock" ||
 
 # --- measure ----------------------------------------------------------------
 
-declare -A RES REDIS_US
+declare -A RES REDIS_US PER_CALL
 PIN=
 
 # Every process here shares the machine: on few CPUs the shim's figures
@@ -218,8 +218,31 @@ PIN=
 echo "bench: $(nproc) CPUs, ${SECS}s per run after ${WARMUP}s warmup," \
 	"$NKEYS keys, shim pid $SHIM_PID"
 
+# One of the shim's counters, from its control socket (key=value lines).
+shim_stat() {
+	/usr/bin/python3 - "$T/shim.ctl" "$1" <<'PYEOF'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stats\n")
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+for line in out.decode().splitlines():
+    k, _, v = line.partition("=")
+    if k == sys.argv[2]:
+        print(v)
+        break
+else:
+    print(0)
+PYEOF
+}
 # Redis's CPU time so far, in clock ticks (utime + stime), and the
-# decisions it has run (EVALSHA calls, warmups included like the time).
+# decisions it has run (the shim's count of those its count.lua calls
+# carried, a call carrying up to 32; warmups included like the time).
 redis_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"
 }
@@ -236,6 +259,7 @@ run_load() {
 	local name=$1 sock=$2 conc=$3 out t0 e0
 	t0=$(redis_ticks)
 	e0=$(redis_evalsha)
+	d0=$(shim_stat script_decisions)
 	# $PIN (unquoted: empty, or a taskset prefix) places the load generator.
 	out=$($PIN "$SWB" load -s "$sock" -c "$conc" -d "$SECS" -w "$WARMUP" \
 		-k "$NKEYS" ${4:+-r "$4"} 2>"$T/load.err") ||
@@ -246,8 +270,11 @@ run_load() {
 	fi
 	RES[$name,$conc]=$out
 	REDIS_US[$name]=$(awk -v t="$(($(redis_ticks) - t0))" -v hz="$HZ" \
-	    -v n="$(($(redis_evalsha) - e0))" \
+	    -v n="$(($(shim_stat script_decisions) - d0))" \
 	    'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
+	PER_CALL[$name,$conc]=$(awk -v e="$(($(redis_evalsha) - e0))" \
+	    -v n="$(($(shim_stat script_decisions) - d0))" \
+	    'BEGIN { printf "%.1f", (e > 0 ? n / e : 0) }')
 	REDIS_US[$name,$conc]=${REDIS_US[$name]}
 	check_alive
 }
@@ -351,6 +378,11 @@ awk -v s1="${REDIS_US[shim,1]}" -v s32="${REDIS_US[shim,$TARGET_CONC]}" \
 	    "pipelined 8 deep: %.1fx\n", c, s32, (s32 <= 3.5 ? "PASS" : "FAIL"),
 	    i8, (i8 > 0 ? s32 / i8 : 0)
 }'
+line="  decisions per count.lua call (the shim's batches):"
+for c in "${CONCS[@]}"; do
+	line="$line c=$c ${PER_CALL[shim,$c]}"
+done
+echo "$line"
 echo
 
 # --- one window against three: still one round trip -------------------------
@@ -424,28 +456,6 @@ echo "target: three windows within 15% of one, Redis on its own core: $verdict"
 # shim's CPU cover exactly the requests answered.
 shim_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$SHIM_PID/stat"
-}
-# One of the shim's counters, from its control socket (key=value lines).
-shim_stat() {
-	/usr/bin/python3 - "$T/shim.ctl" "$1" <<'PYEOF'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(b"stats\n")
-out = b""
-while True:
-    b = s.recv(65536)
-    if not b:
-        break
-    out += b
-for line in out.decode().splitlines():
-    k, _, v = line.partition("=")
-    if k == sys.argv[2]:
-        print(v)
-        break
-else:
-    print(0)
-PYEOF
 }
 declare -A AB
 run_abuse() {

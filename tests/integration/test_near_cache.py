@@ -234,13 +234,13 @@ def lua(redis, rule_keys, *argv):
 
 
 def run_lua(redis, alg, key, cost, mode, limit, window, burst):
-    keys = ["senderwatch:subjects:t:" + key, "senderwatch:stream",
+    keys = ["senderwatch:stream", "senderwatch:subjects:t:" + key,
             "senderwatch:override:t:" + key, "senderwatch:t:" + key,
             "senderwatch:crossed:t:" + key]
-    return lua(redis, keys, str(cost), "", "1",
-               ("p" if mode == "peek" else "c") + alg[0] + "00",
-               "t %s mta1 senderwatch:events 10000 senderwatch-alerters" % key,
-               str(limit), str(window), str(burst))
+    return lua(redis, keys, ("p" if mode == "peek" else "c") + alg[0] + "001",
+               "1", "t mta1 senderwatch:events 10000 senderwatch-alerters %d"
+               % len("senderwatch:override:t:"),
+               str(limit), str(window), str(burst), str(cost), "")
 
 
 def check_hold(redis, alg, key, limit, window, burst, fill):

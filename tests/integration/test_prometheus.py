@@ -59,6 +59,8 @@ SHIM_FAMILIES = dict(COMMON, **{
     "senderwatch_sessions_shed_total": "counter",
     "senderwatch_accept_paused_total": "counter",
     "senderwatch_script_loads_total": "counter",
+    "senderwatch_script_calls_total": "counter",
+    "senderwatch_script_decisions_total": "counter",
     "senderwatch_near_cache_hits_total": "counter",
     "senderwatch_near_cache_flushes_total": "counter",
     "senderwatch_near_cache_flush_failures_total": "counter",

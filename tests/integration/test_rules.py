@@ -256,13 +256,14 @@ def test_count_lua_by_hand_as_the_readme_shows(redis):
         return subprocess.run(
             ["redis-cli", "-s", redis.sock, "--eval",
              os.path.join(ROOT, "scripts", "count.lua"),
-             "senderwatch:subjects:default:alice@example.org", "senderwatch:stream",
+             "senderwatch:stream",
+             "senderwatch:subjects:default:alice@example.org",
              "senderwatch:override:default:alice@example.org",
              "senderwatch:default:alice@example.org",
              "senderwatch:crossed:default:alice@example.org", ",",
-             cost, "", "1", "cf01",
-             "default alice@example.org mta1 senderwatch:events 10000 "
-             "senderwatch-alerters", "20", "300000", "20"],
+             "cf011", "1",
+             "default mta1 senderwatch:events 10000 senderwatch-alerters 29",
+             "20", "300000", "20", cost, ""],
             capture_output=True, text=True).stdout.split()
     # Under the limit: the count alone.
     assert run("1") == ["1"]
