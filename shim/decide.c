@@ -1,18 +1,21 @@
 /*
- * decide.c: the shim's side of scripts/count.lua: one EVALSHA per
- * decision, on the one pipelined Redis connection, and its reply.
+ * decide.c: the shim's side of scripts/count.lua: the decisions of a
+ * loop turn, batched into count.lua calls (one per rule and shard, up to
+ * 32 decisions each) on the pipelined connection to the shard's node,
+ * and each decision's reply.
  *
- * The command is written in RESP here (common/resp.h), into a call sized
- * for this request, from what the config prepared per rule (key name
- * heads and limits as text, common/keyspace.h): a request only copies
- * bytes.  The script registry (common/script.c) loads the script and
- * retries once on NOSCRIPT.
+ * The command is written in RESP here (common/resp.h): each decision's
+ * keys and arguments copied into its batch as it comes, from what the
+ * config prepared per rule (key name heads and limits as text,
+ * common/keyspace.h), what the batch shares written once at the send.
+ * The script registry (common/script.c) loads the script and retries
+ * once on NOSCRIPT.
  *
- * Each request in flight has a struct pending, carried in the registry's
- * call until the reply comes (one allocation per request).  When the
- * client goes first, the session detaches itself and the reply finds no
- * session: a reply never touches freed memory.  An error from Redis is never read as a verdict:
- * it is the fail policy, counted by its reason.
+ * Each request in flight has a struct pending, in its batch, which lives
+ * until the call's reply has been handed out.  When the client goes
+ * first, the session detaches itself and the reply finds no session: a
+ * reply never touches freed memory.  An error from Redis is never read
+ * as a verdict: it is the fail policy, counted by its reason.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -393,6 +396,27 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
  * error of the whole call (NOSCRIPT twice, READONLY before it ran, a
  * Cluster's redirection) or none at all is every decision's.
  */
+/*
+ * Batches go before the loop waits, but one slot's next waits while its
+ * last is in Redis, unless full: Redis runs a node's calls one after the
+ * other, so a batch sent then would only queue there, and held it takes
+ * the decisions that come meanwhile, the deeper the busier Redis is.  A
+ * lone decision goes at once.  (A slot is a shard's node's; per slot is
+ * finer than per node, which is what a Cluster's masters need.)
+ */
+static unsigned short	 decide_inflight[16384];	/* calls, by slot */
+
+static void
+decide_batch_sent(struct batch *b, int sent)
+{
+	const struct keyspace_shards	*sh = b->conf->shards;
+
+	if (sent)
+		decide_inflight[sh->slot[b->shard] & 16383]++;
+	else
+		decide_inflight[sh->slot[b->shard] & 16383]--;
+}
+
 static void
 decide_batch_cb(void *priv, redisReply *reply)
 {
@@ -407,6 +431,7 @@ decide_batch_cb(void *priv, redisReply *reply)
 	if (b->n > 1 && reply != NULL && !each &&
 	    reply->type != REDIS_REPLY_ERROR)
 		reply = &bad;
+	decide_batch_sent(b, 0);
 	for (i = 0; i < b->n; i++)
 		decide_item_reply(&b->item[i], each ? reply->element[i] :
 		    reply);
@@ -519,23 +544,42 @@ decide_batch_send(struct batch *b)
 		script_call_free(call);
 		/* rconn refuses only when it is down or out of memory. */
 		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
+		return;
 	}
+	decide_batch_sent(b, 1);
 }
 
 /*
- * Every batch out, before the loop waits (and at exit).  Never from a
+ * Every batch that may go, before the loop waits; every one at exit and
+ * at a reload (a held batch must not outlive its config).  Never from a
  * decision's own call: a batch that cannot go fails its sessions, and
  * the one asking must not be failed under its own feet.
  */
 static void
-decide_send_all(void)
+decide_send(int all)
 {
-	struct batch	*b;
+	struct batch	*b, *next;
 
-	while ((b = TAILQ_FIRST(&decide_batches)) != NULL) {
+	for (b = TAILQ_FIRST(&decide_batches); b != NULL; b = next) {
+		next = TAILQ_NEXT(b, entry);
+		if (!all && b->n < DECIDE_BATCH_MAX &&
+		    decide_inflight[b->conf->shards->slot[b->shard] & 16383] > 0)
+			continue;
 		TAILQ_REMOVE(&decide_batches, b, entry);
 		decide_batch_send(b);
 	}
+}
+
+static void
+decide_send_all(void)
+{
+	decide_send(1);
+}
+
+void
+decide_reload(void)
+{
+	decide_send(1);
 }
 
 static void
@@ -544,7 +588,7 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)loop;
 	(void)w;
 	(void)revents;
-	decide_send_all();
+	decide_send(0);
 }
 
 /*

@@ -124,6 +124,8 @@ shim_reload(struct conf *c)
 	if (cache_configure(c->near_cache, decide_flush) == -1)
 		log_warn("event=reload note=\"out of memory for the near "
 		    "cache: it keeps its old size\"");
+	/* Those flushes and every decision still held, under the old. */
+	decide_reload();
 	if (!shim_same_listen(old, c))
 		log_warn("event=reload note=\"listen and socket settings "
 		    "take effect at restart\"");

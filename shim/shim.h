@@ -153,6 +153,8 @@ void	decide_detach(struct pending *);
 void	decide_flush(const struct conf_rule *, const char *key, size_t len,
 	    long long cost, unsigned generation);
 void	decide_start(void);
+/* Before a reload's config takes over: every batch goes, under the old. */
+void	decide_reload(void);
 void	decide_shutdown(double deadline);
 void	decide_exit(void);
 /*

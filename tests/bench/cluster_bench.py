@@ -7,12 +7,15 @@ Starts a single redis-server and three cluster-enabled ones (no replicas:
 replication is not what is measured) on loopback TCP, so both layouts pay
 the same transport, and the shim on each.  Drives each with sw-bench load
 at concurrency 32 and reads, per Redis process, its CPU time
-(/proc/PID/stat utime+stime) and its EVALSHA calls (INFO commandstats),
-the decisions it ran, over the same measured seconds.  Reports:
+(/proc/PID/stat utime+stime), the decisions it ran (its INCRBY calls in
+INFO commandstats: one per decision of the rule's one window, however
+many decisions a count.lua call carried) and its EVALSHA calls, over the
+same measured seconds.  Reports:
 
   - decisions/s and latency of both layouts;
   - Redis CPU per decision on each master, and over the three together;
-  - how evenly decisions (EVALSHA calls) and keys (DBSIZE) spread.
+  - how evenly decisions and keys (DBSIZE) spread, and how many
+    decisions a call carried.
 
 Targets: decisions and keys within +-10% of the mean on every master;
 the cluster's Redis CPU per decision within 20% of a single Redis's.
@@ -71,11 +74,19 @@ class Node:
             fields = f.read().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
 
-    def evalsha(self):
+    def calls(self, cmd):
         for line in cli(self.port, "INFO", "commandstats").splitlines():
-            if line.startswith("cmdstat_evalsha:"):
+            if line.startswith("cmdstat_%s:" % cmd):
                 return int(line.split("calls=")[1].split(",")[0])
         return 0
+
+    def evalsha(self):
+        return self.calls("evalsha")
+
+    def decisions(self):
+        """The decisions it ran: one INCRBY each (one fixed window, every
+        attempt counted), however many a count.lua call carried."""
+        return self.calls("incrby")
 
     def reads(self):
         """read() calls so far: decisions per read is the batch depth."""
@@ -127,15 +138,17 @@ class Shim:
 
     def measure(self, secs):
         """One measured run: the load's line, and per Redis process its
-        CPU seconds, EVALSHA calls and read() calls over it."""
+        CPU seconds, decisions, EVALSHA calls and read() calls over it."""
         nodes = self.nodes
         t0 = [n.ticks() for n in nodes]
         e0 = [n.evalsha() for n in nodes]
+        d0 = [n.decisions() for n in nodes]
         r0 = [n.reads() for n in nodes]
         out = self.load(secs)
         return {"line": out,
                 "cpu": [(n.ticks() - t) / HZ for n, t in zip(nodes, t0)],
-                "calls": [n.evalsha() - e for n, e in zip(nodes, e0)],
+                "calls": [n.decisions() - d for n, d in zip(nodes, d0)],
+                "evalsha": [n.evalsha() - e for n, e in zip(nodes, e0)],
                 "reads": [n.reads() - r for n, r in zip(nodes, r0)],
                 "keys": [n.keys() for n in nodes]}
 
@@ -224,7 +237,7 @@ def merge(runs):
            "p99": max(field(r["line"], "p99_us") for r in runs),
            "decisions": sum(field(r["line"], "decisions") for r in runs),
            "keys": runs[-1]["keys"]}
-    for k in ("cpu", "calls", "reads"):
+    for k in ("cpu", "calls", "evalsha", "reads"):
         out[k] = [sum(v) for v in zip(*(r[k] for r in runs))]
     return out
 
@@ -234,11 +247,11 @@ def report(args, res):
           "sharing the %d cores; three masters, no replicas; loopback TCP "
           "for all" % (CONC, 2 * args.seconds, 2 * ROUNDS, args.keys,
                        os.cpu_count()))
-    print("%-8s | %9s | %13s | %-26s | %-9s | %s" % (
+    print("%-8s | %9s | %13s | %-26s | %-8s | %-8s | %s" % (
         "layout", "dec/s", "p50/p99 us", "Redis CPU/decision (us)",
-        "dec/read", "decisions / keys per master"))
+        "dec/call", "dec/read", "decisions / keys per master"))
     print("-" * 9 + "+" + "-" * 11 + "+" + "-" * 15 + "+" + "-" * 28 + "+" +
-          "-" * 11 + "+" + "-" * 30)
+          "-" * 10 + "+" + "-" * 10 + "+" + "-" * 30)
     broken = 0
     for name in ORDER:
         r = res[name]
@@ -249,13 +262,13 @@ def report(args, res):
         dist = ("-" if len(per) == 1 else "%s / %s" % (
             " ".join(str(n) for n in r["calls"]),
             " ".join(str(n) for n in r["keys"])))
-        print("%-8s | %9.0f | %13s | %-26s | %9.1f | %s" % (
+        print("%-8s | %9.0f | %13s | %-26s | %8.1f | %8.1f | %s" % (
             name, r["rate"], "%.0f/%.0f" % (r["p50"], r["p99"]), cpu_text,
-            batch(r), dist))
+            sum(r["calls"]) / max(1, sum(r["evalsha"])), batch(r), dist))
         # Every answer must be a decision Redis made: a shim answering
         # by its fail policy would look fast here.
         if abs(sum(r["calls"]) - r["decisions"]) > 0.01 * r["decisions"]:
-            print("bench: %s: %d decisions answered, %d EVALSHA calls: "
+            print("bench: %s: %d decisions answered, %d run by Redis: "
                   "answers by the fail policy?" % (
                       name, r["decisions"], sum(r["calls"])))
             broken = 1
