@@ -404,7 +404,7 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
  * lone decision goes at once.  (A slot is a shard's node's; per slot is
  * finer than per node, which is what a Cluster's masters need.)
  */
-static unsigned short	 decide_inflight[16384];	/* calls, by slot */
+static unsigned		 decide_inflight[16384];	/* calls, by slot */
 
 static void
 decide_batch_sent(struct batch *b, int sent)
