@@ -68,9 +68,10 @@ block, 3 factor), hold_ms, count_ms }, or an error: a bad cost, or an
 error of Redis itself.  Several decisions: an array of their replies in
 their order, an error among them being that decision's alone.  The call
 itself is an error for a wrong number of keys or arguments, bad flags or
-factor.  A full Redis's OOM comes at a call's first write and leaves
-every key as it was (Redis lets a script that has written go on, so it
-is every decision's or none's); an error after it (a stream key of
+factor, and for OOM or READONLY: a full Redis's OOM, like a replica's
+READONLY, comes at a call's first write and leaves every key as it was
+(Redis lets a script that has written go on, so where one decision got
+it none wrote); an error after it (a stream key of
 another type, a malformed ARGV[3]) leaves the counts as they were
 counted, records no crossing, and sets no marker.
 
@@ -102,7 +103,7 @@ local n = (f_n or 0) - 48
 local per = 2 + 2 * n
 -- m is whole only when #KEYS matches n, so one comparison checks both.
 local m = (#KEYS - 1) / per
-if #flags ~= 5 or n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
+if #(flags or '') ~= 5 or n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     #ARGV ~= HEAD + 3 * n + 2 * m then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
@@ -541,20 +542,30 @@ if m == 1 then
   return decide(1, HEAD + 3 * n, n, call_factor, f_mode, f_alg, shadow,
     count_denied)
 end
-local out = {}
+-- A full Redis (OOM) or a replica (READONLY) refuses a call's first
+-- write, so where any decision got one, no decision wrote: that is the
+-- call's error, as for one decision, which is what tells the shim to
+-- move off a demoted master.
+local out, refused = {}, nil
 for d = 1, m do
   local ok, r = pcall(decide, 1 + (d - 1) * per, HEAD + 3 * n + 2 * (d - 1),
     n, call_factor, f_mode, f_alg, shadow, count_denied)
   if ok then
     out[d] = r
-  elseif type(r) == 'table' and r.err then
-    out[d] = { err = r.err }
   else
-    -- A Lua error, or an error string: a reply the shim reads as Redis's
-    -- (OOM, READONLY...) keeps its first word.
-    r = tostring(r)
-    if not string.match(r, '^%u+ ') then r = 'ERR ' .. r end
+    if type(r) == 'table' and r.err then
+      r = r.err
+    else
+      -- A Lua error, or an error string: a reply the shim reads as
+      -- Redis's (OOM, READONLY...) keeps its first word.
+      r = tostring(r)
+      if not string.match(r, '^%u+ ') then r = 'ERR ' .. r end
+    end
+    if string.sub(r, 1, 4) == 'OOM ' or string.sub(r, 1, 9) == 'READONLY ' then
+      refused = refused or r
+    end
     out[d] = { err = r }
   end
 end
+if refused then return { err = refused } end
 return out

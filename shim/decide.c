@@ -338,6 +338,8 @@ struct batch {
 	const struct conf	*conf;		/* the keys' names are its */
 	const struct conf_rule	*rule;
 	size_t			 shard;
+	unsigned		 slot;		/* the shard's, kept: conf may go */
+	unsigned long		 seq;		/* the order batches were opened */
 	double			 factor;
 	int			 peek;
 	unsigned		 n;
@@ -351,6 +353,8 @@ struct batch {
 static struct batch_list decide_batches =
 	TAILQ_HEAD_INITIALIZER(decide_batches);
 static ev_prepare	 decide_prepare;
+static unsigned long	 decide_seq;		/* batches opened */
+static unsigned long	 decide_flush_seq;	/* the last flush's batch */
 
 static void	decide_flush_cb(void *, redisReply *);
 
@@ -392,31 +396,32 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
 }
 
 /*
- * The call's reply: one decision's own, or an array of each one's.  An
- * error of the whole call (NOSCRIPT twice, READONLY before it ran, a
- * Cluster's redirection) or none at all is every decision's.
- */
-/*
  * Batches go before the loop waits, but one slot's next waits while its
  * last is in Redis, unless full: Redis runs a node's calls one after the
  * other, so a batch sent then would only queue there, and held it takes
  * the decisions that come meanwhile, the deeper the busier Redis is.  A
- * lone decision goes at once.  (A slot is a shard's node's; per slot is
- * finer than per node, which is what a Cluster's masters need.)
+ * decision goes at once when no call of its slot is in Redis.  (A slot
+ * is a shard's node's; per slot is finer than per node, which is what a
+ * Cluster's masters need.)  A slot's batches go in the order they were
+ * opened: a near-cache flush must reach Redis before the request of the
+ * same key that made it.
  */
 static unsigned		 decide_inflight[16384];	/* calls, by slot */
 
 static void
-decide_batch_sent(struct batch *b, int sent)
+decide_batch_sent(const struct batch *b, int sent)
 {
-	const struct keyspace_shards	*sh = b->conf->shards;
-
 	if (sent)
-		decide_inflight[sh->slot[b->shard] & 16383]++;
+		decide_inflight[b->slot]++;
 	else
-		decide_inflight[sh->slot[b->shard] & 16383]--;
+		decide_inflight[b->slot]--;
 }
 
+/*
+ * The call's reply: one decision's own, or an array of each one's.  An
+ * error of the whole call (NOSCRIPT twice, READONLY before it ran, a
+ * Cluster's redirection) or none at all is every decision's.
+ */
 static void
 decide_batch_cb(void *priv, redisReply *reply)
 {
@@ -449,6 +454,7 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
 		if (b->item[i].flush) {
 			decide_flushing--;
 			DECIDE_UNFLUSHED((struct flush *)b->item[i].priv, 0,
+			    why == FAIL_NOMEM ? "out of memory" :
 			    "redis not connected");
 			free(b->item[i].priv);
 		} else if ((p = b->item[i].priv)->session != NULL)
@@ -537,8 +543,6 @@ decide_batch_send(struct batch *b)
 	}
 	resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
 	cmd = resp_finish(&resp, &len);
-	shim.stats.script_calls++;
-	shim.stats.script_decisions += b->n;
 	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
 	    decide_batch_cb, script_call_user(call)) == -1) {
 		script_call_free(call);
@@ -546,6 +550,8 @@ decide_batch_send(struct batch *b)
 		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
 		return;
 	}
+	shim.stats.script_calls++;
+	shim.stats.script_decisions += b->n;
 	decide_batch_sent(b, 1);
 }
 
@@ -558,13 +564,22 @@ decide_batch_send(struct batch *b)
 static void
 decide_send(int all)
 {
-	struct batch	*b, *next;
+	struct batch	*b, *next, *e;
 
 	for (b = TAILQ_FIRST(&decide_batches); b != NULL; b = next) {
 		next = TAILQ_NEXT(b, entry);
-		if (!all && b->n < DECIDE_BATCH_MAX &&
-		    decide_inflight[b->conf->shards->slot[b->shard] & 16383] > 0)
-			continue;
+		if (!all) {
+			if (b->n < DECIDE_BATCH_MAX &&
+			    decide_inflight[b->slot] > 0)
+				continue;
+			/* Not past one of its slot held before it. */
+			for (e = TAILQ_PREV(b, batch_list, entry); e != NULL;
+			    e = TAILQ_PREV(e, batch_list, entry))
+				if (e->slot == b->slot)
+					break;
+			if (e != NULL)
+				continue;
+		}
 		TAILQ_REMOVE(&decide_batches, b, entry);
 		decide_batch_send(b);
 	}
@@ -593,23 +608,30 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /*
  * The batch a decision joins: the newest of its kind with room, or a
- * new one.  NULL: out of memory.
+ * new one.  None opened before the last flush: the request a flush was
+ * made for must come after it (batches go in the order opened).  NULL:
+ * out of memory.
  */
 static struct batch *
 decide_batch_for(const struct ask *a, size_t shard)
 {
 	struct batch	*b;
 
-	TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry)
+	TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry) {
+		if (b->seq < decide_flush_seq)
+			break;
 		if (b->rule == a->rule && b->shard == shard &&
 		    b->peek == a->peek && b->factor == a->factor &&
 		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
 			return b;
+	}
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
+	b->seq = ++decide_seq;
 	b->conf = shim.conf;
 	b->rule = a->rule;
 	b->shard = shard;
+	b->slot = shim.conf->shards->slot[shard] & 16383;
 	b->peek = a->peek;
 	b->factor = a->factor;
 	TAILQ_INSERT_TAIL(&decide_batches, b, entry);
@@ -648,6 +670,8 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	i = b->n++;
 	b->item[i].flush = flush != NULL;
 	b->item[i].priv = flush != NULL ? flush : &b->pending[i];
+	if (flush != NULL)
+		decide_flush_seq = b->seq;
 	if (pending != NULL)
 		*pending = &b->pending[i];
 	return 0;
@@ -837,6 +861,12 @@ decide_shutdown(double deadline)
 void
 decide_exit(void)
 {
+	/*
+	 * Batches made during the drain (flushes of keys that left the
+	 * cache), after the connections: their costs go back to the cache,
+	 * which counts them lost.
+	 */
+	decide_send_all();
 	if (ev_is_active(&decide_prepare)) {
 		ev_ref(shim.loop);
 		ev_prepare_stop(shim.loop, &decide_prepare);

@@ -62,7 +62,9 @@ shim_scripts(unsigned slot)
 {
 	if (shim.cluster != NULL)
 		return cluster_scripts(shim.cluster, slot);
-	return rconn_is_ready(shim.redis) ? shim.scripts : NULL;
+	/* NULL at exit, after the connection. */
+	return shim.redis != NULL && rconn_is_ready(shim.redis) ?
+	    shim.scripts : NULL;
 }
 
 static int

@@ -137,22 +137,35 @@ def test_each_decision_of_a_call_is_answered_alone(redis, rdb):
         r.close()
 
 
-def test_a_full_redis_refuses_every_decision_of_a_call(redis, rdb):
-    """maxmemory reached: Redis refuses a call's first write, and lets a
-    script that has written go on, so the OOM is every decision's or
-    none's; nothing is written."""
+def test_a_full_redis_or_a_replica_refuses_the_whole_call(redis, rdb):
+    """maxmemory reached, or a replica: Redis refuses a call's first
+    write (and lets a script that has written go on), so where one
+    decision is refused none wrote, and the call's reply is that error,
+    as it is for one decision: what makes the shim leave a demoted
+    master.  Nothing is written."""
     r, sha = script(redis)
     try:
         rdb.cmd("SET", "pad", "x" * 100000)
         rdb.cmd("CONFIG", "SET", "maxmemory-policy", "noeviction")
         rdb.cmd("CONFIG", "SET", "maxmemory", "1")
-        out = call(r, sha, [("a@x", "1", ""), ("b@x", "1", "")])
-        assert all(isinstance(o, RespError) and str(o).startswith("OOM")
-                   for o in out), out
+        try:
+            out = call(r, sha, [("a@x", "1", ""), ("b@x", "1", "")])
+            assert False, "a full Redis answered %r" % (out,)
+        except RespError as e:
+            assert str(e).startswith("OOM"), e
+        rdb.cmd("CONFIG", "SET", "maxmemory", "0")
+        # A replica of a master that is not there: read-only.
+        rdb.cmd("REPLICAOF", "127.0.0.1", "1")
+        try:
+            out = call(r, sha, [("a@x", "1", ""), ("b@x", "1", "")])
+            assert False, "a replica answered %r" % (out,)
+        except RespError as e:
+            assert str(e).startswith("READONLY"), e
         assert rdb.cmd("EXISTS", "%s:default:a@x" % PREFIX) == 0
         assert rdb.cmd("EXISTS", "%s:default:b@x" % PREFIX) == 0
     finally:
         rdb.cmd("CONFIG", "SET", "maxmemory", "0")
+        rdb.cmd("REPLICAOF", "NO", "ONE")
         r.close()
 
 
