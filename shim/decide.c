@@ -408,15 +408,6 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
  */
 static unsigned		 decide_inflight[16384];	/* calls, by slot */
 
-static void
-decide_batch_sent(const struct batch *b, int sent)
-{
-	if (sent)
-		decide_inflight[b->slot]++;
-	else
-		decide_inflight[b->slot]--;
-}
-
 /*
  * The call's reply: one decision's own, or an array of each one's.  An
  * error of the whole call (NOSCRIPT twice, READONLY before it ran, a
@@ -436,7 +427,7 @@ decide_batch_cb(void *priv, redisReply *reply)
 	if (b->n > 1 && reply != NULL && !each &&
 	    reply->type != REDIS_REPLY_ERROR)
 		reply = &bad;
-	decide_batch_sent(b, 0);
+	decide_inflight[b->slot]--;
 	for (i = 0; i < b->n; i++)
 		decide_item_reply(&b->item[i], each ? reply->element[i] :
 		    reply);
@@ -552,7 +543,7 @@ decide_batch_send(struct batch *b)
 	}
 	shim.stats.script_calls++;
 	shim.stats.script_decisions += b->n;
-	decide_batch_sent(b, 1);
+	decide_inflight[b->slot]++;
 }
 
 /*
@@ -583,12 +574,6 @@ decide_send(int all)
 		TAILQ_REMOVE(&decide_batches, b, entry);
 		decide_batch_send(b);
 	}
-}
-
-static void
-decide_send_all(void)
-{
-	decide_send(1);
 }
 
 void
@@ -847,7 +832,7 @@ decide_shutdown(double deadline)
 	ev_timer_stop(shim.loop, &decide_flush_timer);
 	/* What the near cache counted goes to Redis before we go. */
 	cache_flush();
-	decide_send_all();
+	decide_send(1);
 	if (decide_flushing > 0) {
 		decide_draining = 1;
 		ev_timer_init(&t, decide_drain_cb, deadline, 0.);
@@ -866,7 +851,7 @@ decide_exit(void)
 	 * cache), after the connections: their costs go back to the cache,
 	 * which counts them lost.
 	 */
-	decide_send_all();
+	decide_send(1);
 	if (ev_is_active(&decide_prepare)) {
 		ev_ref(shim.loop);
 		ev_prepare_stop(shim.loop, &decide_prepare);

@@ -11,7 +11,7 @@ same decisions sent one by one.
 import os
 import socket
 
-from conftest import ROOT, Resp, RespError, stats
+from conftest import ROOT, Resp, RespError, read_all, stats
 
 PREFIX = "senderwatch"
 STREAM = PREFIX + ":stream"
@@ -31,16 +31,9 @@ def burst(sock, keys, timeout=10.0):
         s.sendall(k.encode() + b"\n")
         s.shutdown(socket.SHUT_WR)
         conns.append(s)
-    answers = []
+    answers = [read_all(s) for s in conns]
     for s in conns:
-        out = b""
-        while True:
-            b = s.recv(64)
-            if not b:
-                break
-            out += b
         s.close()
-        answers.append(out)
     return answers
 
 
