@@ -93,13 +93,12 @@ store_init(char *err, size_t errlen)
 
 	store_cmd = layout_new(alerter.loop, c, "alerter", STORE_SCRIPTS,
 	    STORE_HUNG_S, store_cmd_ready, NULL);
-	/* In a Cluster, one node's subscription hears every PUBLISH. */
-	if (conf_layout(c) == LAYOUT_CLUSTER)
-		store_sub = rconn_new_at(alerter.loop, c, "alerter-sub",
-		    c->cluster_seeds[0], &store_sub_cbs, NULL, 0);
-	else
-		store_sub = rconn_new(alerter.loop, c, "alerter-sub",
-		    &store_sub_cbs, NULL, 0);
+	/*
+	 * In a Cluster, one node's subscription hears every PUBLISH: any
+	 * seed that answers, another when it fails (rconn.c).
+	 */
+	store_sub = rconn_new(alerter.loop, c, "alerter-sub", &store_sub_cbs,
+	    NULL, 0);
 	if (store_cmd == NULL || store_sub == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;

@@ -45,6 +45,7 @@ struct rconn {
 	char			 name[32];
 	char			 addr[300];	/* connected or dialled to */
 	char			*fixed;		/* a Cluster node's: no lookup */
+	size_t			 seed;		/* any Cluster node: seed next */
 	int			 via_sentinel;	/* fixed at creation */
 	struct sentinel_ask	*ask;		/* RESOLVING */
 	int			 sentinel_logged;	/* the last verdict */
@@ -108,6 +109,7 @@ rconn_schedule(struct rconn *rc)
 	ev_timer_set(&rc->retry, rc->backoff, 0.);
 	ev_timer_start(rc->loop, &rc->retry);
 	rc->backoff *= 2;
+	rc->seed++;
 	if (rc->backoff > RCONN_BACKOFF_MAX)
 		rc->backoff = RCONN_BACKOFF_MAX;
 }
@@ -397,7 +399,16 @@ rconn_connect(struct rconn *rc)
 			rconn_schedule(rc);
 		}
 		return;
-	} else
+	} else if (c->cluster_seeds != NULL)
+		/*
+		 * Any node will do (a subscription: a PUBLISH reaches every
+		 * node), so not always the first seed: after each failure the
+		 * next, and a dead node costs one backoff, not the
+		 * subscription.
+		 */
+		snprintf(rc->addr, sizeof(rc->addr), "%s",
+		    c->cluster_seeds[rc->seed % c->ncluster_seeds]);
+	else
 		snprintf(rc->addr, sizeof(rc->addr), "%s", c->redis_address);
 	rconn_dial(rc);
 }

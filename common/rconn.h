@@ -35,8 +35,11 @@ struct rconn_cb {
 };
 
 /*
- * hung_s: drop the connection when a command has waited this long for its
- * reply (0: never; for connections that block or subscribe).
+ * To redis.address, to the master the sentinels name, or in a Cluster to
+ * any node: the seeds in turn, the next after each failure (for a
+ * subscription, which any node serves).  hung_s: drop the connection when
+ * a command has waited this long for its reply (0: never; for
+ * connections that block or subscribe).
  */
 struct rconn	*rconn_new(struct ev_loop *, const struct conf *,
 		    const char *name, const struct rconn_cb *, void *arg,

@@ -5,7 +5,7 @@
  * shim rather than within the cache's 0.9 s.  A message missed (the
  * connection down, an override made with a plain SET) costs only that:
  * the hold's bound still holds.  In a Cluster a PUBLISH reaches every
- * node, so one node's subscription is enough.
+ * node, so one node's subscription is enough: any seed that answers.
  *
  * The payload is override.lua's JSON; only its type is looked at, and a
  * string value's quotes are escaped in it, so "type":"override" can be
@@ -77,14 +77,9 @@ static const struct rconn_cb watch_cbs = { .ready = watch_ready };
 int
 watch_start(void)
 {
-	const struct conf	*c = shim.conf;
-
-	if (conf_layout(c) == LAYOUT_CLUSTER)
-		watch_rc = rconn_new_at(shim.loop, c, "shim-sub",
-		    c->cluster_seeds[0], &watch_cbs, NULL, 0);
-	else
-		watch_rc = rconn_new(shim.loop, c, "shim-sub", &watch_cbs,
-		    NULL, 0);
+	/* In a Cluster any node, and another if it fails (rconn.c). */
+	watch_rc = rconn_new(shim.loop, shim.conf, "shim-sub", &watch_cbs,
+	    NULL, 0);
 	return watch_rc == NULL ? -1 : 0;
 }
 
