@@ -3,9 +3,12 @@
 against the same shim on one Redis, in the same run (make bench's cluster
 row, issue 11).
 
-Starts a single redis-server and three cluster-enabled ones (no replicas:
-replication is not what is measured) on loopback TCP, so both layouts pay
-the same transport, and the shim on each.  Drives each with sw-bench load
+Starts a single redis-server, three cluster-enabled ones (no replicas:
+replication is not what is measured) and a one-node cluster on loopback
+TCP, so every layout pays the same transport, and a shim on each; a
+fourth shim uses the three masters with one shard each (events.shards 3,
+under its own prefix), whose calls carry every decision of a turn that
+one master owns: what batching per node, not done, could gain.  Drives each with sw-bench load
 at concurrency 32 and reads, per Redis process, its CPU time
 (/proc/PID/stat utime+stime), the decisions it ran (its INCRBY calls in
 INFO commandstats: one per decision of the rule's one window, however
@@ -14,8 +17,9 @@ same measured seconds.  Reports:
 
   - decisions/s and latency of both layouts;
   - Redis CPU per decision on each master, and over the three together;
-  - how evenly decisions and keys (DBSIZE) spread, and how many
-    decisions a call carried.
+  - how evenly decisions and keys (SCAN of the layout's prefix) spread,
+    how many decisions a call and a read() carried, and CPU per decision
+    split into user and system time.
 
 Targets: decisions and keys within +-10% of the mean on every master;
 the cluster's Redis CPU per decision within 20% of a single Redis's.
@@ -56,7 +60,7 @@ shim:
   on_error: "no"
 events:
   channel: senderwatch:events
-rules:
+{events}rules:
   default: {{ limit: 1000000, window: 300s }}
 """
 
@@ -68,11 +72,12 @@ class Node:
         self.port, self.pid = port, pid
 
     def ticks(self):
+        """CPU so far, in clock ticks: (user, system)."""
         with open("/proc/%d/stat" % self.pid) as f:
             # After the command name in parentheses: utime, stime are the
             # 12th and 13th fields.
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        return int(fields[11]), int(fields[12])
 
     def calls(self, cmd):
         for line in cli(self.port, "INFO", "commandstats").splitlines():
@@ -96,8 +101,10 @@ class Node:
                     return int(line.split()[1])
         return 0
 
-    def keys(self):
-        return int(cli(self.port, "DBSIZE") or 0)
+    def keys(self, prefix):
+        """The keys under prefix: two layouts share the three masters."""
+        return len(cli(self.port, "--scan", "--pattern",
+                       prefix + ":*").split())
 
 
 def field(line, name):
@@ -112,11 +119,14 @@ class Shim:
     master connected).  Not the tests' Daemon: that runs with -v, and
     logging every decision is not what is measured."""
 
-    def __init__(self, d, name, layout, nodes, nkeys):
+    def __init__(self, d, name, layout, nodes, nkeys, shards=0,
+                 prefix="senderwatch"):
         self.name, self.nodes, self.nkeys = name, nodes, nkeys
+        self.prefix = prefix
         self.sock = os.path.join(d, name + ".sock")
         conf = write_config(os.path.join(d, name + ".yaml"), CONF.format(
-            sock=self.sock, layout=layout,
+            sock=self.sock, layout=layout + "\n  prefix: " + prefix,
+            events=("  shards: %d\n" % shards) if shards else "",
             user=("  user: %s\n" % RUN_USER) if RUN_USER else ""))
         self.log = open(os.path.join(d, name + "-shim.log"), "wb")
         self.proc = subprocess.Popen([SHIM, "-f", "-c", conf],
@@ -145,12 +155,15 @@ class Shim:
         d0 = [n.decisions() for n in nodes]
         r0 = [n.reads() for n in nodes]
         out = self.load(secs)
+        t1 = [n.ticks() for n in nodes]
         return {"line": out,
-                "cpu": [(n.ticks() - t) / HZ for n, t in zip(nodes, t0)],
+                "cpu": [(u1 + s1 - u - s) / HZ
+                        for (u1, s1), (u, s) in zip(t1, t0)],
+                "sys": [(s1 - s) / HZ for (_, s1), (_, s) in zip(t1, t0)],
                 "calls": [n.decisions() - d for n, d in zip(nodes, d0)],
                 "evalsha": [n.evalsha() - e for n, e in zip(nodes, e0)],
                 "reads": [n.reads() - r for n, r in zip(nodes, r0)],
-                "keys": [n.keys() for n in nodes]}
+                "keys": [n.keys(self.prefix) for n in nodes]}
 
     def stop(self):
         if self.proc.poll() is None:
@@ -196,16 +209,21 @@ def main():
         cli(solo.port, "CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_for(lambda: solo.cluster_info().get("cluster_state") == "ok",
                  timeout=10, what="the one-node cluster")
+        seeds = "cluster: [ %s ]" % ", ".join(cluster.seeds())
+        masters = [Node(n.port, n.proc.pid) for n in cluster.nodes]
+        # "3-shard": the same three masters with one shard each, under
+        # their own prefix: a call then carries every decision of a turn
+        # that its master owns, as deep as batching per node could go.
         layouts = {
             "single": ("address: 127.0.0.1:%d" % port,
-                       [Node(port, single.pid)]),
-            "cluster": ("cluster: [ %s ]" % ", ".join(cluster.seeds()),
-                        [Node(n.port, n.proc.pid) for n in cluster.nodes]),
+                       [Node(port, single.pid)], {}),
+            "cluster": (seeds, masters, {}),
+            "3-shard": (seeds, masters, {"shards": 3, "prefix": "sw3"}),
             "1-node": ("cluster: [ %s ]" % solo.addr,
-                       [Node(solo.port, solo.proc.pid)]),
+                       [Node(solo.port, solo.proc.pid)], {}),
         }
-        for name, (layout, nodes) in layouts.items():
-            shims[name] = Shim(d, name, layout, nodes, args.keys)
+        for name, (layout, nodes, kw) in layouts.items():
+            shims[name] = Shim(d, name, layout, nodes, args.keys, **kw)
         # Short runs in turn, A B C C B A A B C C B A: on a shared machine
         # Redis's CPU per decision drifts by a quarter from minute to
         # minute, and this way the drift hits every layout alike.
@@ -225,7 +243,7 @@ def main():
     report(args, {name: merge(r) for name, r in runs.items()})
 
 
-ORDER = ["single", "cluster", "1-node"]
+ORDER = ["single", "cluster", "3-shard", "1-node"]
 ROUNDS = 2
 
 
@@ -237,7 +255,7 @@ def merge(runs):
            "p99": max(field(r["line"], "p99_us") for r in runs),
            "decisions": sum(field(r["line"], "decisions") for r in runs),
            "keys": runs[-1]["keys"]}
-    for k in ("cpu", "calls", "evalsha", "reads"):
+    for k in ("cpu", "sys", "calls", "evalsha", "reads"):
         out[k] = [sum(v) for v in zip(*(r[k] for r in runs))]
     return out
 
@@ -294,6 +312,16 @@ def report(args, res):
           "decisions per read() against %.1f" % (
               cpu["1-node"], pct(cpu["1-node"], cpu["single"]),
               os.cpu_count(), batch(res["cluster"]), batch(res["single"])))
+    print("        three masters, a shard each: %.1f us (%+.0f%%) at %.1f "
+          "decisions per call: what batching per node could reach" % (
+              cpu["3-shard"], pct(cpu["3-shard"], cpu["single"]),
+              sum(res["3-shard"]["calls"]) /
+              max(1, sum(res["3-shard"]["evalsha"]))))
+    print("        user / system CPU per decision (us): %s" % ", ".join(
+        "%s %.1f / %.1f" % (n, us_per(sum(res[n]["cpu"]) - sum(res[n]["sys"]),
+                                      sum(res[n]["calls"])),
+                            us_per(sum(res[n]["sys"]), sum(res[n]["calls"])))
+        for n in ORDER))
     if broken:
         sys.exit(1)
 
