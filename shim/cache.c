@@ -369,6 +369,7 @@ cache_generation(void)
 const struct cache_stats *
 cache_stats(void)
 {
+	cache.st.dirty = cache.ndirty;
 	return &cache.st;
 }
 

@@ -40,6 +40,7 @@ struct cache_stats {
 	uint64_t	 flushed;	/* counts handed to the flush callback */
 	uint64_t	 lost;		/* cost units whose flush failed, entry gone */
 	uint64_t	 entries;
+	uint64_t	 dirty;		/* entries with a cost not yet flushed */
 	uint64_t	 bytes;
 };
 

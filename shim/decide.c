@@ -815,6 +815,12 @@ decide_start(void)
 	ev_unref(shim.loop);
 }
 
+unsigned
+decide_flushes_out(void)
+{
+	return decide_flushing;
+}
+
 /* deadline_ms to get the flushes' replies in, the rest counted lost. */
 static void
 decide_drain_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -157,6 +157,8 @@ void	decide_start(void);
 void	decide_reload(void);
 void	decide_shutdown(double deadline);
 void	decide_exit(void);
+/* Flushes sent and not yet answered. */
+unsigned decide_flushes_out(void);
 /*
  * senderwatch-shim -k KEY: the Redis key names a decision for KEY
  * touches under each rule, as "RULE WHAT NAME" lines on stdout, from the

@@ -99,6 +99,18 @@ stats_script_loads(void)
 	return shim.scripts != NULL ? script_conn_loads(shim.scripts) : 0;
 }
 
+/*
+ * Keys whose counted costs are not in Redis yet: a cost is either in its
+ * entry, waiting for the next flush, or in a flush awaiting its reply
+ * (and back in an entry if that failed), so 0 means nothing more will be
+ * sent.
+ */
+static unsigned long
+stats_near_unsent(void)
+{
+	return cache_stats()->dirty + decide_flushes_out();
+}
+
 static int
 stats_redis_up(void)
 {
@@ -139,6 +151,7 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "near_cache_lost", cache_stats()->lost);
 	kv_u64(kv, "near_cache_invalidated", st->near_invalidated);
 	kv_u64(kv, "near_cache_entries", cache_stats()->entries);
+	kv_u64(kv, "near_cache_unsent", stats_near_unsent());
 	kv_u64(kv, "near_cache_bytes", cache_stats()->bytes);
 	kv_u64(kv, "script_loads", stats_script_loads());
 	kv_u64(kv, "script_calls", st->script_calls);
@@ -246,6 +259,11 @@ stats_metrics(struct metrics *m)
 	    "Keys held over their limit in the near cache now.");
 	metrics_u64(m, "senderwatch_near_cache_entries", "",
 	    cache_stats()->entries);
+	metrics_family(m, "senderwatch_near_cache_unsent", "gauge",
+	    "Keys whose near-cache costs are not in Redis yet: waiting for "
+	    "the next flush, or sent and not answered.");
+	metrics_u64(m, "senderwatch_near_cache_unsent", "",
+	    stats_near_unsent());
 	metrics_family(m, "senderwatch_near_cache_bytes", "gauge",
 	    "Memory the near cache holds: its table and entries.");
 	metrics_u64(m, "senderwatch_near_cache_bytes", "",

@@ -360,9 +360,11 @@ def test_a_frozen_redis_loses_no_cached_count(make_shim, redis):
     # Every request counted once: the held ones by the cache's flush, the
     # others by their own calls, which Redis runs late (the clients had
     # the fail policy meanwhile).
-    wait_for(lambda: redis.cli("GET", key) == str(sent), timeout=3 * SLOW,
-             what="every request of the freeze counted")
-    time.sleep(0.6)     # one more flush round: nothing counted twice
+    # ...and nothing left to send (no cost waiting in the cache or in a
+    # flush out): a cost sent twice would show in the GET after this.
+    wait_for(lambda: redis.cli("GET", key) == str(sent) and
+             stats(shim)["near_cache_unsent"] == 0, timeout=3 * SLOW,
+             what="every request of the freeze counted, nothing unsent")
     assert redis.cli("GET", key) == str(sent)
     st = stats(shim)
     assert st["near_cache_lost"] == 0, st

@@ -67,6 +67,7 @@ SHIM_FAMILIES = dict(COMMON, **{
     "senderwatch_near_cache_evictions_total": "counter",
     "senderwatch_near_cache_lost_total": "counter",
     "senderwatch_near_cache_entries": "gauge",
+    "senderwatch_near_cache_unsent": "gauge",
     "senderwatch_near_cache_bytes": "gauge",
 })
 ALERTER_FAMILIES = dict(COMMON, **{

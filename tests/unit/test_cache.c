@@ -116,9 +116,11 @@ test_counting(void)
 	CHECK(hit(&rule_a, "alice", 3, 1, 1.0));
 	CHECK(hit(&rule_a, "alice", 7, 0, 1.0));	/* not counted */
 	CHECK(hit(&rule_a, "bob", 2, 1, 1.0));
+	CHECK(cache_stats()->dirty == 2);	/* near_cache_unsent's part */
 	/* One call per key, with the sum. */
 	cache_flush();
 	CHECK(nflushed == 2);
+	CHECK(cache_stats()->dirty == 0);
 	CHECK(flushed_cost("alice") == 4);
 	CHECK(flushed_cost("bob") == 2);
 	/* Flushed once: nothing twice. */
