@@ -128,7 +128,7 @@ end
 -- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
 local function decide(kb, ab, n, factor_, f_mode, f_alg, shadow,
-    count_denied)
+    count_denied, limit1)
 
 -- INCRBY is given the cost as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
@@ -182,7 +182,7 @@ if f_alg == 102 and count_denied and f_mode == 99 then
       c = redis.call('INCRBY', state, cost_arg)
     end
     redis.call('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
-    local limit = tonumber(ARGV[1 + 3 * i])
+    local limit = i == 1 and limit1 or tonumber(ARGV[1 + 3 * i])
     if factor ~= 1 then limit = math.floor(limit * factor) end
     if c > limit then over = true end
     if i == 1 then
@@ -538,9 +538,12 @@ end
 -- being the call's.  Several: each in its own pcall, so that one
 -- decision's error is its reply alone and the others are answered.
 local shadow, count_denied = f_shadow == 49, f_denied == 49
+-- The first limit as a number, made once for the call's decisions:
+-- tonumber() on a string costs Redis two strtod()s.
+local limit1 = tonumber(ARGV[HEAD + 1])
 if m == 1 then
   return decide(1, HEAD + 3 * n, n, call_factor, f_mode, f_alg, shadow,
-    count_denied)
+    count_denied, limit1)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -549,7 +552,7 @@ end
 local out, refused = {}, nil
 for d = 1, m do
   local ok, r = pcall(decide, 1 + (d - 1) * per, HEAD + 3 * n + 2 * (d - 1),
-    n, call_factor, f_mode, f_alg, shadow, count_denied)
+    n, call_factor, f_mode, f_alg, shadow, count_denied, limit1)
   if ok then
     out[d] = r
   else
