@@ -157,7 +157,7 @@ void	decide_start(void);
 void	decide_reload(void);
 void	decide_shutdown(double deadline);
 void	decide_exit(void);
-/* Flushes sent and not yet answered. */
+/* Near-cache flushes made and not yet answered (sent or to be). */
 unsigned decide_flushes_out(void);
 /*
  * senderwatch-shim -k KEY: the Redis key names a decision for KEY
