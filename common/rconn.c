@@ -15,6 +15,11 @@
  * not merely that the kernel accepted the socket: a SIGSTOPped redis-server
  * still accepts connections.
  */
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -333,10 +338,39 @@ rconn_disconnect_cb(const redisAsyncContext *ac, int status)
 	    "connection");
 }
 
+/*
+ * TCP keepalive, RCONN_KEEPIDLE s after the last traffic, then a probe
+ * every RCONN_KEEPINTVL s, RCONN_KEEPCNT unanswered ones and the
+ * connection is gone.  A subscription only ever reads: when its server's
+ * host dies or the network between drops (no reset ever comes), nothing
+ * else would notice, and it would sit on a dead socket for good, its
+ * messages lost.  Commands have the watchdog; this costs them nothing.
+ * The kernel's defaults (two hours) are for other purposes; hiredis
+ * 0.14's redisEnableKeepAlive waits 15 s.
+ */
+#define RCONN_KEEPIDLE	5
+#define RCONN_KEEPINTVL	2
+#define RCONN_KEEPCNT	3
+
+static void
+rconn_keepalive(int fd)
+{
+	int	 on = 1, idle = RCONN_KEEPIDLE, intvl = RCONN_KEEPINTVL;
+	int	 cnt = RCONN_KEEPCNT;
+
+	/* Best effort: a socket that refuses is left as it is. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl,
+	    sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 redisAsyncContext *
 rconn_async_connect(const char *addr)
 {
-	char	 host[256], *colon;
+	redisAsyncContext	*ac;
+	char			 host[256], *colon;
 
 	if (strncmp(addr, "unix:", 5) == 0)
 		return redisAsyncConnectUnix(addr + 5);
@@ -348,7 +382,10 @@ rconn_async_connect(const char *addr)
 		colon[-1] = '\0';
 		memmove(host, host + 1, strlen(host));
 	}
-	return redisAsyncConnect(host, atoi(colon + 1));
+	ac = redisAsyncConnect(host, atoi(colon + 1));
+	if (ac != NULL && !ac->err && ac->c.fd >= 0)
+		rconn_keepalive(ac->c.fd);
+	return ac;
 }
 
 static void	rconn_dial(struct rconn *);

@@ -3,7 +3,9 @@
  * itself: connect with a deadline, AUTH and SELECT, check that the server
  * is a master (ROLE) and whether it may evict keys (INFO memory), reconnect
  * with backoff, and a watchdog that drops a connection whose replies
- * stopped coming (a frozen or hung server keeps its TCP socket open).  A
+ * stopped coming (a frozen or hung server keeps its TCP socket open), TCP
+ * keepalive for one that only listens (a subscription) when the far host
+ * is gone.  A
  * READONLY reply (a master demoted under us) drops the connection at once:
  * nothing more is written to a replica.  hiredis 0.14 has no timeouts of
  * its own, so every deadline lives here or with the caller.
