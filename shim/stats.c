@@ -100,10 +100,10 @@ stats_script_loads(void)
 }
 
 /*
- * Keys whose counted costs are not in Redis yet: a cost is either in its
- * entry, waiting for the next flush, or in a flush awaiting its reply
- * (and back in an entry if that failed), so 0 means nothing more will be
- * sent.
+ * What the near cache counted that is not in Redis yet: a cost is either
+ * in its entry, waiting for the next flush, or in a flush awaiting its
+ * reply (back in an entry if that failed, or lost), so 0 means nothing
+ * more will be sent.  Keys plus flushes: a key can be in both.
  */
 static unsigned long
 stats_near_unsent(void)
@@ -260,8 +260,8 @@ stats_metrics(struct metrics *m)
 	metrics_u64(m, "senderwatch_near_cache_entries", "",
 	    cache_stats()->entries);
 	metrics_family(m, "senderwatch_near_cache_unsent", "gauge",
-	    "Keys whose near-cache costs are not in Redis yet: waiting for "
-	    "the next flush, or sent and not answered.");
+	    "Near-cache costs not in Redis yet: keys waiting for the next "
+	    "flush, and flushes not yet answered.");
 	metrics_u64(m, "senderwatch_near_cache_unsent", "",
 	    stats_near_unsent());
 	metrics_family(m, "senderwatch_near_cache_bytes", "gauge",
