@@ -485,10 +485,16 @@ def test_the_subscriptions_leave_a_dead_seed(tmp, cluster):
         # reset (nothing a test here can make): every connection to a
         # node has its keepalive timer running, due within the 5 s idle
         # time set (the kernel's default would be two hours).
+        # A connection with a command out shows the retransmission timer
+        # instead (the alerter reads its 48 shards every second): awaited
+        # until the subscription and a node connection show theirs.
         ports = {n.port for n in cluster.nodes}
         for d in (shim, alerter):
-            on, off, longest = keepalive_timers(d.proc.pid, ports)
-            assert on >= 2 and off == 0, (d.name, on, off)
+            on, off, longest = wait_for(
+                lambda: (lambda t: t[0] >= 2 and t)(
+                    keepalive_timers(d.proc.pid, ports)),
+                timeout=10, what=d.name + "'s keepalive timers")
+            assert off == 0, (d.name, on, off)
             assert longest <= 5.5, (d.name, longest)
         heard = stats(shim)["near_cache_invalidated"]
         other = [n for n in cluster.live() if n.port != moved["shim-sub"]][0]
