@@ -57,7 +57,6 @@ static struct {
 	size_t			 max;
 	struct cache_list	 lru;
 	struct cache_list	 dirty;
-	size_t			 ndirty;
 	cache_flush_fn		*flush;
 	uint64_t		 sipkey[2];
 	unsigned		 generation;
@@ -144,7 +143,7 @@ cache_drop(struct cache_entry *e, int flush)
 	TAILQ_REMOVE(&cache.lru, e, lru);
 	if (e->pending > 0) {
 		TAILQ_REMOVE(&cache.dirty, e, dirty);
-		cache.ndirty--;
+		cache.st.dirty--;
 		if (flush) {
 			cache.st.flushed++;
 			cache.flush(e->rule, e->key, e->key_len, e->pending,
@@ -166,7 +165,7 @@ cache_flush_one(struct cache_entry *e)
 	if (cost == 0)
 		return;
 	TAILQ_REMOVE(&cache.dirty, e, dirty);
-	cache.ndirty--;
+	cache.st.dirty--;
 	e->pending = 0;
 	cache.st.flushed++;
 	cache.flush(e->rule, e->key, e->key_len, cost, cache.generation);
@@ -223,7 +222,7 @@ cache_hit(const struct conf_rule *r, const char *key, size_t len,
 	if (counts && cost > 0 && !e->nocount) {
 		if (e->pending == 0) {
 			TAILQ_INSERT_TAIL(&cache.dirty, e, dirty);
-			cache.ndirty++;
+			cache.st.dirty++;
 		}
 		e->pending += cost;
 	}
@@ -307,7 +306,7 @@ cache_unflushed(const struct conf_rule *r, const char *key, size_t len,
 	}
 	if (e->pending == 0) {
 		TAILQ_INSERT_TAIL(&cache.dirty, e, dirty);
-		cache.ndirty++;
+		cache.st.dirty++;
 	}
 	e->pending += cost;
 	return 0;
@@ -323,7 +322,7 @@ cache_flush(void)
 	 * Each entry dirty now, once: a flush that fails at once (Redis
 	 * down) puts its cost back at the tail, for the next round.
 	 */
-	for (n = cache.ndirty; n > 0 &&
+	for (n = cache.st.dirty; n > 0 &&
 	    (e = TAILQ_FIRST(&cache.dirty)) != NULL; n--)
 		cache_flush_one(e);
 }
@@ -369,7 +368,6 @@ cache_generation(void)
 const struct cache_stats *
 cache_stats(void)
 {
-	cache.st.dirty = cache.ndirty;
 	return &cache.st;
 }
 

@@ -8,12 +8,12 @@ replication is not what is measured) and a one-node cluster on loopback
 TCP, so every layout pays the same transport, and a shim on each; a
 fourth shim uses the three masters with one shard each (events.shards 3,
 under its own prefix), whose calls carry every decision of a turn that
-one master owns: what batching per node, not done, could gain.  Drives each with sw-bench load
-at concurrency 32 and reads, per Redis process, its CPU time
-(/proc/PID/stat utime+stime), the decisions it ran (its INCRBY calls in
-INFO commandstats: one per decision of the rule's one window, however
-many decisions a count.lua call carried) and its EVALSHA calls, over the
-same measured seconds.  Reports:
+one master owns: what batching per node, not done, could gain.  Drives
+each with sw-bench load at concurrency 32 and reads, per Redis process,
+its CPU time (/proc/PID/stat utime, stime), the decisions it ran (its
+INCRBY calls in INFO commandstats: one per decision of the rule's one
+window, however many decisions a count.lua call carried) and its EVALSHA
+calls, over the same measured seconds.  Reports:
 
   - decisions/s and latency of both layouts;
   - Redis CPU per decision on each master, and over the three together;

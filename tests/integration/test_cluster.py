@@ -482,12 +482,12 @@ def test_the_subscriptions_leave_a_dead_seed(tmp, cluster):
         print("\nFIGURE cluster subscriptions: on another seed %.0f ms "
               "after theirs was killed" % ((time.monotonic() - t0) * 1e3))
         # Found by rconn.c's TCP keepalive, had the host gone without a
-        # reset (nothing a test here can make): every connection to a
-        # node has its keepalive timer running, due within the 5 s idle
-        # time set (the kernel's default would be two hours).
-        # A connection with a command out shows the retransmission timer
-        # instead (the alerter reads its 48 shards every second): awaited
-        # until the subscription and a node connection show theirs.
+        # reset (nothing a test here can make): every idle connection to
+        # a node has its keepalive timer running, due within the 5 s set
+        # (the kernel's default is two hours).  One with a command out
+        # shows its retransmission timer instead (the alerter reads its
+        # 48 shards every second), so two keepalive timers, the
+        # subscription's and a node connection's, are awaited.
         ports = {n.port for n in cluster.nodes}
         for d in (shim, alerter):
             on, off, longest = wait_for(
