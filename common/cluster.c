@@ -17,7 +17,6 @@
 #include "script.h"
 
 #define CLUSTER_SLOTS		16384
-#define CLUSTER_NODES_MAX	128
 #define REFRESH_MIN_S		0.25	/* between two CLUSTER SLOTS */
 #define REFRESH_EVERY_S		5.0	/* even when nothing says so */
 
@@ -421,6 +420,14 @@ cluster_rconn(struct cluster *cl, unsigned slot)
 	struct cluster_node	*n = cluster_node_of(cl, slot);
 
 	return n != NULL ? n->rc : NULL;
+}
+
+int
+cluster_node_index(const struct cluster *cl, unsigned slot)
+{
+	if (slot >= CLUSTER_SLOTS || cl->slot_node[slot] == 0)
+		return -1;
+	return cl->slot_node[slot] - 1;
 }
 
 struct script_conn *

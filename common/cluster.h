@@ -25,6 +25,8 @@
 
 #include "conf.h"
 
+#define CLUSTER_NODES_MAX	128	/* masters and seeds known at once */
+
 struct cluster;
 struct rconn;
 struct script_conn;
@@ -39,6 +41,13 @@ void		 cluster_set_conf(struct cluster *, const struct conf *);
 /* The connection and scripts of slot's master, or NULL when not ready. */
 struct rconn	*cluster_rconn(struct cluster *, unsigned slot);
 struct script_conn *cluster_scripts(struct cluster *, unsigned slot);
+/*
+ * Which of the known nodes serves slot, by the map: 0 to
+ * CLUSTER_NODES_MAX - 1, or -1.  The same number names the same node
+ * until the next map, which may give it to another (batches use it only
+ * to group decisions; a stale one costs a decision sent again).
+ */
+int		 cluster_node_index(const struct cluster *, unsigned slot);
 
 /* 1 once a map is known and some master is connected. */
 int		 cluster_ready(const struct cluster *);

@@ -322,7 +322,7 @@ keyspace_put(struct resp *out, const struct keyspace_shards *sh,
 
 size_t
 keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
-    size_t shard, size_t elen)
+    size_t shard, size_t elen, int with_stream)
 {
 	const struct keyspace_shards	*sh = c->shards;
 	const struct keyspace_rule	*ks = r->ks;
@@ -334,17 +334,22 @@ keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
 	for (i = 0; i < r->nlimits; i++)
 		n += resp_size(head + ks->state_len[i]) +
 		    resp_size(head + ks->crossed_len[i]);
+	if (with_stream)
+		n += resp_size(sh->stream_len[shard]);
 	return n;
 }
 
 void
 keyspace_decision_keys(struct resp *out, const struct conf *c,
-    const struct conf_rule *r, size_t shard, const char *ekey, size_t elen)
+    const struct conf_rule *r, size_t shard, const char *ekey, size_t elen,
+    int with_stream)
 {
 	const struct keyspace_shards	*sh = c->shards;
 	const struct keyspace_rule	*ks = r->ks;
 	size_t				 i;
 
+	if (with_stream)
+		resp_arg(out, sh->stream[shard], sh->stream_len[shard]);
 	keyspace_put(out, sh, shard, ks->subjects, ks->subjects_len, ekey,
 	    elen);
 	keyspace_put(out, sh, shard, ks->override, ks->override_len, ekey,
@@ -359,11 +364,13 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 
 size_t
 keyspace_decision_keyoff(const struct conf *c, const struct conf_rule *r,
-    size_t shard)
+    size_t *stream_base)
 {
 	const struct keyspace_shards	*sh = c->shards;
 
-	return sh->prefix_len + sh->tag_len[shard] + r->ks->override_len;
+	/* Every shard's stream is the base and its tag, if it has one. */
+	*stream_base = sh->stream_len[0] - sh->tag_len[0];
+	return sh->prefix_len + r->ks->override_len;
 }
 
 int

@@ -117,22 +117,25 @@ unsigned keyspace_slot(const char *key, size_t len);
 
 /*
  * The keys of one decision, in count.lua's KEYS order (subjects,
- * override, then each limit's state and crossed marker; the shard's
- * stream, which a call's decisions share, goes first of all), written
- * into r for key ekey (escaped, elen bytes) under rule.  This is the one
- * place that says which keys a decision touches and how they are named.
+ * override, then each limit's state and crossed marker), written into r
+ * for key ekey (escaped, elen bytes) under rule; with_stream, the shard's
+ * stream before them, as a node's call takes them (a slot's call gives
+ * the stream once, first of all).  This is the one place that says which
+ * keys a decision touches and how they are named.
  * keyspace_decision_size() is the most they take in RESP, and
  * keyspace_decision_keyoff() where ekey starts in the override key's
- * name (count.lua reads the key for a crossing's event from there).
+ * name without a shard's tag, *stream_base the stream's name without it
+ * (count.lua reads the key for a crossing's event from there, a shard's
+ * tag being what its stream's name has past stream_base).
  */
 size_t	keyspace_decision_nkeys(const struct conf_rule *);
 size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
-	    size_t shard, size_t elen);
+	    size_t shard, size_t elen, int with_stream);
 void	keyspace_decision_keys(struct resp *, const struct conf *,
 	    const struct conf_rule *, size_t shard, const char *ekey,
-	    size_t elen);
+	    size_t elen, int with_stream);
 size_t	keyspace_decision_keyoff(const struct conf *,
-	    const struct conf_rule *, size_t shard);
+	    const struct conf_rule *, size_t *stream_base);
 
 /*
  * One key name into dst: the prefix, the shard's tag, a tail (from a

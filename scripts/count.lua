@@ -1,11 +1,13 @@
 --[[
 senderwatch count.lua: check and count requests against every limit of a
 rule, decide each, and record each limit's first crossing.  One call takes
-one decision or several of one rule whose keys share a node and a hash
-slot (the shim sends the decisions one loop turn made together: Redis's
-fixed cost of a call is then paid once for all).  senderwatch-shim loads
-it with SCRIPT LOAD and runs it with EVALSHA; it runs by hand too (one
-limit of 20 per 5 minutes, fixed window, one decision):
+one decision or several of one rule (the shim sends the decisions one
+loop turn made together: Redis's fixed cost of a call is then paid once
+for all): with their keys declared, of one hash slot; or, on a Redis
+Cluster's node, of any slots, their keys among the arguments (below).
+senderwatch-shim loads it with SCRIPT LOAD and runs it with EVALSHA; it
+runs by hand too (one limit of 20 per 5 minutes, fixed window, one
+decision):
 
   redis-cli --eval scripts/count.lua senderwatch:stream \
       senderwatch:subjects:default:alice@example.org \
@@ -13,7 +15,7 @@ limit of 20 per 5 minutes, fixed window, one decision):
       senderwatch:default:alice@example.org \
       senderwatch:crossed:default:alice@example.org , \
       cf011 1 \
-      "default mta1 senderwatch:events 10000 senderwatch-alerters 29" \
+      "default mta1 senderwatch:events 10000 senderwatch-alerters 29 18" \
       20 300000 20 1 ""
 
 KEYS[1]  stream     events.stream              capped record of threshold
@@ -40,11 +42,13 @@ ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
          cost is added even when the answer is yes), and n, the number of
          limits (1 to 8)
 ARGV[2]  factor from the config's per-key override (1 = none)
-ARGV[3]  what a crossing records, six words separated by one space: the
-         rule's name, the reporting host, the events channel, the
+ARGV[3]  what a crossing records, seven words separated by one space:
+         the rule's name, the reporting host, the events channel, the
          stream's MAXLEN ~, the alerters' consumer group (made with the
-         stream, see announce), and where in the override key's name the
-         key (as escaped in key names) starts, in bytes
+         stream, see announce), where in the override key's name the key
+         (as escaped in key names) starts, in bytes, less the shard's tag,
+         and the length of the stream's name less its tag (a shard's
+         tag is what its stream's name has past that length)
 ARGV[1+3i], ARGV[2+3i], ARGV[3+3i]  limit i: limit, window in ms, burst
          (gcra; else ignored)
 then, for each decision d, from a = 3 + 3n + 2 * (d - 1):
@@ -52,6 +56,14 @@ ARGV[a+1]  cost: plain digits, 0 to COST_MAX (with mode peek, 0 asks
            whether the key is over already)
 ARGV[a+2]  subject to record, or ""
   (3 + 3n + 2m arguments)
+
+A node's call (a Redis Cluster's master, the decisions of any slots it
+serves): no KEYS; the arguments above, then for each decision d its
+stream and its keys in the order above, from ARGV[c + (d - 1) * (3 + 2n)],
+c = 4 + 3n + 2m (3 + 3n + m(5 + 2n) arguments).  Redis checks each key as
+it is used: a decision it refuses before writing (its slot served
+elsewhere or moving, the cluster down) replies "ELSEWHERE ...", to be sent
+again with its keys declared.  The shim sends a lone decision declared.
 
 Every argument is a string Redis makes for each call: what only a
 crossing needs shares one, and what the decisions of a call share is
@@ -101,14 +113,24 @@ local flags = ARGV[1]
 local f_mode, f_alg, f_shadow, f_denied, f_n = string.byte(flags or '', 1, 5)
 local n = (f_n or 0) - 48
 local per = 2 + 2 * n
--- m is whole only when #KEYS matches n, so one comparison checks both.
-local m = (#KEYS - 1) / per
+-- Where the keys are: KEYS, or (a node's call) ARGV from ko + 1.  m is
+-- whole only when the count matches n, so one comparison checks both.
+local K, ko, m = KEYS, 0, (#KEYS - 1) / per
+-- Set by a decision at its first write: Redis may refuse a key of a
+-- node's call (below) only where none was written yet, for the shim to
+-- send the decision again.
+local wrote = false
+if #KEYS == 0 then
+  K, m = ARGV, (#ARGV - HEAD - 3 * n) / (per + 3)
+  ko = HEAD + 3 * n + 2 * m
+end
 if #(flags or '') ~= 5 or n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
-    #ARGV ~= HEAD + 3 * n + 2 * m then
+    #ARGV ~= HEAD + 3 * n + 2 * m + (K == ARGV and m * (per + 1) or 0) then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
-    .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments',
-    #KEYS, #ARGV, HEAD))
+    .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments, '
+    .. 'or no keys and %d + 3n + m(5 + 2n) arguments', #KEYS, #ARGV, HEAD,
+    HEAD))
 end
 local call_factor = tonumber(ARGV[2])
 if not (f_mode == 99 or f_mode == 112) or
@@ -119,7 +141,7 @@ if not (f_mode == 99 or f_mode == 112) or
     .. '[1-8] and the factor a number')
 end
 
--- One decision: its keys from KEYS[kb + 1], its cost and subject from
+-- One decision: its keys from K[kb + 1], its cost and subject from
 -- ARGV[ab + 1], what the call's decisions share as the other arguments.
 -- Redis's CPU per decision is what a cluster pays for: the common case (a
 -- fixed window counting every attempt, under its limits) runs first and
@@ -127,7 +149,7 @@ end
 -- counts'; nor does the call around it (a table or a closure made per
 -- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
-local function decide(kb, ab, n, factor_, f_mode, f_alg, shadow,
+local function decide(kb, sk, ab, n, factor_, f_mode, f_alg, shadow,
     count_denied, limit1)
 
 -- INCRBY is given the cost as written: turning a Lua number back into a
@@ -143,8 +165,12 @@ end
 -- Runtime override, set with scripts/override.lua or plain redis-cli.  A
 -- key of another type there (WRONGTYPE) is not an override.
 local override = 0
-local ov = redis.pcall('GET', KEYS[kb + 2])
+local ov = redis.pcall('GET', K[kb + 2])
 if ov then
+  -- Undeclared keys (a node's call): GET found this key here, so Redis
+  -- checks the rest of them before anything is written (a slot that is
+  -- moving and has some of them only fails the decision here).
+  if K ~= KEYS then redis.call('EXISTS', unpack(K, kb, kb + 2 + 2 * n)) end
   if type(ov) == 'table' then
     if string.sub(ov.err, 1, 9) ~= 'WRONGTYPE' then error(ov) end
   elseif ov == 'allow' then
@@ -167,8 +193,9 @@ end
 local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
+  wrote = true
   for i = 1, n do
-    local state = KEYS[kb + 1 + 2 * i]
+    local state = K[kb + 1 + 2 * i]
     local c = redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).
@@ -250,6 +277,7 @@ end
 -- count, so a rule that counts every attempt decides from it alone, with
 -- no read before the write.
 local function fixed_commit(state, window)
+  wrote = true
   local c = redis.pcall('INCRBY', state, cost_arg)
   if type(c) == 'table' then
     if not corrupt(c, true) then error(c) end
@@ -262,7 +290,8 @@ end
 
 -- Record the subject under the key, with the first limit's window.
 local function record_subject(ttl)
-  local subjects_key = KEYS[kb + 1]
+  wrote = true
+  local subjects_key = K[kb + 1]
   local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
   if type(z) == 'table' then
     if not corrupt(z) then error(z) end
@@ -286,15 +315,19 @@ end
 -- key holds something else), the marker goes again, so that the next
 -- request over the limit records the crossing once that is mended.
 local function announce(i, count, limit, marker_ttl)
-  local crossed, state, stream = KEYS[kb + 2 + 2 * i], KEYS[kb + 1 + 2 * i],
-    KEYS[1]
-  local rule, host, channel, maxlen, group, keyoff = string.match(ARGV[3],
-    '^(%S+) (%S+) (%S+) (%d+) (%S+) (%d+)$')
+  local crossed, state, stream = K[kb + 2 + 2 * i], K[kb + 1 + 2 * i],
+    K[sk]
+  local rule, host, channel, maxlen, group, keyoff, sbase = string.match(
+    ARGV[3], '^(%S+) (%S+) (%S+) (%d+) (%S+) (%d+) (%d+)$')
   if not rule then
-    error({ err = 'ERR count.lua: ARGV[3] must be six words: rule host '
-      .. 'channel maxlen group key-offset' })
+    error({ err = 'ERR count.lua: ARGV[3] must be seven words: rule host '
+      .. 'channel maxlen group key-offset stream-base' })
   end
-  local key = string.sub(KEYS[kb + 2], tonumber(keyoff) + 1)
+  -- The shard's tag, where there is one, is what the stream's name has
+  -- past its base, and the override key's name has it too.
+  local key = string.sub(K[kb + 2], tonumber(keyoff) + #stream -
+    tonumber(sbase) + 1)
+  wrote = true
   if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
   end
@@ -309,7 +342,7 @@ local function announce(i, count, limit, marker_ttl)
   local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'rule', rule, 'key', key, 'count', count, 'limit', limit,
     'window_ms', window, 'time', t, 'host', host,
-    'counter', state, 'subjects', KEYS[kb + 1],
+    'counter', state, 'subjects', K[kb + 1],
     'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
   if type(id) == 'table' then
     redis.call('DEL', crossed)
@@ -329,7 +362,7 @@ end
 if fixed_counts then
   local decided, dcount, crossed, ttl1, hold, ttls = 0, 0, 0, -1, 0, nil
   for i = 1, n do
-    local state = KEYS[kb + 1 + 2 * i]
+    local state = K[kb + 1 + 2 * i]
     local c = fixed_counts[i]
     local limit = limit_of(i)
     if c > limit then
@@ -347,7 +380,7 @@ if fixed_counts then
     end
   end
   if subject ~= '' then
-    if ttl1 < 0 then ttl1 = redis.call('PTTL', KEYS[kb + 3]) end
+    if ttl1 < 0 then ttl1 = redis.call('PTTL', K[kb + 3]) end
     record_subject(ttl1)
   end
   -- The soonest any window ends, the ones under their limit too.
@@ -355,7 +388,7 @@ if fixed_counts then
   if ttls and not shadow then
     count_ms = hold
     for i = 1, n do
-      local t = ttls[i] or redis.call('PTTL', KEYS[kb + 1 + 2 * i])
+      local t = ttls[i] or redis.call('PTTL', K[kb + 1 + 2 * i])
       if t < count_ms then count_ms = t end
     end
   end
@@ -372,7 +405,7 @@ for i = 1, n do
   local burst = tonumber(ARGV[3 + 3 * i])
   if factor ~= 1 then burst = math.floor(burst * factor) end
   limits[i] = { limit = limit_of(i), window = tonumber(ARGV[2 + 3 * i]),
-    burst = burst, state = KEYS[kb + 1 + 2 * i] }
+    burst = burst, state = K[kb + 1 + 2 * i] }
 end
 
 local fixed, sliding, gcra = {}, {}, {}
@@ -382,6 +415,7 @@ function fixed.probe(lim)
   if type(v) == 'table' or (v and (not string.match(v, '^%-?%d+$') or
       #v > 18)) then
     if type(v) == 'table' and not corrupt(v) then error(v) end
+    wrote = true
     redis.call('DEL', lim.state)
     v = nil
   end
@@ -398,6 +432,7 @@ function sliding.probe(lim)
   local h = redis.pcall('HMGET', lim.state, 'i', 'c', 'p')
   if h.err then
     if not corrupt(h) then error(h) end
+    wrote = true
     redis.call('DEL', lim.state)
     h = {}
   end
@@ -425,6 +460,7 @@ function sliding.probe(lim)
   end
 end
 function sliding.commit(lim)
+  wrote = true
   redis.call('HSET', lim.state, 'i', lim.idx, 'c', lim.c + cost, 'p', lim.p)
   -- Kept until the next bucket no longer needs it as "previous".
   redis.call('PEXPIRE', lim.state, lim.ttl + lim.window)
@@ -452,6 +488,7 @@ function gcra.probe(lim)
   end
 end
 function gcra.commit(lim)
+  wrote = true
   redis.call('SET', lim.state, 1, 'PX', lim.new_ttl)
   lim.ttl = lim.new_ttl
 end
@@ -541,9 +578,12 @@ local shadow, count_denied = f_shadow == 49, f_denied == 49
 -- The first limit as a number, made once for the call's decisions:
 -- tonumber() on a string costs Redis two strtod()s.
 local limit1 = tonumber(ARGV[HEAD + 1])
+-- Decision d's keys: after KEYS[1], the stream; or its own stream first.
+local kstep = K == KEYS and per or per + 1
+local function kbase(d) return ko + 1 + (d - 1) * kstep end
 if m == 1 then
-  return decide(1, HEAD + 3 * n, n, call_factor, f_mode, f_alg, shadow,
-    count_denied, limit1)
+  return decide(kbase(1), ko + 1, HEAD + 3 * n, n, call_factor, f_mode,
+    f_alg, shadow, count_denied, limit1)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -551,8 +591,11 @@ end
 -- move off a demoted master.
 local out, refused = {}, nil
 for d = 1, m do
-  local ok, r = pcall(decide, 1 + (d - 1) * per, HEAD + 3 * n + 2 * (d - 1),
-    n, call_factor, f_mode, f_alg, shadow, count_denied, limit1)
+  local kb = kbase(d)
+  wrote = false
+  local ok, r = pcall(decide, kb, K == KEYS and 1 or kb,
+    HEAD + 3 * n + 2 * (d - 1), n, call_factor, f_mode, f_alg, shadow,
+    count_denied, limit1)
   if ok then
     out[d] = r
   else
@@ -566,6 +609,13 @@ for d = 1, m do
     end
     if string.sub(r, 1, 4) == 'OOM ' or string.sub(r, 1, 9) == 'READONLY ' then
       refused = refused or r
+    elseif K == ARGV and not wrote and
+        string.find(r, 'Script attempted to', 1, true) then
+      -- Redis refused a key of the decision here before it wrote (a slot
+      -- this node does not serve, one moving, the cluster down): the
+      -- shim sends it again with its keys declared, and Redis's own
+      -- routing answers.
+      r = 'ELSEWHERE count.lua: not decided on this node: ' .. r
     end
     out[d] = { err = r }
   end

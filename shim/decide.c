@@ -1,8 +1,8 @@
 /*
  * decide.c: the shim's side of scripts/count.lua: the decisions of a
- * loop turn, batched into count.lua calls (one per rule and shard, up to
- * 32 decisions each) on the pipelined connection to the shard's node,
- * and each decision's reply.
+ * loop turn, batched into count.lua calls (one per rule and shard, or in
+ * a Cluster per rule and node, up to 32 decisions each) on the pipelined
+ * connection to the node, and each decision's reply.
  *
  * The command is written in RESP here (common/resp.h): each decision's
  * keys and arguments copied into its batch as it comes, from what the
@@ -23,6 +23,7 @@
 #include <sys/queue.h>
 
 #include "cache.h"
+#include "cluster.h"
 #include "keyspace.h"
 #include "rule.h"
 #include "log.h"
@@ -156,10 +157,14 @@ decide_log(const struct pending *p, const struct verdict *v)
 		    v->v[V_OVERRIDE] ? " override=redis" : "");
 }
 
+static int	decide_elsewhere(const redisReply *);
+
 /* Why an error reply (or none) means the fail policy. */
 static enum fail_reason
 decide_error_reason(const redisReply *r)
 {
+	if (decide_elsewhere(r))
+		return FAIL_CLUSTER;
 	switch (rconn_error_kind(r)) {
 	case RERR_OOM:
 		return FAIL_OOM;
@@ -320,6 +325,15 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
  * slot, so a batch goes to one node in any layout.  Each decision stays
  * atomic (the whole call is) and gets its own reply.
  *
+ * In a Cluster, a call per shard would carry a node's decisions cut into
+ * its shards (16 of 48 on three masters): one at a time.  So a batch
+ * there is per node, by the slot map, its keys among the arguments
+ * (count.lua's node's call), and Redis checks each key as the script
+ * uses it.  A decision the node refuses before writing (the map was
+ * stale, its slot is moving) comes back "ELSEWHERE" and goes again alone,
+ * its keys declared, where Redis's own MOVED, ASK and TRYAGAIN answer
+ * (decide_resend()).  A lone decision goes declared from the start.
+ *
  * A batch copies each decision's keys and arguments as they come (a
  * request's key lives in its session, which may go before the batch
  * does); what the decisions share is written once, at the send.
@@ -337,8 +351,10 @@ struct batch {
 	TAILQ_ENTRY(batch)	 entry;		/* in decide_batches till sent */
 	const struct conf	*conf;		/* the keys' names are its */
 	const struct conf_rule	*rule;
-	size_t			 shard;
+	size_t			 shard;		/* the first decision's */
 	unsigned		 slot;		/* the shard's, kept: conf may go */
+	int			 node;		/* a node's call, or -1 a slot's */
+	unsigned		 route;		/* decide_inflight[]'s index */
 	unsigned long		 seq;		/* the order batches were opened */
 	double			 factor;
 	int			 peek;
@@ -396,17 +412,28 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
 }
 
 /*
- * Batches go before the loop waits, but one slot's next waits while its
+ * Batches go before the loop waits, but one route's next waits while its
  * last is in Redis, unless full: Redis runs a node's calls one after the
  * other, so a batch sent then would only queue there, and held it takes
  * the decisions that come meanwhile, the deeper the busier Redis is.  A
- * decision goes at once when no call of its slot is in Redis.  (A slot
- * is a shard's node's; per slot is finer than per node, which is what a
- * Cluster's masters need.)  A slot's batches go in the order they were
- * opened: a near-cache flush must reach Redis before the request of the
- * same key that made it.
+ * decision goes at once when no call of its route is in Redis.  A route
+ * is a Cluster node's calls, or a slot's (one Redis, Sentinel, and a
+ * Cluster's decisions sent again alone).  A route's batches go in the
+ * order they were opened: a near-cache flush must reach Redis before the
+ * request of the same key that made it.
  */
-static unsigned		 decide_inflight[16384];	/* calls, by slot */
+static unsigned		 decide_inflight[16384 + CLUSTER_NODES_MAX];
+					/* calls, by slot, then by node */
+
+static void	decide_resend(struct batch *, unsigned, redisReply *);
+
+/* count.lua's word for a decision a node refused before it wrote. */
+static int
+decide_elsewhere(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && r->len > 10 &&
+	    memcmp(r->str, "ELSEWHERE ", 10) == 0;
+}
 
 /*
  * The call's reply: one decision's own, or an array of each one's.  An
@@ -427,10 +454,14 @@ decide_batch_cb(void *priv, redisReply *reply)
 	if (b->n > 1 && reply != NULL && !each &&
 	    reply->type != REDIS_REPLY_ERROR)
 		reply = &bad;
-	decide_inflight[b->slot]--;
-	for (i = 0; i < b->n; i++)
-		decide_item_reply(&b->item[i], each ? reply->element[i] :
-		    reply);
+	decide_inflight[b->route]--;
+	for (i = 0; i < b->n; i++) {
+		if (each && b->node >= 0 && decide_elsewhere(reply->element[i]))
+			decide_resend(b, i, reply->element[i]);
+		else
+			decide_item_reply(&b->item[i], each ?
+			    reply->element[i] : reply);
+	}
 	decide_batch_free(b);
 }
 
@@ -460,7 +491,9 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
 /*
  * The call: EVALSHA, the shard's stream, every decision's keys, what they
  * share (flags, factor, what a crossing records, the limits), then every
- * decision's cost and subject: count.lua's order.
+ * decision's cost and subject: count.lua's order.  A node's call (b->node
+ * set) declares no keys and gives them last, each decision's with its
+ * own stream; alone, they are one decision's declared keys as they are.
  */
 static void
 decide_batch_send(struct batch *b)
@@ -474,25 +507,29 @@ decide_batch_send(struct batch *b)
 	struct resp			 resp;
 	char				 factor[24], flags[5], meta[512];
 	const char			*cmd;
-	size_t				 i, cap, len, mlen;
+	size_t				 i, cap, len, mlen, keyoff, sbase, nkeys;
+	int				 node_call, stream_in_keys;
 
 	if (b->n == 0) {		/* opened, then out of memory */
 		decide_batch_free(b);
 		return;
 	}
-	if ((sc = shim_scripts(sh->slot[b->shard])) == NULL) {
+	if ((sc = shim_scripts(b->slot)) == NULL) {
 		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
 		return;
 	}
+	stream_in_keys = b->node >= 0;
+	node_call = stream_in_keys && b->n > 1;
 	/*
-	 * What only a crossing needs, as one argument of six words: every
+	 * What only a crossing needs, as one argument of seven words: every
 	 * argument costs Redis a string per call.  The names are config
 	 * names (no spaces).
 	 */
-	mlen = (size_t)snprintf(meta, sizeof(meta), "%s %s %s %lld %s %zu",
+	keyoff = keyspace_decision_keyoff(c, r, &sbase);
+	mlen = (size_t)snprintf(meta, sizeof(meta), "%s %s %s %lld %s %zu %zu",
 	    r->name, c->hostname, c->events_channel,
-	    (long long)c->events_stream_maxlen, c->events_group,
-	    keyspace_decision_keyoff(c, r, b->shard));
+	    (long long)c->events_stream_maxlen, c->events_group, keyoff,
+	    sbase);
 	if (mlen >= sizeof(meta)) {
 		decide_batch_unsent(b, FAIL_NOMEM);
 		return;
@@ -504,6 +541,7 @@ decide_batch_send(struct batch *b)
 	flags[3] = r->count_denied ? '1' : '0';
 	flags[4] = (char)('0' + r->nlimits);
 
+	nkeys = b->n * keyspace_decision_nkeys(r);
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
 	    resp_size(sh->stream_len[b->shard]) + b->keys_len +
 	    resp_size(sizeof(flags)) + resp_size(24) + resp_size(mlen) +
@@ -516,10 +554,16 @@ decide_batch_send(struct batch *b)
 	resp_init(&resp, script_call_buf(call));
 	resp_str(&resp, "EVALSHA");
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
-	resp_num(&resp, (long long)(1 + b->n * keyspace_decision_nkeys(r)));
-	resp_arg(&resp, sh->stream[b->shard], sh->stream_len[b->shard]);
-	resp_raw(&resp, b->keys, b->keys_len,
-	    (int)(b->n * keyspace_decision_nkeys(r)));
+	if (node_call)
+		resp_str(&resp, "0");
+	else {
+		resp_num(&resp, (long long)(1 + nkeys));
+		if (!stream_in_keys)
+			resp_arg(&resp, sh->stream[b->shard],
+			    sh->stream_len[b->shard]);
+		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys +
+		    (stream_in_keys ? 1 : 0)));
+	}
 	resp_arg(&resp, flags, sizeof(flags));
 	if (b->factor == 1)
 		resp_str(&resp, "1");
@@ -533,6 +577,8 @@ decide_batch_send(struct batch *b)
 		resp_str(&resp, ks->limit_text[i][2]);
 	}
 	resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
+	if (node_call)
+		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys + b->n));
 	cmd = resp_finish(&resp, &len);
 	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
 	    decide_batch_cb, script_call_user(call)) == -1) {
@@ -543,7 +589,7 @@ decide_batch_send(struct batch *b)
 	}
 	shim.stats.script_calls++;
 	shim.stats.script_decisions += b->n;
-	decide_inflight[b->slot]++;
+	decide_inflight[b->route]++;
 }
 
 /*
@@ -561,12 +607,12 @@ decide_send(int all)
 		next = TAILQ_NEXT(b, entry);
 		if (!all) {
 			if (b->n < DECIDE_BATCH_MAX &&
-			    decide_inflight[b->slot] > 0)
+			    decide_inflight[b->route] > 0)
 				continue;
-			/* Not past one of its slot held before it. */
+			/* Not past one of its slot or node held before it. */
 			for (e = TAILQ_PREV(b, batch_list, entry); e != NULL;
 			    e = TAILQ_PREV(e, batch_list, entry))
-				if (e->slot == b->slot)
+				if (e->route == b->route)
 					break;
 			if (e != NULL)
 				continue;
@@ -593,19 +639,25 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /*
  * The batch a decision joins: the newest of its kind with room, or a
- * new one.  None opened before the last flush: the request a flush was
- * made for must come after it (batches go in the order opened).  NULL:
- * out of memory.
+ * new one: of its shard, or in a Cluster of its node unless declared.
+ * None opened before the last flush: the request a flush was made for
+ * must come after it (batches go in the order opened).  NULL: out of
+ * memory.
  */
 static struct batch *
-decide_batch_for(const struct ask *a, size_t shard)
+decide_batch_for(const struct ask *a, size_t shard, int declared)
 {
 	struct batch	*b;
+	unsigned	 slot = shim.conf->shards->slot[shard] & 16383;
+	int		 node = -1;
 
+	if (shim.cluster != NULL && !declared)
+		node = cluster_node_index(shim.cluster, slot);
 	TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry) {
 		if (b->seq < decide_flush_seq)
 			break;
-		if (b->rule == a->rule && b->shard == shard &&
+		if (b->rule == a->rule && b->node == node &&
+		    (node >= 0 || b->shard == shard) &&
 		    b->peek == a->peek && b->factor == a->factor &&
 		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
 			return b;
@@ -616,7 +668,9 @@ decide_batch_for(const struct ask *a, size_t shard)
 	b->conf = shim.conf;
 	b->rule = a->rule;
 	b->shard = shard;
-	b->slot = shim.conf->shards->slot[shard] & 16383;
+	b->slot = slot;
+	b->node = node;
+	b->route = node >= 0 ? 16384 + (unsigned)node : slot;
 	b->peek = a->peek;
 	b->factor = a->factor;
 	TAILQ_INSERT_TAIL(&decide_batches, b, entry);
@@ -630,22 +684,24 @@ decide_batch_for(const struct ask *a, size_t shard)
  */
 static int
 decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
-    size_t shard, void *flush, struct pending **pending)
+    size_t shard, void *flush, struct pending **pending, int declared)
 {
 	const struct conf	*c = shim.conf;
 	struct batch		*b;
 	struct resp		 resp;
 	unsigned		 i;
 
-	if ((b = decide_batch_for(a, shard)) == NULL)
+	if ((b = decide_batch_for(a, shard, declared)) == NULL)
 		return -1;
 	if (decide_reserve(&b->keys, &b->keys_cap, b->keys_len,
-	    keyspace_decision_size(c, a->rule, shard, elen)) == -1 ||
+	    keyspace_decision_size(c, a->rule, shard, elen, b->node >= 0)) ==
+	    -1 ||
 	    decide_reserve(&b->args, &b->args_cap, b->args_len,
 	    resp_size(24) + resp_size(a->subject_len)) == -1)
 		return -1;	/* the batch goes as it is */
 	resp_at(&resp, b->keys + b->keys_len);
-	keyspace_decision_keys(&resp, c, a->rule, shard, ekey, elen);
+	keyspace_decision_keys(&resp, c, a->rule, shard, ekey, elen,
+	    b->node >= 0);
 	b->keys_len = (size_t)(resp.p - b->keys);
 	resp_at(&resp, b->args + b->args_len);
 	resp_num(&resp, a->cost);
@@ -662,6 +718,58 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	return 0;
 }
 
+/*
+ * A decision a node refused before writing (count.lua's ELSEWHERE): sent
+ * again alone, its keys declared, so that Redis's MOVED, ASK or TRYAGAIN
+ * answers it on the next loop turn.  Only under the config it was made
+ * with; otherwise, or where it cannot go, the refusal is its reply (the
+ * fail policy, or a flush's cost kept for the next).
+ */
+static void
+decide_resend(struct batch *b, unsigned i, redisReply *reply)
+{
+	const struct keyspace_shards	*sh = shim.conf->shards;
+	struct batch_item		*it = &b->item[i];
+	struct pending			*p = NULL, *np;
+	struct flush			*f = NULL;
+	struct ask			 a;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	size_t				 elen, shard;
+
+	if (it->flush) {
+		f = it->priv;
+		memset(&a, 0, sizeof(a));
+		a.rule = b->rule;
+		a.key = f->key;
+		a.key_len = f->key_len;
+		a.cost = f->cost;
+		a.factor = b->factor;
+	} else {
+		p = it->priv;
+		if (p->session == NULL)
+			return;		/* nobody waits, and nothing counted */
+		a = p->ask;
+	}
+	if (b->conf != shim.conf)
+		goto refused;
+	elen = keyspace_escape(ekey, sizeof(ekey), a.key, a.key_len);
+	shard = keyspace_shard_of(sh, ekey, elen);
+	if (shim_scripts(sh->slot[shard]) == NULL ||
+	    decide_enqueue(&a, ekey, elen, shard, f, p != NULL ? &np : NULL,
+	    1) == -1)
+		goto refused;
+	shim.stats.script_resent++;
+	if (p != NULL) {
+		/* As first sent: the hold counts from then, safely early. */
+		*np = *p;
+		session_resent(p->session, np);
+		p->session = NULL;
+	}
+	return;
+refused:
+	decide_item_reply(it, reply);
+}
+
 enum fail_reason
 decide_submit(struct session *s, const struct ask *a, struct pending **out)
 {
@@ -676,7 +784,7 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if (shim_scripts(sh->slot[shard]) == NULL)
 		return FAIL_NOT_CONNECTED;
-	if (decide_enqueue(a, ekey, elen, shard, NULL, &p) == -1)
+	if (decide_enqueue(a, ekey, elen, shard, NULL, &p, 0) == -1)
 		return FAIL_NOMEM;
 	p->session = s;
 	p->ask = *a;
@@ -690,6 +798,8 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 static int
 decide_not_run(const redisReply *r)
 {
+	if (decide_elsewhere(r))
+		return 1;
 	switch (rconn_error_kind(r)) {
 	case RERR_OOM:		/* at the first write, INCRBY */
 	case RERR_READONLY:
@@ -783,7 +893,7 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		f->key_len = key_len;
 		memcpy(f->key, key, key_len);
 		if (shim_scripts(sh->slot[shard]) == NULL ||
-		    decide_enqueue(&a, ekey, elen, shard, f, NULL) == -1) {
+		    decide_enqueue(&a, ekey, elen, shard, f, NULL, 0) == -1) {
 			DECIDE_UNFLUSHED(f, 0, "redis not connected");
 			free(f);
 			continue;

@@ -208,6 +208,12 @@ session_answer(struct session *s, int verdict, const char *why)
 }
 
 void
+session_resent(struct session *s, struct pending *p)
+{
+	s->pending = p;
+}
+
+void
 session_fail(struct session *s, enum fail_reason reason, const char *why)
 {
 	struct log_limit	*l = &warn_fail[reason];

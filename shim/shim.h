@@ -80,6 +80,7 @@ struct shim_stats {
 	uint64_t	 accept_paused;	/* accept() stopped: no room */
 	uint64_t	 script_calls;	/* count.lua calls (EVALSHA) sent */
 	uint64_t	 script_decisions;	/* the decisions they carried */
+	uint64_t	 script_resent;	/* refused by a node, sent declared */
 	uint64_t	 near_flushes;	/* count.lua calls of cached costs */
 	uint64_t	 near_flush_failed;
 	uint64_t	 near_invalidated;	/* emptied by an announced override */
@@ -125,6 +126,8 @@ unsigned session_shed(unsigned max, double min_age);
 /* The answers decide.c gives: a verdict (1 yes, 0 no), or a failure. */
 void	session_answer(struct session *, int verdict, const char *why);
 void	session_fail(struct session *, enum fail_reason, const char *why);
+/* decide.c sent the request again: its reply now comes to pending. */
+void	session_resent(struct session *, struct pending *);
 
 /* watch.c: the subscription to events.channel, for overrides. */
 int	watch_start(void);

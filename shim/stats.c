@@ -156,6 +156,7 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "script_loads", stats_script_loads());
 	kv_u64(kv, "script_calls", st->script_calls);
 	kv_u64(kv, "script_decisions", st->script_decisions);
+	kv_u64(kv, "script_resent", st->script_resent);
 	kv_u64(kv, "sessions", shim.nsessions);
 	kv_str(kv, "redis", stats_redis_state(state, sizeof(state)));
 	kv_str(kv, "redis_address", shim.redis != NULL ?
@@ -237,10 +238,15 @@ stats_metrics(struct metrics *m)
 	    st->accept_paused);
 	metrics_counter(m, "senderwatch_script_calls_total",
 	    "count.lua calls sent to Redis, each with one or more decisions "
-	    "of one rule and hash slot.", st->script_calls);
+	    "of one rule and hash slot, or in a Cluster of one node.",
+	    st->script_calls);
 	metrics_counter(m, "senderwatch_script_decisions_total",
 	    "Decisions and near-cache flushes those calls carried.",
 	    st->script_decisions);
+	metrics_counter(m, "senderwatch_script_resent_total",
+	    "Decisions a Cluster node refused before deciding them (a slot "
+	    "it no longer serves, or one moving), sent again alone.",
+	    st->script_resent);
 	metrics_counter(m, "senderwatch_near_cache_hits_total",
 	    "Requests answered yes by the near cache, without Redis.",
 	    cache_stats()->hits);

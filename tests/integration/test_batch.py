@@ -6,17 +6,21 @@ here: a burst of concurrent requests is batched and every count, answer
 and crossing is what one call per decision would have made; by hand, a
 call's decisions are each answered alone (one's error is its own), a
 full Redis refuses them all before any write, and a batch answers as the
-same decisions sent one by one.
+same decisions sent one by one, with the keys declared or as a node's
+call (no KEYS; what the shim sends a Cluster's master).
 """
 import os
 import socket
+
+import pytest
 
 from conftest import ROOT, Resp, RespError, read_all, stats
 
 PREFIX = "senderwatch"
 STREAM = PREFIX + ":stream"
 HEAD = len(PREFIX + ":override:default:")
-META = "default mta1 senderwatch:events 10000 senderwatch-alerters %d" % HEAD
+META = "default mta1 senderwatch:events 10000 senderwatch-alerters %d %d" % (
+    HEAD, len(STREAM))
 
 
 def burst(sock, keys, timeout=10.0):
@@ -100,13 +104,29 @@ def call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3")):
                  *limits, *args)
 
 
-def test_each_decision_of_a_call_is_answered_alone(redis, rdb):
+def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3")):
+    """The same as a node's call (what the shim sends a Cluster's master):
+    no KEYS, each decision's stream and keys after the arguments."""
+    keys, args = [], []
+    for key, cost, subject in decisions:
+        keys += [STREAM, "%s:subjects:default:%s" % (PREFIX, key),
+                 "%s:override:default:%s" % (PREFIX, key),
+                 "%s:default:%s" % (PREFIX, key),
+                 "%s:crossed:default:%s" % (PREFIX, key)]
+        args += [cost, subject]
+    return r.cmd("EVALSHA", sha, "0", flags, "1", META, *limits, *args,
+                 *keys)
+
+
+@pytest.mark.parametrize("how", ["call", "node_call"])
+def test_each_decision_of_a_call_is_answered_alone(redis, rdb, how):
     """A bad cost is that decision's error; the others are counted and
-    answered; a crossing among them is recorded once, with its key."""
+    answered; a crossing among them is recorded once, with its key: with
+    the keys declared, and as a node's call."""
     r, sha = script(redis)
     try:
         rdb.cmd("SET", "%s:default:over@x" % PREFIX, "3", "PX", "60000")
-        out = call(r, sha, [("a@x", "1", ""), ("b@x", "1.5", ""),
+        out = globals()[how](r, sha, [("a@x", "1", ""), ("b@x", "1.5", ""),
                             ("over@x", "1", "Hi"), ("c@x", "2", "")])
         assert out[0] == 1 and out[3] == 2
         assert isinstance(out[1], RespError) and \
@@ -188,15 +208,17 @@ def test_a_batch_answers_as_its_decisions_one_by_one(redis, rdb):
             rdb.cmd("FLUSHALL")
             alone = [call(r, sha, [d], flags, limits) for d in seq]
             counts = {k: state(rdb, k) for k, _, _ in seq}
-            rdb.cmd("FLUSHALL")
-            together = call(r, sha, seq, flags, limits)
             # ttl_ms, hold_ms and count_ms are times: equal within the
-            # few ms between the two runs.
+            # few ms between the runs.
             def shape(x):
                 return x if isinstance(x, int) else \
                     [x[0], x[1], x[3], x[4], x[5], x[6]]
-            assert [shape(x) for x in together] == \
-                [shape(x) for x in alone], flags
-            assert {k: state(rdb, k) for k, _, _ in seq} == counts, flags
+            for how in (call, node_call):
+                rdb.cmd("FLUSHALL")
+                together = how(r, sha, seq, flags, limits)
+                assert [shape(x) for x in together] == \
+                    [shape(x) for x in alone], (flags, how.__name__)
+                assert {k: state(rdb, k) for k, _, _ in seq} == counts, \
+                    (flags, how.__name__)
     finally:
         r.close()

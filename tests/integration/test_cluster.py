@@ -6,6 +6,9 @@ What must hold:
   - one decision is one EVALSHA on the node that owns its keys, and the
     keys of many senders spread over every master, evenly (the shards'
     hash tags lie evenly over the slot space);
+  - a call carries a node's decisions of many shards, each of a slot that
+    node serves; in a call, a slot that is moving refuses its own
+    decisions before they write, and only those;
   - two shims share counters;
   - a slot migrating under load gives no wrong answer: every answer is a
     decision, counted once, or the fail policy;
@@ -19,14 +22,15 @@ import collections
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (ALERTER, ROOT, RUN_USER, SHIM, Daemon, ask, log_lines, stats,
-                      shim_answers, wait_for, write_config)
+from conftest import (ALERTER, ROOT, RUN_USER, SHIM, Daemon, ask, log_lines,
+                      read_all, stats, shim_answers, wait_for, write_config)
 from cluster import Cluster, ClusterNode, cli
 from sentinel import ALERTS
 from test_faults import Load
@@ -568,3 +572,164 @@ def test_the_same_id_on_two_shards_is_two_crossings(tmp, cluster):
         alerter.stop()
         shim.stop()
         sink.stop()
+
+
+def burst(sock, keys, timeout=10.0):
+    """Each key asked once, all at the same time (every request written
+    before any answer is read), so the shim finds them in few loop turns;
+    the answers in the keys' order."""
+    conns = []
+    for k in keys:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        s.connect(sock)
+        s.sendall(k.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        conns.append(s)
+    answers = [read_all(s) for s in conns]
+    for s in conns:
+        s.close()
+    return answers
+
+
+class Monitor:
+    """MONITOR on each master, in the background: every EVALSHA each one
+    ran, as its arguments."""
+
+    def __init__(self, nodes):
+        self.procs = {n.port: subprocess.Popen(
+            ["redis-cli", "-p", str(n.port), "MONITOR"],
+            stdout=subprocess.PIPE, text=True) for n in nodes}
+        for port, p in self.procs.items():
+            assert p.stdout.readline().strip() == "OK", port
+
+    def calls(self):
+        """{port: [[sha, numkeys, arg...] of each EVALSHA]}, the monitors
+        stopped."""
+        out = {}
+        self.lua = []
+        for port, p in self.procs.items():
+            p.terminate()
+            text = p.communicate(timeout=10)[0]
+            self.lua += [line.split("] ", 1)[1] for line in text.splitlines()
+                         if " lua] " in line]
+            out[port] = [re.findall(r'"((?:[^"\\]|\\.)*)"', line)[1:]
+                         for line in text.splitlines()
+                         if '"EVALSHA"' in line or '"evalsha"' in line]
+        return out
+
+
+def test_a_call_carries_a_nodes_decisions_of_many_shards(tmp, cluster):
+    """Concurrent requests for keys all over the cluster: a call carries
+    a node's decisions of several shards (no keys declared, each
+    decision's own after the arguments), every one of them a shard that
+    node serves; the answers, counts and crossings are those of one
+    decision at a time."""
+    shim, sock = start_shim(tmp, cluster, limit=3)
+    masters = cluster.masters()
+    keys = ["many%d@example.org" % i for i in range(90)]
+    # Two runtime overrides among them: such a decision checks all its
+    # keys before it writes (EXISTS, in a node's call).
+    port = cluster.seeds()[0].rsplit(":", 1)[1]
+    conf = os.path.join(tmp, "shim.yaml")
+    for k, ov in (("many7@example.org", "x2"), ("many8@example.org", "block")):
+        assert cli_c(port, "SET", keys_of(conf, k)[("default", "override")],
+                     ov) == "OK"
+    want = {k: [b"no"] * 3 + [b"yes"] for k in keys}
+    want["many7@example.org"] = [b"no"] * 4         # limit 3 times 2
+    want["many8@example.org"] = [b"yes"] * 4        # blocked, not counted
+    mon = Monitor(masters)
+    try:
+        got = {k: [] for k in keys}
+        for _ in range(4):
+            for k, a in zip(keys, burst(sock, keys)):
+                got[k].append(a)
+    finally:
+        calls = mon.calls()
+    assert got == want, got
+    counted = counters(cluster)
+    assert all(counted[k][0] == 4 for k in keys if k != "many8@example.org")
+    assert "many8@example.org" not in counted
+    crossings = sum(int(cli(n.port, "XLEN", s)) for n in masters
+                    for s in cli(n.port, "--scan", "--pattern",
+                                 "senderwatch:stream:*").split())
+    assert crossings == len(keys) - 2
+    slot_of, owner = {}, {}
+    node_calls = shards_max = 0
+    for port, evals in calls.items():
+        for args in evals:
+            if len(args) < 2 or args[1] != "0":
+                continue            # a lone decision, its keys declared
+            node_calls += 1
+            tags = set(re.findall(r"\{s\d+\.\d+\}", " ".join(args[2:])))
+            shards_max = max(shards_max, len(tags))
+            for t in tags:
+                if t not in slot_of:
+                    slot_of[t] = int(cli(port, "CLUSTER", "KEYSLOT", t))
+                    owner[t] = cluster.owner(slot_of[t]).port
+                assert owner[t] == port, (t, port)
+    st = stats(shim)
+    print("\nFIGURE cluster node calls: %d decisions in %d calls, %d of "
+          "them a node's, up to %d shards in one" % (
+              st["script_decisions"], st["script_calls"], node_calls,
+              shards_max))
+    assert node_calls > 0 and shards_max >= 2
+    # The overridden keys' decisions checked their keys; no other did.
+    checked = [l for l in mon.lua if l.startswith('"EXISTS"')]
+    assert checked and all("many7@" in l or "many8@" in l for l in checked)
+    assert st["fail_policy"] == 0 and st["script_resent"] == 0, st
+
+
+def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
+                                                                cluster):
+    """A slot MIGRATING: in a node's call its decisions come back
+    ELSEWHERE before writing anything and go again alone, keys declared,
+    where Redis answers TRYAGAIN or ASK (the fail policy, "yes" here);
+    the call's other decisions are decided.  Once the slot is stable
+    again, its keys are decided again."""
+    shim, sock = start_shim(tmp, cluster)
+    keys = ["mv%d@example.org" % i for i in range(240)]
+    for k in keys:
+        assert ask(sock, k + "\n") == b"no"
+    counted = counters(cluster)
+    tags = collections.defaultdict(list)
+    for k in keys:
+        tags[counted[k][1]].append(k)
+    tag, moving = max(tags.items(), key=lambda kv: len(kv[1]))
+    src = counted[moving[0]][2]
+    dst = [n for n in cluster.masters() if n is not src][0]
+    others = [k for k in keys if counted[k][2] is src and
+              counted[k][1] != tag]
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
+    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
+               ids[src.addr]) == "OK"
+    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
+               ids[dst.addr]) == "OK"
+    asked = collections.Counter()
+    try:
+        # Until a call of the node has carried one of the slot's
+        # decisions with others (the first of a burst goes alone).
+        deadline = time.monotonic() + 20
+        while stats(shim)["script_resent"] == 0:
+            assert time.monotonic() < deadline, "no call was refused"
+            batch = moving + others
+            for k, a in zip(batch, burst(sock, batch)):
+                want = b"yes" if k in moving else b"no"
+                assert a == want, (k, a)
+                asked[k] += 1
+    finally:
+        for n in (src, dst):
+            cli(n.port, "CLUSTER", "SETSLOT", slot, "STABLE")
+    after = counters(cluster)
+    # Nothing of the moving slot was written; the others counted each.
+    assert all(after[k][0] == 1 for k in moving), \
+        [(k, after[k]) for k in moving]
+    assert all(after[k][0] == 1 + asked[k] for k in others)
+    st = stats(shim)
+    print("\nFIGURE cluster moving slot in a node call: %d sent again, "
+          "%d by the fail policy (cluster %d)" % (
+              st["script_resent"], st["fail_policy"],
+              st.get("fail_cluster", -1)))
+    assert ask(sock, moving[0] + "\n") == b"no"
+    assert counters(cluster)[moving[0]][0] == 2

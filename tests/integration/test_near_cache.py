@@ -238,8 +238,8 @@ def run_lua(redis, alg, key, cost, mode, limit, window, burst):
             "senderwatch:override:t:" + key, "senderwatch:t:" + key,
             "senderwatch:crossed:t:" + key]
     return lua(redis, keys, ("p" if mode == "peek" else "c") + alg[0] + "001",
-               "1", "t mta1 senderwatch:events 10000 senderwatch-alerters %d"
-               % len("senderwatch:override:t:"),
+               "1", "t mta1 senderwatch:events 10000 senderwatch-alerters %d %d"
+               % (len("senderwatch:override:t:"), len("senderwatch:stream")),
                str(limit), str(window), str(burst), str(cost), "")
 
 

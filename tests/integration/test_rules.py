@@ -262,7 +262,7 @@ def test_count_lua_by_hand_as_the_readme_shows(redis):
              "senderwatch:default:alice@example.org",
              "senderwatch:crossed:default:alice@example.org", ",",
              "cf011", "1",
-             "default mta1 senderwatch:events 10000 senderwatch-alerters 29",
+             "default mta1 senderwatch:events 10000 senderwatch-alerters 29 18",
              "20", "300000", "20", cost, ""],
             capture_output=True, text=True).stdout.split()
     # Under the limit: the count alone.
