@@ -330,9 +330,10 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
  * there is per node, by the slot map, its keys among the arguments
  * (count.lua's node's call), and Redis checks each key as the script
  * uses it.  A decision the node refuses before writing (the map was
- * stale, its slot is moving) comes back "ELSEWHERE" and goes again alone,
- * its keys declared, where Redis's own MOVED, ASK and TRYAGAIN answer
- * (decide_resend()).  A lone decision goes declared from the start.
+ * stale, its slot is moving) comes back "ELSEWHERE" and goes again with
+ * its keys declared, where MOVED and ASK are followed and TRYAGAIN is the
+ * fail policy, as for any call (decide_resend()).  A lone decision goes
+ * declared from the start.
  *
  * A batch copies each decision's keys and arguments as they come (a
  * request's key lives in its session, which may go before the batch
@@ -355,6 +356,7 @@ struct batch {
 	unsigned		 slot;		/* the shard's, kept: conf may go */
 	int			 node;		/* a node's call, or -1 a slot's */
 	unsigned		 route;		/* decide_inflight[]'s index */
+	int			 resent;	/* decisions a node refused */
 	unsigned long		 seq;		/* the order batches were opened */
 	double			 factor;
 	int			 peek;
@@ -639,28 +641,46 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 
 /*
  * The batch a decision joins: the newest of its kind with room, or a
- * new one: of its shard, or in a Cluster of its node unless declared.
- * None opened before the last flush: the request a flush was made for
- * must come after it (batches go in the order opened).  NULL: out of
- * memory.
+ * new one: of its shard, or in a Cluster of its node.  None opened before
+ * the last flush: the request a flush was made for must come after it
+ * (a route's batches go in the order queued).  NULL: out of memory.
+ *
+ * A decision from a node's call that the node refused (from) goes alone
+ * with its keys declared, but on the same route and ahead of the batches
+ * that wait on it, so that it stays ahead of what came after it: a flush
+ * refused with a stale map must still count before the request that made
+ * it, which may wait in the next batch for that node.
  */
 static struct batch *
-decide_batch_for(const struct ask *a, size_t shard, int declared)
+decide_batch_for(const struct ask *a, size_t shard, const struct batch *from)
 {
-	struct batch	*b;
+	struct batch	*b, *at = NULL;
 	unsigned	 slot = shim.conf->shards->slot[shard] & 16383;
 	int		 node = -1;
 
-	if (shim.cluster != NULL && !declared)
-		node = cluster_node_index(shim.cluster, slot);
-	TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry) {
-		if (b->seq < decide_flush_seq)
-			break;
-		if (b->rule == a->rule && b->node == node &&
-		    (node >= 0 || b->shard == shard) &&
+	if (from != NULL) {
+		TAILQ_FOREACH(at, &decide_batches, entry)
+			if (at->route == from->route)
+				break;
+		b = at != NULL ? TAILQ_PREV(at, batch_list, entry) :
+		    TAILQ_LAST(&decide_batches, batch_list);
+		if (b != NULL && b->resent && b->route == from->route &&
+		    b->shard == shard && b->rule == a->rule &&
 		    b->peek == a->peek && b->factor == a->factor &&
 		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
 			return b;
+	} else {
+		if (shim.cluster != NULL)
+			node = cluster_node_index(shim.cluster, slot);
+		TAILQ_FOREACH_REVERSE(b, &decide_batches, batch_list, entry) {
+			if (b->seq < decide_flush_seq)
+				break;
+			if (b->rule == a->rule && b->node == node &&
+			    !b->resent && (node >= 0 || b->shard == shard) &&
+			    b->peek == a->peek && b->factor == a->factor &&
+			    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
+				return b;
+		}
 	}
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
@@ -670,10 +690,15 @@ decide_batch_for(const struct ask *a, size_t shard, int declared)
 	b->shard = shard;
 	b->slot = slot;
 	b->node = node;
-	b->route = node >= 0 ? 16384 + (unsigned)node : slot;
+	b->resent = from != NULL;
+	b->route = from != NULL ? from->route :
+	    node >= 0 ? 16384 + (unsigned)node : slot;
 	b->peek = a->peek;
 	b->factor = a->factor;
-	TAILQ_INSERT_TAIL(&decide_batches, b, entry);
+	if (at != NULL)
+		TAILQ_INSERT_BEFORE(at, b, entry);
+	else
+		TAILQ_INSERT_TAIL(&decide_batches, b, entry);
 	return b;
 }
 
@@ -684,14 +709,15 @@ decide_batch_for(const struct ask *a, size_t shard, int declared)
  */
 static int
 decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
-    size_t shard, void *flush, struct pending **pending, int declared)
+    size_t shard, void *flush, struct pending **pending,
+    const struct batch *from)
 {
 	const struct conf	*c = shim.conf;
 	struct batch		*b;
 	struct resp		 resp;
 	unsigned		 i;
 
-	if ((b = decide_batch_for(a, shard, declared)) == NULL)
+	if ((b = decide_batch_for(a, shard, from)) == NULL)
 		return -1;
 	if (decide_reserve(&b->keys, &b->keys_cap, b->keys_len,
 	    keyspace_decision_size(c, a->rule, shard, elen, b->node >= 0)) ==
@@ -720,8 +746,8 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 
 /*
  * A decision a node refused before writing (count.lua's ELSEWHERE): sent
- * again alone, its keys declared, so that Redis's MOVED, ASK or TRYAGAIN
- * answers it on the next loop turn.  Only under the config it was made
+ * again, its keys declared, on the next loop turn, where MOVED and ASK
+ * are followed and TRYAGAIN is the fail policy.  Only under the config it was made
  * with; otherwise, or where it cannot go, the refusal is its reply (the
  * fail policy, or a flush's cost kept for the next).
  */
@@ -750,13 +776,18 @@ decide_resend(struct batch *b, unsigned i, redisReply *reply)
 			return;		/* nobody waits, and nothing counted */
 		a = p->ask;
 	}
-	if (b->conf != shim.conf)
+	/*
+	 * A flush's rule lives as long as the cache's generation, which a
+	 * reload ends; a waiting session keeps its config.
+	 */
+	if ((f != NULL && f->generation != cache_generation()) ||
+	    b->conf != shim.conf)
 		goto refused;
 	elen = keyspace_escape(ekey, sizeof(ekey), a.key, a.key_len);
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if (shim_scripts(sh->slot[shard]) == NULL ||
 	    decide_enqueue(&a, ekey, elen, shard, f, p != NULL ? &np : NULL,
-	    1) == -1)
+	    b) == -1)
 		goto refused;
 	shim.stats.script_resent++;
 	if (p != NULL) {
@@ -784,7 +815,7 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if (shim_scripts(sh->slot[shard]) == NULL)
 		return FAIL_NOT_CONNECTED;
-	if (decide_enqueue(a, ekey, elen, shard, NULL, &p, 0) == -1)
+	if (decide_enqueue(a, ekey, elen, shard, NULL, &p, NULL) == -1)
 		return FAIL_NOMEM;
 	p->session = s;
 	p->ask = *a;
@@ -893,7 +924,7 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		f->key_len = key_len;
 		memcpy(f->key, key, key_len);
 		if (shim_scripts(sh->slot[shard]) == NULL ||
-		    decide_enqueue(&a, ekey, elen, shard, f, NULL, 0) == -1) {
+		    decide_enqueue(&a, ekey, elen, shard, f, NULL, NULL) == -1) {
 			DECIDE_UNFLUSHED(f, 0, "redis not connected");
 			free(f);
 			continue;

@@ -245,7 +245,7 @@ stats_metrics(struct metrics *m)
 	    st->script_decisions);
 	metrics_counter(m, "senderwatch_script_resent_total",
 	    "Decisions a Cluster node refused before deciding them (a slot "
-	    "it no longer serves, or one moving), sent again alone.",
+	    "it no longer serves, or one moving), sent again declared.",
 	    st->script_resent);
 	metrics_counter(m, "senderwatch_near_cache_hits_total",
 	    "Requests answered yes by the near cache, without Redis.",

@@ -594,28 +594,40 @@ def burst(sock, keys, timeout=10.0):
 
 class Monitor:
     """MONITOR on each master, in the background: every EVALSHA each one
-    ran, as its arguments."""
+    ran, as its arguments, and the commands its scripts ran."""
+
+    END = "sw-monitor-end"
 
     def __init__(self, nodes):
+        # Line-buffered: what is asked for is in the pipe, none left in
+        # redis-cli's buffer when it is stopped.
         self.procs = {n.port: subprocess.Popen(
-            ["redis-cli", "-p", str(n.port), "MONITOR"],
+            ["stdbuf", "-oL", "redis-cli", "-p", str(n.port), "MONITOR"],
             stdout=subprocess.PIPE, text=True) for n in nodes}
         for port, p in self.procs.items():
             assert p.stdout.readline().strip() == "OK", port
 
     def calls(self):
-        """{port: [[sha, numkeys, arg...] of each EVALSHA]}, the monitors
-        stopped."""
+        """{port: [[sha, numkeys, arg...] of each EVALSHA]}, and self.lua
+        the scripts' commands, up to now: each monitor reads on to a
+        marker sent after everything it is to see, then stops."""
         out = {}
         self.lua = []
         for port, p in self.procs.items():
+            cli(port, "ECHO", self.END)
+            lines = []
+            while True:
+                line = p.stdout.readline()
+                assert line, "MONITOR of %d ended early" % port
+                if '"ECHO" "%s"' % self.END in line:
+                    break
+                lines.append(line)
             p.terminate()
-            text = p.communicate(timeout=10)[0]
-            self.lua += [line.split("] ", 1)[1] for line in text.splitlines()
-                         if " lua] " in line]
-            out[port] = [re.findall(r'"((?:[^"\\]|\\.)*)"', line)[1:]
-                         for line in text.splitlines()
-                         if '"EVALSHA"' in line or '"evalsha"' in line]
+            p.communicate(timeout=10)
+            self.lua += [l.split("] ", 1)[1] for l in lines if " lua] " in l]
+            out[port] = [re.findall(r'"((?:[^"\\]|\\.)*)"', l)[1:]
+                         for l in lines
+                         if '"EVALSHA"' in l or '"evalsha"' in l]
         return out
 
 
@@ -650,10 +662,23 @@ def test_a_call_carries_a_nodes_decisions_of_many_shards(tmp, cluster):
     counted = counters(cluster)
     assert all(counted[k][0] == 4 for k in keys if k != "many8@example.org")
     assert "many8@example.org" not in counted
-    crossings = sum(int(cli(n.port, "XLEN", s)) for n in masters
-                    for s in cli(n.port, "--scan", "--pattern",
-                                 "senderwatch:stream:*").split())
-    assert crossings == len(keys) - 2
+    # Each crossing in its own shard's stream, naming its key and its
+    # counter, of that shard's tag.
+    crossed = []
+    for n in masters:
+        for stream in cli(n.port, "--scan", "--pattern",
+                          "senderwatch:stream:*").split():
+            tag = stream[len("senderwatch:stream:"):]
+            out = cli(n.port, "XRANGE", stream, "-", "+").split("\n")
+            for i, f in enumerate(out):
+                if f == "key":
+                    crossed.append(out[i + 1])
+                    assert counted[out[i + 1]][1] == tag, (stream, out[i + 1])
+                if f == "counter":
+                    assert out[i + 1].startswith("senderwatch:%s:" % tag)
+    assert sorted(crossed) == sorted(k for k in keys if k not in
+                                     ("many7@example.org",
+                                      "many8@example.org"))
     slot_of, owner = {}, {}
     node_calls = shards_max = 0
     for port, evals in calls.items():
@@ -683,11 +708,15 @@ def test_a_call_carries_a_nodes_decisions_of_many_shards(tmp, cluster):
 def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
                                                                 cluster):
     """A slot MIGRATING: in a node's call its decisions come back
-    ELSEWHERE before writing anything and go again alone, keys declared,
-    where Redis answers TRYAGAIN or ASK (the fail policy, "yes" here);
-    the call's other decisions are decided.  Once the slot is stable
-    again, its keys are decided again."""
+    ELSEWHERE before writing anything and go again, keys declared, where
+    Redis answers TRYAGAIN or ASK (the fail policy, "yes" here); the
+    call's other decisions are decided.  One of the slot's senders has an
+    override and its counter on the node, over the limit, and no crossing
+    marker: without the check of all its keys (EXISTS) it would count,
+    then be refused at the marker.  Once the slot is stable again, its
+    keys are decided again."""
     shim, sock = start_shim(tmp, cluster)
+    conf = os.path.join(tmp, "shim.yaml")
     keys = ["mv%d@example.org" % i for i in range(240)]
     for k in keys:
         assert ask(sock, k + "\n") == b"no"
@@ -701,24 +730,41 @@ def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
     others = [k for k in keys if counted[k][2] is src and
               counted[k][1] != tag]
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    # The sender with an override, under rule low (limit 2, times 2).
+    held = moving[len(moving) // 2]
+    names = keys_of(conf, held)
+    assert cli(src.port, "SET", names[("low", "count")], "10", "PX",
+               "60000") == "OK"
+    assert cli(src.port, "SET", names[("low", "override")], "x2", "PX",
+               "60000") == "OK"
+    low = ["rule=low\nkey=%s\n" % k for k in others[:10]]
     ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
     assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
                ids[src.addr]) == "OK"
     assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
                ids[dst.addr]) == "OK"
     asked = collections.Counter()
+    mon = Monitor([src])
     try:
         # Until a call of the node has carried one of the slot's
-        # decisions with others (the first of a burst goes alone).
+        # decisions with others (the first of a burst goes alone), and
+        # a few bursts more.
         deadline = time.monotonic() + 20
-        while stats(shim)["script_resent"] == 0:
+        rounds = 0
+        while stats(shim)["script_resent"] == 0 or rounds < 5:
             assert time.monotonic() < deadline, "no call was refused"
-            batch = moving + others
+            batch = low[:5] + ["rule=low\nkey=%s\n" % held] + low[5:] + \
+                moving + others
             for k, a in zip(batch, burst(sock, batch)):
-                want = b"yes" if k in moving else b"no"
-                assert a == want, (k, a)
+                if k == batch[5]:
+                    assert a == b"yes", a   # over, or the fail policy
+                elif not k.startswith("rule=low"):
+                    want = b"yes" if k in moving else b"no"
+                    assert a == want, (k, a)
                 asked[k] += 1
+            rounds += 1
     finally:
+        calls = mon.calls()
         for n in (src, dst):
             cli(n.port, "CLUSTER", "SETSLOT", slot, "STABLE")
     after = counters(cluster)
@@ -726,6 +772,15 @@ def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
     assert all(after[k][0] == 1 for k in moving), \
         [(k, after[k]) for k in moving]
     assert all(after[k][0] == 1 + asked[k] for k in others)
+    assert cli(src.port, "GET", names[("low", "count")]) == "10"
+    assert cli(src.port, "EXISTS", names[("low", "crossed")]) == "0"
+    # The overridden sender's decision ran in a node's call: its GET of
+    # the override is there (a lone call, its keys declared, is refused
+    # before it runs; a command Redis refuses, such as its EXISTS, is not
+    # shown).
+    assert any(l.startswith('"GET" "%s"' % names[("low", "override")])
+               for l in mon.lua), "never in a node's call"
+    assert any(a[1] == "0" for a in calls[src.port])
     st = stats(shim)
     print("\nFIGURE cluster moving slot in a node call: %d sent again, "
           "%d by the fail policy (cluster %d)" % (
