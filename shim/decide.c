@@ -331,8 +331,8 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
  * (count.lua's node's call), and Redis checks each key as the script
  * uses it.  A decision the node refuses before writing (the map was
  * stale, its slot is moving) comes back "ELSEWHERE" and goes again with
- * its keys declared, where MOVED and ASK are followed and TRYAGAIN is the
- * fail policy, as for any call (decide_resend()).  A lone decision goes
+ * its keys declared, where MOVED, ASK and TRYAGAIN are handled as for any
+ * call (decide_resend(), decide_retry_later()).  A lone decision goes
  * declared from the start.
  *
  * A batch copies each decision's keys and arguments as they come (a
@@ -428,6 +428,7 @@ static unsigned		 decide_inflight[16384 + CLUSTER_NODES_MAX];
 					/* calls, by slot, then by node */
 
 static void	decide_resend(struct batch *, unsigned, redisReply *);
+static int	decide_retry_later(struct batch *, unsigned);
 
 /* count.lua's word for a decision a node refused before it wrote. */
 static int
@@ -460,6 +461,10 @@ decide_batch_cb(void *priv, redisReply *reply)
 	for (i = 0; i < b->n; i++) {
 		if (each && b->node >= 0 && decide_elsewhere(reply->element[i]))
 			decide_resend(b, i, reply->element[i]);
+		else if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+		    reply->len > 9 && memcmp(reply->str, "TRYAGAIN ", 9) == 0 &&
+		    decide_retry_later(b, i) == 0)
+			continue;
 		else
 			decide_item_reply(&b->item[i], each ?
 			    reply->element[i] : reply);
@@ -645,26 +650,26 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
  * the last flush: the request a flush was made for must come after it
  * (a route's batches go in the order queued).  NULL: out of memory.
  *
- * A decision from a node's call that the node refused (from) goes alone
- * with its keys declared, but on the same route and ahead of the batches
- * that wait on it, so that it stays ahead of what came after it: a flush
- * refused with a stale map must still count before the request that made
- * it, which may wait in the next batch for that node.
+ * A decision sent again (route, not -1: that of the call it was in) goes
+ * with its keys declared, on that route and ahead of the batches that
+ * wait on it, so that it stays ahead of what came after it: a flush a
+ * node refused with a stale map must still count before the request
+ * that made it, which may wait in the next batch for that node.
  */
 static struct batch *
-decide_batch_for(const struct ask *a, size_t shard, const struct batch *from)
+decide_batch_for(const struct ask *a, size_t shard, long route)
 {
 	struct batch	*b, *at = NULL;
 	unsigned	 slot = shim.conf->shards->slot[shard] & 16383;
 	int		 node = -1;
 
-	if (from != NULL) {
+	if (route >= 0) {
 		TAILQ_FOREACH(at, &decide_batches, entry)
-			if (at->route == from->route)
+			if (at->route == (unsigned)route)
 				break;
 		b = at != NULL ? TAILQ_PREV(at, batch_list, entry) :
 		    TAILQ_LAST(&decide_batches, batch_list);
-		if (b != NULL && b->resent && b->route == from->route &&
+		if (b != NULL && b->resent && b->route == (unsigned)route &&
 		    b->shard == shard && b->rule == a->rule &&
 		    b->peek == a->peek && b->factor == a->factor &&
 		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
@@ -690,8 +695,8 @@ decide_batch_for(const struct ask *a, size_t shard, const struct batch *from)
 	b->shard = shard;
 	b->slot = slot;
 	b->node = node;
-	b->resent = from != NULL;
-	b->route = from != NULL ? from->route :
+	b->resent = route >= 0;
+	b->route = route >= 0 ? (unsigned)route :
 	    node >= 0 ? 16384 + (unsigned)node : slot;
 	b->peek = a->peek;
 	b->factor = a->factor;
@@ -709,15 +714,14 @@ decide_batch_for(const struct ask *a, size_t shard, const struct batch *from)
  */
 static int
 decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
-    size_t shard, void *flush, struct pending **pending,
-    const struct batch *from)
+    size_t shard, void *flush, struct pending **pending, long route)
 {
 	const struct conf	*c = shim.conf;
 	struct batch		*b;
 	struct resp		 resp;
 	unsigned		 i;
 
-	if ((b = decide_batch_for(a, shard, from)) == NULL)
+	if ((b = decide_batch_for(a, shard, route)) == NULL)
 		return -1;
 	if (decide_reserve(&b->keys, &b->keys_cap, b->keys_len,
 	    keyspace_decision_size(c, a->rule, shard, elen, b->node >= 0)) ==
@@ -746,10 +750,10 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 
 /*
  * A decision a node refused before writing (count.lua's ELSEWHERE): sent
- * again, its keys declared, on the next loop turn, where MOVED and ASK
- * are followed and TRYAGAIN is the fail policy.  Only under the config it was made
- * with; otherwise, or where it cannot go, the refusal is its reply (the
- * fail policy, or a flush's cost kept for the next).
+ * again, its keys declared, on the next loop turn, where MOVED, ASK and
+ * TRYAGAIN are handled as for any call.  Only under the config it was
+ * made with; otherwise, or where it cannot go, the refusal is its reply
+ * (the fail policy, or a flush's cost kept for the next).
  */
 static void
 decide_resend(struct batch *b, unsigned i, redisReply *reply)
@@ -787,7 +791,7 @@ decide_resend(struct batch *b, unsigned i, redisReply *reply)
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if (shim_scripts(sh->slot[shard]) == NULL ||
 	    decide_enqueue(&a, ekey, elen, shard, f, p != NULL ? &np : NULL,
-	    b) == -1)
+	    (long)b->route) == -1)
 		goto refused;
 	shim.stats.script_resent++;
 	if (p != NULL) {
@@ -799,6 +803,108 @@ decide_resend(struct batch *b, unsigned i, redisReply *reply)
 	return;
 refused:
 	decide_item_reply(it, reply);
+}
+
+/*
+ * TRYAGAIN: the call's slot is moving and a decision's keys are not all
+ * on one side (its override and crossing marker seldom exist, so that is
+ * nearly every decision of the slot until the move ends), and Redis ran
+ * nothing.  A request waits and goes again every DECIDE_RETRY_S until it
+ * is decided or its session's redis.timeout gives the fail policy: a slot
+ * moved within that time (with a large --cluster-pipeline) costs its
+ * senders a little latency, not their limits.  A flush is not retried
+ * here; its cost goes back to the cache for the next round.
+ */
+#define DECIDE_RETRY_S	0.010
+
+struct retry {
+	TAILQ_ENTRY(retry)	 entry;
+	const struct conf	*conf;
+	struct pending		 p;		/* the session's till sent */
+};
+
+static TAILQ_HEAD(, retry) decide_retries =
+	TAILQ_HEAD_INITIALIZER(decide_retries);
+static ev_timer		 decide_retry_timer;
+
+/* 0: item i of b waits for the retry timer; -1: it is to be answered. */
+static int
+decide_retry_later(struct batch *b, unsigned i)
+{
+	struct pending	*p = b->item[i].priv;
+	struct retry	*r;
+
+	if (b->item[i].flush || p->session == NULL || b->conf != shim.conf ||
+	    (r = malloc(sizeof(*r))) == NULL)
+		return -1;
+	r->conf = b->conf;
+	r->p = *p;
+	session_resent(p->session, &r->p);
+	p->session = NULL;
+	TAILQ_INSERT_TAIL(&decide_retries, r, entry);
+	if (!ev_is_active(&decide_retry_timer)) {
+		ev_timer_set(&decide_retry_timer, DECIDE_RETRY_S, 0.);
+		ev_timer_start(shim.loop, &decide_retry_timer);
+	}
+	return 0;
+}
+
+static void
+decide_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	const struct keyspace_shards	*sh = shim.conf->shards;
+	TAILQ_HEAD(, retry)		 due = TAILQ_HEAD_INITIALIZER(due);
+	struct retry			*r;
+	struct pending			*np;
+	char				 ekey[KEYSPACE_EKEY_MAX + 1];
+	size_t				 elen, shard;
+
+	(void)loop;
+	(void)w;
+	(void)revents;
+	/* Those that come back TRYAGAIN meanwhile wait for the next turn. */
+	TAILQ_CONCAT(&due, &decide_retries, entry);
+	while ((r = TAILQ_FIRST(&due)) != NULL) {
+		TAILQ_REMOVE(&due, r, entry);
+		if (r->p.session == NULL) {	/* answered by its timeout */
+			free(r);
+			continue;
+		}
+		elen = keyspace_escape(ekey, sizeof(ekey), r->p.ask.key,
+		    r->p.ask.key_len);
+		shard = keyspace_shard_of(sh, ekey, elen);
+		if (r->conf != shim.conf)
+			session_fail(r->p.session, FAIL_CLUSTER, "TRYAGAIN, "
+			    "then a reload");
+		else if (shim_scripts(sh->slot[shard]) == NULL)
+			session_fail(r->p.session, FAIL_NOT_CONNECTED,
+			    "redis not connected");
+		else if (decide_enqueue(&r->p.ask, ekey, elen, shard, NULL,
+		    &np, (long)(sh->slot[shard] & 16383)) == -1)
+			session_fail(r->p.session, FAIL_NOMEM, "out of memory");
+		else {
+			shim.stats.script_resent++;
+			*np = r->p;
+			session_resent(r->p.session, np);
+		}
+		free(r);
+	}
+}
+
+/* At exit: whoever still waits gets the fail policy. */
+static void
+decide_retry_stop(void)
+{
+	struct retry	*r;
+
+	ev_timer_stop(shim.loop, &decide_retry_timer);
+	while ((r = TAILQ_FIRST(&decide_retries)) != NULL) {
+		TAILQ_REMOVE(&decide_retries, r, entry);
+		if (r->p.session != NULL)
+			session_fail(r->p.session, FAIL_SHUTDOWN,
+			    "shutting down");
+		free(r);
+	}
 }
 
 enum fail_reason
@@ -815,7 +921,7 @@ decide_submit(struct session *s, const struct ask *a, struct pending **out)
 	shard = keyspace_shard_of(sh, ekey, elen);
 	if (shim_scripts(sh->slot[shard]) == NULL)
 		return FAIL_NOT_CONNECTED;
-	if (decide_enqueue(a, ekey, elen, shard, NULL, &p, NULL) == -1)
+	if (decide_enqueue(a, ekey, elen, shard, NULL, &p, -1) == -1)
 		return FAIL_NOMEM;
 	p->session = s;
 	p->ask = *a;
@@ -924,7 +1030,7 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		f->key_len = key_len;
 		memcpy(f->key, key, key_len);
 		if (shim_scripts(sh->slot[shard]) == NULL ||
-		    decide_enqueue(&a, ekey, elen, shard, f, NULL, NULL) == -1) {
+		    decide_enqueue(&a, ekey, elen, shard, f, NULL, -1) == -1) {
 			DECIDE_UNFLUSHED(f, 0, "redis not connected");
 			free(f);
 			continue;
@@ -952,6 +1058,7 @@ decide_start(void)
 	ev_timer_start(shim.loop, &decide_flush_timer);
 	ev_prepare_init(&decide_prepare, decide_prepare_cb);
 	ev_prepare_start(shim.loop, &decide_prepare);
+	ev_timer_init(&decide_retry_timer, decide_retry_cb, DECIDE_RETRY_S, 0.);
 	/* Batches to send are no reason to keep the loop running. */
 	ev_unref(shim.loop);
 }
@@ -998,6 +1105,7 @@ decide_exit(void)
 	 * cache), after the connections: their costs go back to the cache,
 	 * which counts them lost.
 	 */
+	decide_retry_stop();
 	decide_send(1);
 	if (ev_is_active(&decide_prepare)) {
 		ev_ref(shim.loop);

@@ -244,8 +244,9 @@ stats_metrics(struct metrics *m)
 	    "Decisions and near-cache flushes those calls carried.",
 	    st->script_decisions);
 	metrics_counter(m, "senderwatch_script_resent_total",
-	    "Decisions a Cluster node refused before deciding them (a slot "
-	    "it no longer serves, or one moving), sent again declared.",
+	    "Decisions sent again: a Cluster node refused them before "
+	    "deciding (a slot it no longer serves, or one moving), or said "
+	    "TRYAGAIN (a slot moving, retried within redis.timeout).",
 	    st->script_resent);
 	metrics_counter(m, "senderwatch_near_cache_hits_total",
 	    "Requests answered yes by the near cache, without Redis.",

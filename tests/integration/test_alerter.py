@@ -689,10 +689,13 @@ def test_redis_restarted_under_the_alerter(make_alerter, tmp):
     shim = Daemon(SHIM, conf, tmp, "dshim")
     relay = Sink(tmp, "relay").start()
     try:
-        shim.start(wait=lambda: shim_answers(sock) and "script_loaded" in shim.log())
+        # The shim subscribes too (overrides for its near cache): it
+        # first, then the alerter, so that the count tells them apart.
+        shim.start(wait=lambda: shim_answers(sock) and
+                   "script_loaded" in shim.log() and numsub(r) == 1)
         alerter = make_alerter(start=False, redis_sock=r.sock, port=relay.port,
                                retry_max="300ms")
-        alerter.start(wait=lambda: numsub(r) == 1)
+        alerter.start(wait=lambda: numsub(r) == 2)
         for k in ("a", "b", "c"):
             cross(sock, k + "@example.org")
         assert_each_once(r, relay, 3)

@@ -66,10 +66,11 @@ def cluster(tmp):
     c.stop()
 
 
-def config(tmp, cluster, name, limit=1000000000, alerts="", near_cache=0):
+def config(tmp, cluster, name, limit=1000000000, alerts="", near_cache=0,
+           timeout=TIMEOUT_MS):
     sock = os.path.join(tmp, name + ".sock")
     conf = write_config(os.path.join(tmp, name + ".yaml"), CONF.format(
-        sock=sock, seeds=", ".join(cluster.seeds()), timeout=TIMEOUT_MS,
+        sock=sock, seeds=", ".join(cluster.seeds()), timeout=timeout,
         limit=limit, alerts=alerts, near_cache=near_cache,
         user=("  user: %s\n" % RUN_USER) if RUN_USER else ""))
     return conf, sock
@@ -339,6 +340,53 @@ def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
     assert total[b"no"] > 0
     # After the move, decisions go to the new owner at once.
     assert ask(sock, mine[0] + "\n") == b"no"
+
+
+def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
+    """A slot whose keys have moved but not the slot itself: Redis
+    answers TRYAGAIN (ASK, then keys missing on the importing side), and
+    the request waits, sent again every 10 ms within redis.timeout,
+    instead of the fail policy; once the slot is given to its new master
+    it is decided there, counted once."""
+    shim, sock = start_shim(tmp, cluster, timeout=3000)
+    key = "wait@example.org"
+    assert ask(sock, key + "\n") == b"no"
+    count, tag, src = counters(cluster)[key]
+    dst = [n for n in cluster.masters() if n is not src][0]
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
+    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
+               ids[src.addr]) == "OK"
+    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
+               ids[dst.addr]) == "OK"
+    while True:
+        keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+        if not keys:
+            break
+        assert cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
+                   "KEYS", *keys) == "OK"
+    before = stats(shim)["script_resent"]
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(sock)
+    t0 = time.monotonic()
+    s.sendall((key + "\n").encode())
+    s.shutdown(socket.SHUT_WR)
+    # Told TRYAGAIN, and sent again (more than once: it waits).
+    wait_for(lambda: stats(shim)["script_resent"] >= before + 2, timeout=2,
+             interval=0.005, what="the request sent again")
+    for n in cluster.masters():
+        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
+                   ids[dst.addr]) == "OK"
+    answer = read_all(s)
+    took = time.monotonic() - t0
+    s.close()
+    st = stats(shim)
+    print("\nFIGURE cluster tryagain: decided %.0f ms after the request, "
+          "sent again %d times" % (1000 * took, st["script_resent"] - before))
+    assert answer == b"no", answer
+    assert st["fail_policy"] == 0, st
+    assert counters(cluster)[key][:3:2] == (2, dst)
 
 
 def test_a_master_killed_decisions_resume_and_crossings_mail_once(
