@@ -610,9 +610,12 @@ for d = 1, m do
     if string.sub(r, 1, 4) == 'OOM ' or string.sub(r, 1, 9) == 'READONLY ' then
       refused = refused or r
     elseif K == ARGV and not wrote and
-        string.find(r, 'Script attempted to', 1, true) then
+        (string.find(r, 'attempted to', 1, true) or
+         string.find(r, 'during rehashing', 1, true)) then
       -- Redis refused a key of the decision here before it wrote (a slot
-      -- this node does not serve, one moving, the cluster down): the
+      -- this node does not serve, one moving, the cluster down; Redis
+      -- 7.0 says "Script attempted to ...", 7.2 also "... in script
+      -- attempted to ..." and "... during rehashing of the slot"): the
       -- shim sends it again with its keys declared, and Redis's own
       -- routing answers.
       r = 'ELSEWHERE count.lua: not decided on this node: ' .. r

@@ -650,30 +650,34 @@ decide_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
  * the last flush: the request a flush was made for must come after it
  * (a route's batches go in the order queued).  NULL: out of memory.
  *
- * A decision sent again (route, not -1: that of the call it was in) goes
- * with its keys declared, on that route and ahead of the batches that
- * wait on it, so that it stays ahead of what came after it: a flush a
- * node refused with a stale map must still count before the request
- * that made it, which may wait in the next batch for that node.
+ * A decision sent again (route not -1) goes with its keys declared, on
+ * that route, after those sent again before it and ahead of the route's
+ * other waiting batches, so that it stays ahead of what came after it: a
+ * flush a node refused must still count before the request that made it,
+ * which may wait in the next batch for that node or be sent again too.
  */
 static struct batch *
 decide_batch_for(const struct ask *a, size_t shard, long route)
 {
-	struct batch	*b, *at = NULL;
+	struct batch	*b, *at = NULL, *last = NULL;
 	unsigned	 slot = shim.conf->shards->slot[shard] & 16383;
 	int		 node = -1;
 
 	if (route >= 0) {
-		TAILQ_FOREACH(at, &decide_batches, entry)
-			if (at->route == (unsigned)route)
+		/* at: the route's first batch of its own; last: the newest
+		 * sent-again one before it, which this one follows. */
+		TAILQ_FOREACH(at, &decide_batches, entry) {
+			if (at->route != (unsigned)route)
+				continue;
+			if (!at->resent)
 				break;
-		b = at != NULL ? TAILQ_PREV(at, batch_list, entry) :
-		    TAILQ_LAST(&decide_batches, batch_list);
-		if (b != NULL && b->resent && b->route == (unsigned)route &&
-		    b->shard == shard && b->rule == a->rule &&
-		    b->peek == a->peek && b->factor == a->factor &&
-		    b->conf == shim.conf && b->n < DECIDE_BATCH_MAX)
-			return b;
+			last = at;
+		}
+		if (last != NULL && last->shard == shard &&
+		    last->rule == a->rule && last->peek == a->peek &&
+		    last->factor == a->factor && last->conf == shim.conf &&
+		    last->n < DECIDE_BATCH_MAX)
+			return last;
 	} else {
 		if (shim.cluster != NULL)
 			node = cluster_node_index(shim.cluster, slot);
@@ -700,7 +704,9 @@ decide_batch_for(const struct ask *a, size_t shard, long route)
 	    node >= 0 ? 16384 + (unsigned)node : slot;
 	b->peek = a->peek;
 	b->factor = a->factor;
-	if (at != NULL)
+	if (last != NULL)
+		TAILQ_INSERT_AFTER(&decide_batches, last, b, entry);
+	else if (at != NULL)
 		TAILQ_INSERT_BEFORE(at, b, entry);
 	else
 		TAILQ_INSERT_TAIL(&decide_batches, b, entry);
@@ -812,14 +818,21 @@ refused:
  * nothing.  A request waits and goes again every DECIDE_RETRY_S until it
  * is decided or its session's redis.timeout gives the fail policy: a slot
  * moved within that time (with a large --cluster-pipeline) costs its
- * senders a little latency, not their limits.  A flush is not retried
- * here; its cost goes back to the cache for the next round.
+ * senders a little latency, not their limits.  A near-cache flush goes
+ * again the same way, in the same order (it must count before the
+ * request that made it), but only within DECIDE_FLUSH_RETRY_S of its
+ * first sending: the cache made it in time for its window with 100 ms to
+ * reach Redis (CACHE_FLUSH_MARGIN).  Past that its cost goes back to the
+ * cache, or is counted lost, as for any flush that failed.
  */
-#define DECIDE_RETRY_S	0.010
+#define DECIDE_RETRY_S		0.010
+#define DECIDE_FLUSH_RETRY_S	0.050
 
 struct retry {
 	TAILQ_ENTRY(retry)	 entry;
 	const struct conf	*conf;
+	double			 factor;	/* the call's */
+	struct flush		*flush;		/* or: */
 	struct pending		 p;		/* the session's till sent */
 };
 
@@ -831,22 +844,44 @@ static ev_timer		 decide_retry_timer;
 static int
 decide_retry_later(struct batch *b, unsigned i)
 {
-	struct pending	*p = b->item[i].priv;
+	struct pending	*p = NULL;
+	struct flush	*f = NULL;
 	struct retry	*r;
 
-	if (b->item[i].flush || p->session == NULL || b->conf != shim.conf ||
-	    (r = malloc(sizeof(*r))) == NULL)
+	if (b->item[i].flush) {
+		f = b->item[i].priv;
+		if (f->generation != cache_generation() || cache_clock() +
+		    DECIDE_RETRY_S >= f->sent + DECIDE_FLUSH_RETRY_S)
+			return -1;
+	} else if ((p = b->item[i].priv)->session == NULL)
+		return -1;
+	if (b->conf != shim.conf || (r = malloc(sizeof(*r))) == NULL)
 		return -1;
 	r->conf = b->conf;
-	r->p = *p;
-	session_resent(p->session, &r->p);
-	p->session = NULL;
+	r->factor = b->factor;
+	r->flush = f;
+	if (p != NULL) {
+		r->p = *p;
+		session_resent(p->session, &r->p);
+		p->session = NULL;
+	}
 	TAILQ_INSERT_TAIL(&decide_retries, r, entry);
 	if (!ev_is_active(&decide_retry_timer)) {
 		ev_timer_set(&decide_retry_timer, DECIDE_RETRY_S, 0.);
 		ev_timer_start(shim.loop, &decide_retry_timer);
 	}
 	return 0;
+}
+
+/* A flush that goes no further: as when it cannot be sent. */
+static void
+decide_retry_drop_flush(struct flush *f, const char *why)
+{
+	decide_flushing--;
+	DECIDE_UNFLUSHED(f, 0, why);
+	free(f);
+	if (decide_draining && decide_flushing == 0)
+		ev_break(shim.loop, EVBREAK_ONE);
 }
 
 static void
@@ -856,8 +891,11 @@ decide_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	TAILQ_HEAD(, retry)		 due = TAILQ_HEAD_INITIALIZER(due);
 	struct retry			*r;
 	struct pending			*np;
+	struct flush			*f;
+	struct ask			 a;
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	size_t				 elen, shard;
+	long				 route;
 
 	(void)loop;
 	(void)w;
@@ -866,21 +904,41 @@ decide_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	TAILQ_CONCAT(&due, &decide_retries, entry);
 	while ((r = TAILQ_FIRST(&due)) != NULL) {
 		TAILQ_REMOVE(&due, r, entry);
-		if (r->p.session == NULL) {	/* answered by its timeout */
+		if ((f = r->flush) != NULL) {
+			memset(&a, 0, sizeof(a));
+			a.rule = f->rule;
+			a.key = f->key;
+			a.key_len = f->key_len;
+			a.cost = f->cost;
+			a.factor = r->factor;
+		} else if (r->p.session == NULL) {	/* its timeout came */
 			free(r);
 			continue;
-		}
-		elen = keyspace_escape(ekey, sizeof(ekey), r->p.ask.key,
-		    r->p.ask.key_len);
+		} else
+			a = r->p.ask;
+		elen = keyspace_escape(ekey, sizeof(ekey), a.key, a.key_len);
 		shard = keyspace_shard_of(sh, ekey, elen);
-		if (r->conf != shim.conf)
+		route = (long)(sh->slot[shard] & 16383);
+		if (f != NULL) {
+			if (r->conf != shim.conf ||
+			    f->generation != cache_generation())
+				decide_retry_drop_flush(f, "TRYAGAIN, then a "
+				    "reload");
+			else if (shim_scripts(sh->slot[shard]) == NULL ||
+			    decide_enqueue(&a, ekey, elen, shard, f, NULL,
+			    route) == -1)
+				decide_retry_drop_flush(f, "redis not "
+				    "connected");
+			else
+				shim.stats.script_resent++;
+		} else if (r->conf != shim.conf)
 			session_fail(r->p.session, FAIL_CLUSTER, "TRYAGAIN, "
 			    "then a reload");
 		else if (shim_scripts(sh->slot[shard]) == NULL)
 			session_fail(r->p.session, FAIL_NOT_CONNECTED,
 			    "redis not connected");
-		else if (decide_enqueue(&r->p.ask, ekey, elen, shard, NULL,
-		    &np, (long)(sh->slot[shard] & 16383)) == -1)
+		else if (decide_enqueue(&a, ekey, elen, shard, NULL, &np,
+		    route) == -1)
 			session_fail(r->p.session, FAIL_NOMEM, "out of memory");
 		else {
 			shim.stats.script_resent++;
@@ -900,7 +958,9 @@ decide_retry_stop(void)
 	ev_timer_stop(shim.loop, &decide_retry_timer);
 	while ((r = TAILQ_FIRST(&decide_retries)) != NULL) {
 		TAILQ_REMOVE(&decide_retries, r, entry);
-		if (r->p.session != NULL)
+		if (r->flush != NULL)
+			decide_retry_drop_flush(r->flush, "shutting down");
+		else if (r->p.session != NULL)
 			session_fail(r->p.session, FAIL_SHUTDOWN,
 			    "shutting down");
 		free(r);

@@ -99,16 +99,26 @@ class Cluster:
             capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
 
+        why = ["nothing asked yet"]
+
         def formed():
             for n in self.nodes:
                 if n.cluster_info().get("cluster_state") != "ok":
+                    why[0] = "%s: cluster_state %s" % (
+                        n.addr, n.cluster_info().get("cluster_state"))
                     return False
             for n in self.replicas_now():
                 if n.info("replication").get("master_link_status") != "up":
+                    why[0] = "%s: replica link down" % n.addr
                     return False
+            why[0] = "masters: %s" % [n.addr for n in self.masters()]
             return len(self.masters()) == len(self.nodes) // \
                 (self.replicas + 1)
-        wait_for(formed, timeout=30, interval=0.1, what="the cluster to form")
+        try:
+            wait_for(formed, timeout=30, interval=0.1,
+                     what="the cluster to form")
+        except AssertionError as e:
+            raise AssertionError("%s (last: %s)" % (e, why[0])) from None
         return self
 
     def live(self):
