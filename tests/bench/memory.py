@@ -107,7 +107,8 @@ def track(c, sha, algo, n):
             "senderwatch:crossed:default:" + key,
             "c%s0%d1" % (algo[0], 1 if algo == "fixed" else 0), 1,
             "default bench senderwatch:events 10000 senderwatch-alerters "
-            "%d" % len("senderwatch:override:default:"), *PARAMS[algo],
+            "%d %d" % (len("senderwatch:override:default:"),
+                       len("senderwatch:stream")), *PARAMS[algo],
             1, ""))
         if len(batch) == 1000 or i == n - 1:
             c.s.sendall(b"".join(batch))
