@@ -755,60 +755,72 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 }
 
 /*
- * A decision a node refused before writing (count.lua's ELSEWHERE): sent
- * again, its keys declared, on the next loop turn, where MOVED, ASK and
- * TRYAGAIN are handled as for any call.  Only under the config it was
- * made with; otherwise, or where it cannot go, the refusal is its reply
- * (the fail policy, or a flush's cost kept for the next).
+ * Send a decision again, its keys declared: a flush f, or a request whose
+ * pending p a session waits on (moved to the new batch).  On route, or
+ * with route DECIDE_ROUTE_SLOT on its own slot's.  Only under the config
+ * it was made with (a flush's rule lives as long as the cache's
+ * generation, which a reload ends; a waiting session keeps its config).
+ * 0: it goes on the next loop turn; -1: the caller answers it.
  */
-static void
-decide_resend(struct batch *b, unsigned i, redisReply *reply)
+#define DECIDE_ROUTE_SLOT	(-2L)
+
+static int
+decide_again(const struct conf *conf, double factor, struct flush *f,
+    struct pending *p, long route)
 {
 	const struct keyspace_shards	*sh = shim.conf->shards;
-	struct batch_item		*it = &b->item[i];
-	struct pending			*p = NULL, *np;
-	struct flush			*f = NULL;
+	struct pending			*np;
 	struct ask			 a;
 	char				 ekey[KEYSPACE_EKEY_MAX + 1];
 	size_t				 elen, shard;
 
-	if (it->flush) {
-		f = it->priv;
+	if (conf != shim.conf ||
+	    (f != NULL && f->generation != cache_generation()))
+		return -1;
+	if (f != NULL) {
 		memset(&a, 0, sizeof(a));
-		a.rule = b->rule;
+		a.rule = f->rule;
 		a.key = f->key;
 		a.key_len = f->key_len;
 		a.cost = f->cost;
-		a.factor = b->factor;
-	} else {
-		p = it->priv;
-		if (p->session == NULL)
-			return;		/* nobody waits, and nothing counted */
+		a.factor = factor;
+	} else
 		a = p->ask;
-	}
-	/*
-	 * A flush's rule lives as long as the cache's generation, which a
-	 * reload ends; a waiting session keeps its config.
-	 */
-	if ((f != NULL && f->generation != cache_generation()) ||
-	    b->conf != shim.conf)
-		goto refused;
 	elen = keyspace_escape(ekey, sizeof(ekey), a.key, a.key_len);
 	shard = keyspace_shard_of(sh, ekey, elen);
+	if (route == DECIDE_ROUTE_SLOT)
+		route = (long)(sh->slot[shard] & 16383);
 	if (shim_scripts(sh->slot[shard]) == NULL ||
-	    decide_enqueue(&a, ekey, elen, shard, f, p != NULL ? &np : NULL,
-	    (long)b->route) == -1)
-		goto refused;
+	    decide_enqueue(&a, ekey, elen, shard, f, f == NULL ? &np : NULL,
+	    route) == -1)
+		return -1;
 	shim.stats.script_resent++;
-	if (p != NULL) {
+	if (f == NULL) {
 		/* As first sent: the hold counts from then, safely early. */
 		*np = *p;
 		session_resent(p->session, np);
 		p->session = NULL;
 	}
-	return;
-refused:
-	decide_item_reply(it, reply);
+	return 0;
+}
+
+/*
+ * A decision a node refused before writing (count.lua's ELSEWHERE): sent
+ * again on the route of the call it was in, where MOVED, ASK and TRYAGAIN
+ * are handled as for any call; where it cannot go, the refusal is its
+ * reply (the fail policy, or a flush's cost kept for the next).
+ */
+static void
+decide_resend(struct batch *b, unsigned i, redisReply *reply)
+{
+	struct batch_item	*it = &b->item[i];
+	struct pending		*p = it->flush ? NULL : it->priv;
+
+	if (p != NULL && p->session == NULL)
+		return;			/* nobody waits, and nothing counted */
+	if (decide_again(b->conf, b->factor, it->flush ? it->priv : NULL, p,
+	    (long)b->route) == -1)
+		decide_item_reply(it, reply);
 }
 
 /*
@@ -887,15 +899,8 @@ decide_retry_drop_flush(struct flush *f, const char *why)
 static void
 decide_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-	const struct keyspace_shards	*sh = shim.conf->shards;
-	TAILQ_HEAD(, retry)		 due = TAILQ_HEAD_INITIALIZER(due);
-	struct retry			*r;
-	struct pending			*np;
-	struct flush			*f;
-	struct ask			 a;
-	char				 ekey[KEYSPACE_EKEY_MAX + 1];
-	size_t				 elen, shard;
-	long				 route;
+	TAILQ_HEAD(, retry)	 due = TAILQ_HEAD_INITIALIZER(due);
+	struct retry		*r;
 
 	(void)loop;
 	(void)w;
@@ -904,46 +909,16 @@ decide_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	TAILQ_CONCAT(&due, &decide_retries, entry);
 	while ((r = TAILQ_FIRST(&due)) != NULL) {
 		TAILQ_REMOVE(&due, r, entry);
-		if ((f = r->flush) != NULL) {
-			memset(&a, 0, sizeof(a));
-			a.rule = f->rule;
-			a.key = f->key;
-			a.key_len = f->key_len;
-			a.cost = f->cost;
-			a.factor = r->factor;
-		} else if (r->p.session == NULL) {	/* its timeout came */
-			free(r);
-			continue;
-		} else
-			a = r->p.ask;
-		elen = keyspace_escape(ekey, sizeof(ekey), a.key, a.key_len);
-		shard = keyspace_shard_of(sh, ekey, elen);
-		route = (long)(sh->slot[shard] & 16383);
-		if (f != NULL) {
-			if (r->conf != shim.conf ||
-			    f->generation != cache_generation())
-				decide_retry_drop_flush(f, "TRYAGAIN, then a "
-				    "reload");
-			else if (shim_scripts(sh->slot[shard]) == NULL ||
-			    decide_enqueue(&a, ekey, elen, shard, f, NULL,
-			    route) == -1)
-				decide_retry_drop_flush(f, "redis not "
-				    "connected");
+		/* A request whose timeout came is gone from here. */
+		if ((r->flush != NULL || r->p.session != NULL) &&
+		    decide_again(r->conf, r->factor, r->flush, &r->p,
+		    DECIDE_ROUTE_SLOT) == -1) {
+			if (r->flush != NULL)
+				decide_retry_drop_flush(r->flush, "TRYAGAIN, "
+				    "then it could not go again");
 			else
-				shim.stats.script_resent++;
-		} else if (r->conf != shim.conf)
-			session_fail(r->p.session, FAIL_CLUSTER, "TRYAGAIN, "
-			    "then a reload");
-		else if (shim_scripts(sh->slot[shard]) == NULL)
-			session_fail(r->p.session, FAIL_NOT_CONNECTED,
-			    "redis not connected");
-		else if (decide_enqueue(&a, ekey, elen, shard, NULL, &np,
-		    route) == -1)
-			session_fail(r->p.session, FAIL_NOMEM, "out of memory");
-		else {
-			shim.stats.script_resent++;
-			*np = r->p;
-			session_resent(r->p.session, np);
+				session_fail(r->p.session, FAIL_CLUSTER,
+				    "TRYAGAIN, then it could not go again");
 		}
 		free(r);
 	}

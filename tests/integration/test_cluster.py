@@ -33,6 +33,7 @@ from conftest import (ALERTER, ROOT, RUN_USER, SHIM, Daemon, ask, log_lines,
                       read_all, stats, shim_answers, wait_for, write_config)
 from cluster import Cluster, ClusterNode, cli
 from sentinel import ALERTS
+from test_batch import burst
 from test_faults import Load
 
 pytestmark = pytest.mark.skipif(os.environ.get("SW_VALGRIND") == "1",
@@ -290,10 +291,9 @@ def migrate(cluster, slot, src, dst, pace):
     return moved
 
 
-def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
-    shim, sock = start_shim(tmp, cluster)
-    # Which keys share a shard: the tag in their counters' names.
-    keys = ["mig%d@example.org" % i for i in range(480)]
+def biggest_shard(sock, cluster, keys):
+    """Each key asked once; then the shard most of them share: (its tag,
+    its keys, their counters, the master serving it, another master)."""
     for k in keys:
         assert ask(sock, k + "\n") == b"no"
     counted = counters(cluster)
@@ -303,6 +303,13 @@ def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
     tag, mine = max(tags.items(), key=lambda kv: len(kv[1]))
     src = counted[mine[0]][2]
     dst = [n for n in cluster.masters() if n is not src][0]
+    return tag, mine, counted, src, dst
+
+
+def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
+    shim, sock = start_shim(tmp, cluster)
+    tag, mine, counted, src, dst = biggest_shard(
+        sock, cluster, ["mig%d@example.org" % i for i in range(480)])
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
     # Load on that shard's keys while the slot moves.
     answers = collections.defaultdict(collections.Counter)
@@ -622,24 +629,6 @@ def test_the_same_id_on_two_shards_is_two_crossings(tmp, cluster):
         sink.stop()
 
 
-def burst(sock, keys, timeout=10.0):
-    """Each key asked once, all at the same time (every request written
-    before any answer is read), so the shim finds them in few loop turns;
-    the answers in the keys' order."""
-    conns = []
-    for k in keys:
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(timeout)
-        s.connect(sock)
-        s.sendall(k.encode() + b"\n")
-        s.shutdown(socket.SHUT_WR)
-        conns.append(s)
-    answers = [read_all(s) for s in conns]
-    for s in conns:
-        s.close()
-    return answers
-
-
 class Monitor:
     """MONITOR on each master, in the background: every EVALSHA each one
     ran, as its arguments, and the commands its scripts ran."""
@@ -766,15 +755,7 @@ def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
     shim, sock = start_shim(tmp, cluster)
     conf = os.path.join(tmp, "shim.yaml")
     keys = ["mv%d@example.org" % i for i in range(240)]
-    for k in keys:
-        assert ask(sock, k + "\n") == b"no"
-    counted = counters(cluster)
-    tags = collections.defaultdict(list)
-    for k in keys:
-        tags[counted[k][1]].append(k)
-    tag, moving = max(tags.items(), key=lambda kv: len(kv[1]))
-    src = counted[moving[0]][2]
-    dst = [n for n in cluster.masters() if n is not src][0]
+    tag, moving, counted, src, dst = biggest_shard(sock, cluster, keys)
     others = [k for k in keys if counted[k][2] is src and
               counted[k][1] != tag]
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
@@ -836,3 +817,43 @@ def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
               st.get("fail_cluster", -1)))
     assert ask(sock, moving[0] + "\n") == b"no"
     assert counters(cluster)[moving[0]][0] == 2
+
+
+def test_a_call_on_a_stale_map_sends_the_moved_slots_decisions_again(
+        tmp, cluster):
+    """A slot moved to another master while the shim's map still gives
+    it to the old one: in a call of the old master, its decisions come
+    back ELSEWHERE, go again declared, follow MOVED, and are decided
+    there, each counted once; the call's other decisions are decided
+    where they are.  (If the map was refreshed before the burst, the slot
+    is moved back and the burst tried again.)"""
+    shim, sock = start_shim(tmp, cluster)
+    keys = ["st%d@example.org" % i for i in range(240)]
+    tag, moving, counted, src, dst = biggest_shard(sock, cluster, keys)
+    others = [k for k in keys if counted[k][2] is src and
+              counted[k][1] != tag]
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    asked = collections.Counter()
+    frm, to = src, dst
+    for attempt in range(5):
+        before = stats(shim)["script_resent"]
+        migrate(cluster, slot, frm, to, pace=0)
+        # The first of a burst goes alone: one of the others.
+        batch = others[:1] + moving + others[1:]
+        for k, a in zip(batch, burst(sock, batch)):
+            assert a == b"no", (attempt, k, a)
+            asked[k] += 1
+        if stats(shim)["script_resent"] > before:
+            break
+        frm, to = to, frm
+    else:
+        assert False, "the map was refreshed before every burst"
+    after = counters(cluster)
+    assert all(after[k][0] == 1 + asked[k] for k in moving + others), \
+        [(k, after[k][0], asked[k]) for k in moving + others]
+    assert all(after[k][2] is to for k in moving)
+    st = stats(shim)
+    print("\nFIGURE cluster stale map: %d sent again, attempt %d, "
+          "%d by the fail policy" % (st["script_resent"] - before,
+                                     attempt + 1, st["fail_policy"]))
+    assert st["fail_policy"] == 0, st
