@@ -322,19 +322,21 @@ keyspace_put(struct resp *out, const struct keyspace_shards *sh,
 
 size_t
 keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
-    size_t shard, size_t elen, int with_stream)
+    size_t shard, size_t elen, enum keyspace_form form)
 {
 	const struct keyspace_shards	*sh = c->shards;
 	const struct keyspace_rule	*ks = r->ks;
 	size_t				 i, head, n;
 
+	if (form == KEYSPACE_NAMED)
+		return resp_size(elen);
 	head = sh->prefix_len + sh->tag_len[shard] + elen;
 	n = resp_size(head + ks->subjects_len) +
 	    resp_size(head + ks->override_len);
 	for (i = 0; i < r->nlimits; i++)
 		n += resp_size(head + ks->state_len[i]) +
 		    resp_size(head + ks->crossed_len[i]);
-	if (with_stream)
+	if (form == KEYSPACE_NODE)
 		n += resp_size(sh->stream_len[shard]);
 	return n;
 }
@@ -342,13 +344,17 @@ keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
 void
 keyspace_decision_keys(struct resp *out, const struct conf *c,
     const struct conf_rule *r, size_t shard, const char *ekey, size_t elen,
-    int with_stream)
+    enum keyspace_form form)
 {
 	const struct keyspace_shards	*sh = c->shards;
 	const struct keyspace_rule	*ks = r->ks;
 	size_t				 i;
 
-	if (with_stream)
+	if (form == KEYSPACE_NAMED) {
+		resp_arg(out, ekey, elen);
+		return;
+	}
+	if (form == KEYSPACE_NODE)
 		resp_arg(out, sh->stream[shard], sh->stream_len[shard]);
 	keyspace_put(out, sh, shard, ks->subjects, ks->subjects_len, ekey,
 	    elen);
@@ -360,6 +366,21 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 		keyspace_put(out, sh, shard, ks->crossed[i],
 		    ks->crossed_len[i], ekey, elen);
 	}
+}
+
+size_t
+keyspace_decision_heads_size(const struct conf *c, const struct conf_rule *r,
+    size_t shard)
+{
+	return keyspace_decision_size(c, r, shard, 0, KEYSPACE_DECLARED);
+}
+
+void
+keyspace_decision_heads(struct resp *out, const struct conf *c,
+    const struct conf_rule *r, size_t shard)
+{
+	/* Each name as a declared call has it, less the key: its head. */
+	keyspace_decision_keys(out, c, r, shard, "", 0, KEYSPACE_DECLARED);
 }
 
 size_t

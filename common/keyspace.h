@@ -116,24 +116,46 @@ size_t	keyspace_shard_of(const struct keyspace_shards *, const char *ekey,
 unsigned keyspace_slot(const char *key, size_t len);
 
 /*
+ * How a count.lua call gives a decision's keys (its three forms):
+ *   DECLARED  its keys, in KEYS after the stream the call's decisions
+ *             share (Redis routes the call by them: a Cluster's slot)
+ *   NODE      its shard's stream and its keys, among the arguments (a
+ *             Cluster node's call, of any slots that node serves)
+ *   NAMED     its escaped key alone, count.lua making each name from
+ *             the call's beginnings (keyspace_decision_heads()) and it:
+ *             a single Redis, where nothing routes by keys, and every
+ *             string a call carries costs Redis its making
+ */
+enum keyspace_form {
+	KEYSPACE_DECLARED,
+	KEYSPACE_NODE,
+	KEYSPACE_NAMED,
+};
+
+/*
  * The keys of one decision, in count.lua's KEYS order (subjects,
  * override, then each limit's state and crossed marker), written into r
- * for key ekey (escaped, elen bytes) under rule; with_stream, the shard's
- * stream before them, as a node's call takes them (a slot's call gives
- * the stream once, first of all).  This is the one place that says which
- * keys a decision touches and how they are named.
- * keyspace_decision_size() is the most they take in RESP, and
+ * for key ekey (escaped, elen bytes) under rule, in a call's form.  This
+ * is the one place that says which keys a decision touches and how they
+ * are named.  keyspace_decision_size() is the most they take in RESP, and
  * keyspace_decision_keyoff() where ekey starts in the override key's
  * name without a shard's tag, *stream_base the stream's name without it
  * (count.lua reads the key for a crossing's event from there, a shard's
  * tag being what its stream's name has past stream_base).
+ * keyspace_decision_heads() writes a named call's beginnings, each name
+ * but its escaped key, in the same order; keyspace_decision_heads_size()
+ * is what they take.
  */
 size_t	keyspace_decision_nkeys(const struct conf_rule *);
 size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
-	    size_t shard, size_t elen, int with_stream);
+	    size_t shard, size_t elen, enum keyspace_form);
 void	keyspace_decision_keys(struct resp *, const struct conf *,
 	    const struct conf_rule *, size_t shard, const char *ekey,
-	    size_t elen, int with_stream);
+	    size_t elen, enum keyspace_form);
+size_t	keyspace_decision_heads_size(const struct conf *,
+	    const struct conf_rule *, size_t shard);
+void	keyspace_decision_heads(struct resp *, const struct conf *,
+	    const struct conf_rule *, size_t shard);
 size_t	keyspace_decision_keyoff(const struct conf *,
 	    const struct conf_rule *, size_t *stream_base);
 

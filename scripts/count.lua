@@ -4,7 +4,8 @@ rule, decide each, and record each limit's first crossing.  One call takes
 one decision or several of one rule (the shim sends the decisions one
 loop turn made together: Redis's fixed cost of a call is then paid once
 for all): with their keys declared, of one hash slot; or, on a Redis
-Cluster's node, of any slots, their keys among the arguments (below).
+Cluster's node, of any slots, their keys among the arguments; or, on a
+single Redis, each named by its key alone (below).
 senderwatch-shim loads it with SCRIPT LOAD and runs it with EVALSHA; it
 runs by hand too (one limit of 20 per 5 minutes, fixed window, one
 decision):
@@ -40,7 +41,10 @@ ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
          the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
          announces, but the answer is always no), count_denied (1: the
          cost is added even when the answer is yes), and n, the number of
-         limits (1 to 8)
+         limits (1 to 8); and a sixth, u, where the decisions share one
+         cost and subject: they are then given once, as decision 1's
+         (below), and each count of arguments below has 2 for its 2m
+         (m(5 + 2n) is 2 + m(3 + 2n), 3m is 2 + m)
 ARGV[2]  factor from the config's per-key override (1 = none)
 ARGV[3]  what a crossing records, seven words separated by one space:
          the rule's name, the reporting host, the events channel, the
@@ -64,6 +68,15 @@ c = 4 + 3n + 2m (3 + 3n + m(5 + 2n) arguments).  Redis checks each key as
 it is used: a decision it refuses before writing (its slot served
 elsewhere or moving, the cluster down) replies "ELSEWHERE ...", to be sent
 again with its keys declared.  The shim sends a lone decision declared.
+
+A named call (a single Redis, where nothing routes a call by its keys):
+KEYS[1] the stream alone; the arguments above, then from ARGV[p + 1],
+p = 3 + 3n + 2m, the beginnings of the 2 + 2n names in the order above
+(each decision's name is its beginning and its key), then each decision
+d's key, as escaped in key names, ARGV[p + 2 + 2n + d] (5 + 5n + 3m
+arguments).  A decision's names are made only as it uses them, and its
+key is then also what a crossing records: every string a call carries
+costs Redis its making, and this way a decision carries three, not six.
 
 Every argument is a string Redis makes for each call: what only a
 crossing needs shares one, and what the decisions of a call share is
@@ -110,27 +123,41 @@ local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX, and so
 				-- at most 6 digits or '1000000' below
 
 local flags = ARGV[1]
-local f_mode, f_alg, f_shadow, f_denied, f_n = string.byte(flags or '', 1, 5)
+local f_mode, f_alg, f_shadow, f_denied, f_n, f_u =
+  string.byte(flags or '', 1, 6)
 local n = (f_n or 0) - 48
 local per = 2 + 2 * n
--- Where the keys are: KEYS, or (a node's call) ARGV from ko + 1.  m is
--- whole only when the count matches n, so one comparison checks both.
-local K, ko, m = KEYS, 0, (#KEYS - 1) / per
+-- The sixth flag, u: the decisions share one cost and subject, given once.
+local aa = f_u == 117 and 0 or 2	-- a decision's own arguments
+local ac = 2 - aa			-- the call's shared ones
+-- Where the keys are: KEYS; or (a node's call) ARGV from ko + 1; or (a
+-- named call, KEYS the stream alone) each name made of its beginning,
+-- from ARGV[pb + 1], and the decision's key, ARGV[ko + d].  m is whole
+-- only when the count matches n, so one comparison checks both.
+local K, ko, m, pb = KEYS, 0, (#KEYS - 1) / per, nil
+local node = #KEYS == 0
 -- Set by a decision at its first write: Redis may refuse a key of a
 -- node's call (below) only where none was written yet, for the shim to
 -- send the decision again.
 local wrote = false
-if #KEYS == 0 then
-  K, m = ARGV, (#ARGV - HEAD - 3 * n) / (per + 3)
-  ko = HEAD + 3 * n + 2 * m
+if node then
+  K, m = ARGV, (#ARGV - HEAD - 3 * n - ac) / (per + 1 + aa)
+  ko = HEAD + 3 * n + ac + aa * m
+elseif #KEYS == 1 then
+  K, m = ARGV, (#ARGV - HEAD - 3 * n - per - ac) / (1 + aa)
+  pb = HEAD + 3 * n + ac + aa * m
+  ko = pb + per
 end
-if #(flags or '') ~= 5 or n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
-    #ARGV ~= HEAD + 3 * n + 2 * m + (K == ARGV and m * (per + 1) or 0) then
+local nflags = #(flags or '')
+if not (nflags == 5 or (nflags == 6 and f_u == 117)) or n < 1 or
+    n > 8 or m < 1 or m ~= math.floor(m) or
+    #ARGV ~= HEAD + 3 * n + ac + aa * m + (node and m * (per + 1) or 0) +
+    (pb and per + m or 0) then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
     .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments, '
-    .. 'or no keys and %d + 3n + m(5 + 2n) arguments', #KEYS, #ARGV, HEAD,
-    HEAD))
+    .. 'or no keys and %d + 3n + m(5 + 2n) arguments, or 1 key and '
+    .. '%d + 5n + 3m arguments', #KEYS, #ARGV, HEAD, HEAD, HEAD + 2))
 end
 local call_factor = tonumber(ARGV[2])
 if not (f_mode == 99 or f_mode == 112) or
@@ -141,16 +168,18 @@ if not (f_mode == 99 or f_mode == 112) or
     .. '[1-8] and the factor a number')
 end
 
--- One decision: its keys from K[kb + 1], its cost and subject from
--- ARGV[ab + 1], what the call's decisions share as the other arguments.
+-- One decision: its keys from K[kb + 1] (or, pb set, named from the
+-- beginnings at ARGV[pb + 1] and its key ARGV[kb]), its cost and subject
+-- from ARGV[ab + 1], what the call's decisions share as the other
+-- arguments (pb among them: an upvalue would cost a call its making).
 -- Redis's CPU per decision is what a cluster pays for: the common case (a
 -- fixed window counting every attempt, under its limits) runs first and
 -- makes no closure, and no table but, with several limits, their
 -- counts'; nor does the call around it (a table or a closure made per
 -- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
-local function decide(kb, sk, ab, n, factor_, f_mode, f_alg, shadow,
-    count_denied, limit1)
+local function decide(kb, stream, ab, n, factor_, f_mode, f_alg, shadow,
+    count_denied, limit1, pb)
 
 -- INCRBY is given the cost as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
@@ -165,12 +194,16 @@ end
 -- Runtime override, set with scripts/override.lua or plain redis-cli.  A
 -- key of another type there (WRONGTYPE) is not an override.
 local override = 0
-local ov = redis.pcall('GET', K[kb + 2])
+-- (A name made here as key_of(), below, makes it.)
+local ov = redis.pcall('GET', pb and ARGV[pb + 2] .. ARGV[kb] or
+  K[kb + 2])
 if ov then
   -- Undeclared keys (a node's call): GET found this key here, so Redis
   -- checks the rest of them before anything is written (a slot that is
   -- moving and has some of them only fails the decision here).
-  if K ~= KEYS then redis.call('EXISTS', unpack(K, kb, kb + 2 + 2 * n)) end
+  if K ~= KEYS and not pb then
+    redis.call('EXISTS', unpack(K, kb, kb + 2 + 2 * n))
+  end
   if type(ov) == 'table' then
     if string.sub(ov.err, 1, 9) ~= 'WRONGTYPE' then error(ov) end
   elseif ov == 'allow' then
@@ -195,7 +228,8 @@ if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
   wrote = true
   for i = 1, n do
-    local state = K[kb + 1 + 2 * i]
+    local state = pb and ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
+      K[kb + 1 + 2 * i]
     local c = redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).
@@ -229,6 +263,12 @@ if f_alg == 102 and count_denied and f_mode == 99 then
 end
 
 local cost = tonumber(cost_arg)
+-- Key j (1 subjects, 2 override, 1 + 2i and 2 + 2i limit i's state and
+-- crossed marker), given or (a named call) named here.
+local function key_of(j)
+  if pb then return ARGV[pb + j] .. ARGV[kb] end
+  return K[kb + j]
+end
 local now_ms
 local function now()
   if not now_ms then
@@ -291,7 +331,7 @@ end
 -- Record the subject under the key, with the first limit's window.
 local function record_subject(ttl)
   wrote = true
-  local subjects_key = K[kb + 1]
+  local subjects_key = key_of(1)
   local z = redis.pcall('ZINCRBY', subjects_key, 1, subject)
   if type(z) == 'table' then
     if not corrupt(z) then error(z) end
@@ -315,8 +355,7 @@ end
 -- key holds something else), the marker goes again, so that the next
 -- request over the limit records the crossing once that is mended.
 local function announce(i, count, limit, marker_ttl)
-  local crossed, state, stream = K[kb + 2 + 2 * i], K[kb + 1 + 2 * i],
-    K[sk]
+  local crossed, state = key_of(2 + 2 * i), key_of(1 + 2 * i)
   local rule, host, channel, maxlen, group, keyoff, sbase = string.match(
     ARGV[3], '^(%S+) (%S+) (%S+) (%d+) (%S+) (%d+) (%d+)$')
   if not rule then
@@ -325,8 +364,8 @@ local function announce(i, count, limit, marker_ttl)
   end
   -- The shard's tag, where there is one, is what the stream's name has
   -- past its base, and the override key's name has it too.
-  local key = string.sub(K[kb + 2], tonumber(keyoff) + #stream -
-    tonumber(sbase) + 1)
+  local key = pb and ARGV[kb] or string.sub(K[kb + 2], tonumber(keyoff) +
+    #stream - tonumber(sbase) + 1)
   wrote = true
   if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
@@ -342,7 +381,7 @@ local function announce(i, count, limit, marker_ttl)
   local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'rule', rule, 'key', key, 'count', count, 'limit', limit,
     'window_ms', window, 'time', t, 'host', host,
-    'counter', state, 'subjects', K[kb + 1],
+    'counter', state, 'subjects', key_of(1),
     'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
   if type(id) == 'table' then
     redis.call('DEL', crossed)
@@ -362,7 +401,7 @@ end
 if fixed_counts then
   local decided, dcount, crossed, ttl1, hold, ttls = 0, 0, 0, -1, 0, nil
   for i = 1, n do
-    local state = K[kb + 1 + 2 * i]
+    local state = key_of(1 + 2 * i)
     local c = fixed_counts[i]
     local limit = limit_of(i)
     if c > limit then
@@ -380,7 +419,7 @@ if fixed_counts then
     end
   end
   if subject ~= '' then
-    if ttl1 < 0 then ttl1 = redis.call('PTTL', K[kb + 3]) end
+    if ttl1 < 0 then ttl1 = redis.call('PTTL', key_of(3)) end
     record_subject(ttl1)
   end
   -- The soonest any window ends, the ones under their limit too.
@@ -388,7 +427,7 @@ if fixed_counts then
   if ttls and not shadow then
     count_ms = hold
     for i = 1, n do
-      local t = ttls[i] or redis.call('PTTL', K[kb + 1 + 2 * i])
+      local t = ttls[i] or redis.call('PTTL', key_of(1 + 2 * i))
       if t < count_ms then count_ms = t end
     end
   end
@@ -405,7 +444,7 @@ for i = 1, n do
   local burst = tonumber(ARGV[3 + 3 * i])
   if factor ~= 1 then burst = math.floor(burst * factor) end
   limits[i] = { limit = limit_of(i), window = tonumber(ARGV[2 + 3 * i]),
-    burst = burst, state = K[kb + 1 + 2 * i] }
+    burst = burst, state = key_of(1 + 2 * i) }
 end
 
 local fixed, sliding, gcra = {}, {}, {}
@@ -579,11 +618,11 @@ local shadow, count_denied = f_shadow == 49, f_denied == 49
 -- tonumber() on a string costs Redis two strtod()s.
 local limit1 = tonumber(ARGV[HEAD + 1])
 -- Decision d's keys: after KEYS[1], the stream; or its own stream first.
-local kstep = K == KEYS and per or per + 1
+local kstep = (pb and 1) or (node and per + 1) or per
 local function kbase(d) return ko + 1 + (d - 1) * kstep end
 if m == 1 then
-  return decide(kbase(1), ko + 1, HEAD + 3 * n, n, call_factor, f_mode,
-    f_alg, shadow, count_denied, limit1)
+  return decide(kbase(1), KEYS[1] or ARGV[ko + 1], HEAD + 3 * n, n,
+    call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -593,9 +632,9 @@ local out, refused = {}, nil
 for d = 1, m do
   local kb = kbase(d)
   wrote = false
-  local ok, r = pcall(decide, kb, K == KEYS and 1 or kb,
-    HEAD + 3 * n + 2 * (d - 1), n, call_factor, f_mode, f_alg, shadow,
-    count_denied, limit1)
+  local ok, r = pcall(decide, kb, KEYS[1] or K[kb],
+    HEAD + 3 * n + aa * (d - 1), n, call_factor, f_mode, f_alg, shadow,
+    count_denied, limit1, pb)
   if ok then
     out[d] = r
   else
@@ -609,7 +648,7 @@ for d = 1, m do
     end
     if string.sub(r, 1, 4) == 'OOM ' or string.sub(r, 1, 9) == 'READONLY ' then
       refused = refused or r
-    elseif K == ARGV and not wrote and
+    elseif node and not wrote and
         (string.find(r, 'attempted to', 1, true) or
          string.find(r, 'during rehashing', 1, true)) then
       -- Redis refused a key of the decision here before it wrote (a slot

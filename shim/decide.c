@@ -355,6 +355,7 @@ struct batch {
 	size_t			 shard;		/* the first decision's */
 	unsigned		 slot;		/* the shard's, kept: conf may go */
 	int			 node;		/* a node's call, or -1 a slot's */
+	enum keyspace_form	 form;		/* how its keys go */
 	unsigned		 route;		/* decide_inflight[]'s index */
 	int			 resent;	/* decisions a node refused */
 	unsigned long		 seq;		/* the order batches were opened */
@@ -366,6 +367,8 @@ struct batch {
 	char			*keys;		/* RESP: each one's keys */
 	char			*args;		/* RESP: each one's cost, subject */
 	size_t			 keys_len, keys_cap, args_len, args_cap;
+	size_t			 args_first;	/* the first one's, in args */
+	int			 args_one;	/* all theirs are the first's */
 };
 
 static struct batch_list decide_batches =
@@ -501,6 +504,8 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
  * decision's cost and subject: count.lua's order.  A node's call (b->node
  * set) declares no keys and gives them last, each decision's with its
  * own stream; alone, they are one decision's declared keys as they are.
+ * A named call declares the stream alone and gives last the names'
+ * beginnings, then each decision's escaped key.
  */
 static void
 decide_batch_send(struct batch *b)
@@ -512,10 +517,10 @@ decide_batch_send(struct batch *b)
 	struct script_call		*call;
 	struct script_conn		*sc;
 	struct resp			 resp;
-	char				 factor[24], flags[5], meta[512];
+	char				 factor[24], flags[6], meta[512];
 	const char			*cmd;
 	size_t				 i, cap, len, mlen, keyoff, sbase, nkeys;
-	int				 node_call, stream_in_keys;
+	int				 node_call, named, one;
 
 	if (b->n == 0) {		/* opened, then out of memory */
 		decide_batch_free(b);
@@ -525,8 +530,8 @@ decide_batch_send(struct batch *b)
 		decide_batch_unsent(b, FAIL_NOT_CONNECTED);
 		return;
 	}
-	stream_in_keys = b->node >= 0;
-	node_call = stream_in_keys && b->n > 1;
+	node_call = b->form == KEYSPACE_NODE && b->n > 1;
+	named = b->form == KEYSPACE_NAMED;
 	/*
 	 * What only a crossing needs, as one argument of seven words: every
 	 * argument costs Redis a string per call.  The names are config
@@ -547,12 +552,16 @@ decide_batch_send(struct batch *b)
 	flags[2] = r->shadow ? '1' : '0';
 	flags[3] = r->count_denied ? '1' : '0';
 	flags[4] = (char)('0' + r->nlimits);
+	/* Every string a call carries costs Redis its making. */
+	flags[5] = 'u';
+	one = b->n > 1 && b->args_one;
 
 	nkeys = b->n * keyspace_decision_nkeys(r);
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
 	    resp_size(sh->stream_len[b->shard]) + b->keys_len +
 	    resp_size(sizeof(flags)) + resp_size(24) + resp_size(mlen) +
-	    3 * r->nlimits * resp_size(24) + b->args_len;
+	    3 * r->nlimits * resp_size(24) + b->args_len +
+	    (named ? keyspace_decision_heads_size(c, r, b->shard) : 0);
 	if ((call = script_call_new(cap, sizeof(b))) == NULL) {
 		decide_batch_unsent(b, FAIL_NOMEM);
 		return;
@@ -563,15 +572,18 @@ decide_batch_send(struct batch *b)
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
 	if (node_call)
 		resp_str(&resp, "0");
-	else {
+	else if (named) {
+		resp_str(&resp, "1");
+		resp_arg(&resp, sh->stream[b->shard], sh->stream_len[b->shard]);
+	} else {
 		resp_num(&resp, (long long)(1 + nkeys));
-		if (!stream_in_keys)
+		if (b->form != KEYSPACE_NODE)
 			resp_arg(&resp, sh->stream[b->shard],
 			    sh->stream_len[b->shard]);
 		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys +
-		    (stream_in_keys ? 1 : 0)));
+		    (b->form == KEYSPACE_NODE ? 1 : 0)));
 	}
-	resp_arg(&resp, flags, sizeof(flags));
+	resp_arg(&resp, flags, one ? 6 : 5);
 	if (b->factor == 1)
 		resp_str(&resp, "1");
 	else
@@ -583,9 +595,16 @@ decide_batch_send(struct batch *b)
 		resp_str(&resp, ks->limit_text[i][1]);
 		resp_str(&resp, ks->limit_text[i][2]);
 	}
-	resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
+	if (one)
+		resp_raw(&resp, b->args, b->args_first, 2);
+	else
+		resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
 	if (node_call)
 		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys + b->n));
+	else if (named) {
+		keyspace_decision_heads(&resp, c, r, b->shard);
+		resp_raw(&resp, b->keys, b->keys_len, (int)b->n);
+	}
 	cmd = resp_finish(&resp, &len);
 	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
 	    decide_batch_cb, script_call_user(call)) == -1) {
@@ -699,6 +718,9 @@ decide_batch_for(const struct ask *a, size_t shard, long route)
 	b->shard = shard;
 	b->slot = slot;
 	b->node = node;
+	/* A single Redis routes nothing by keys: it is given names only. */
+	b->form = node >= 0 ? KEYSPACE_NODE : shim.cluster == NULL ?
+	    KEYSPACE_NAMED : KEYSPACE_DECLARED;
 	b->resent = route >= 0;
 	b->route = route >= 0 ? (unsigned)route :
 	    node >= 0 ? 16384 + (unsigned)node : slot;
@@ -730,19 +752,27 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	if ((b = decide_batch_for(a, shard, route)) == NULL)
 		return -1;
 	if (decide_reserve(&b->keys, &b->keys_cap, b->keys_len,
-	    keyspace_decision_size(c, a->rule, shard, elen, b->node >= 0)) ==
+	    keyspace_decision_size(c, a->rule, shard, elen, b->form)) ==
 	    -1 ||
 	    decide_reserve(&b->args, &b->args_cap, b->args_len,
 	    resp_size(24) + resp_size(a->subject_len)) == -1)
 		return -1;	/* the batch goes as it is */
 	resp_at(&resp, b->keys + b->keys_len);
 	keyspace_decision_keys(&resp, c, a->rule, shard, ekey, elen,
-	    b->node >= 0);
+	    b->form);
 	b->keys_len = (size_t)(resp.p - b->keys);
 	resp_at(&resp, b->args + b->args_len);
 	resp_num(&resp, a->cost);
 	resp_arg(&resp, a->subject != NULL ? a->subject : "",
 	    a->subject_len);
+	/* The same cost and subject as the first (nearly always): the call
+	 * may give them once. */
+	if (b->n == 0) {
+		b->args_first = (size_t)(resp.p - b->args);
+		b->args_one = 1;
+	} else if ((size_t)(resp.p - b->args) - b->args_len != b->args_first ||
+	    memcmp(b->args + b->args_len, b->args, b->args_first) != 0)
+		b->args_one = 0;
 	b->args_len = (size_t)(resp.p - b->args);
 	i = b->n++;
 	b->item[i].flush = flush != NULL;

@@ -6,8 +6,10 @@ here: a burst of concurrent requests is batched and every count, answer
 and crossing is what one call per decision would have made; by hand, a
 call's decisions are each answered alone (one's error is its own), a
 full Redis refuses them all before any write, and a batch answers as the
-same decisions sent one by one, with the keys declared or as a node's
-call (no KEYS; what the shim sends a Cluster's master).
+same decisions sent one by one, with the keys declared, as a node's
+call (no KEYS; what the shim sends a Cluster's master) or as a named
+call (the stream the only key, each decision named by its key alone;
+what it sends a single Redis), their costs each one's or given once.
 """
 import os
 import socket
@@ -46,15 +48,28 @@ def test_a_burst_is_batched_and_counts_as_one_call_each(make_shim, redis,
     """40 keys asked 6 times each in bursts of one request per key,
     limit 3: every key answers no, no, no, yes, yes, yes, counts 6 in
     Redis and has one crossing in the stream, as one call per decision
-    would make; and the calls carried several decisions each."""
+    would make; and the calls carried several decisions each, as named
+    calls (to a single Redis), the one cost they share given once."""
     shim, sock = make_shim(rules="  default: { limit: 3, window: 60s }\n")
     keys = ["b%02d@example.org" % i for i in range(40)]
+    mon = Resp(redis.sock)
+    assert mon.cmd("MONITOR") == "OK"
     before = stats(shim)
     got = {k: [] for k in keys}
     for _ in range(6):
         for k, a in zip(keys, burst(sock, keys)):
             got[k].append(a)
     after = stats(shim)
+    marker = Resp(redis.sock)
+    marker.cmd("ECHO", "end-of-bursts")
+    lines = []
+    while not lines or "end-of-bursts" not in lines[-1]:
+        lines.append(mon.read())
+    marker.close()
+    mon.close()
+    calls = [l.split('" "') for l in lines if '"EVALSHA"' in l]
+    assert calls and all(c[2:4] == ["1", STREAM] for c in calls), calls[:3]
+    assert any(c[4] == "cf011u" for c in calls), calls[:3]
     for k in keys:
         assert got[k] == [b"no"] * 3 + [b"yes"] * 3, (k, got[k])
         assert rdb.cmd("GET", "%s:default:%s" % (PREFIX, k)) == b"6"
@@ -91,38 +106,62 @@ def script(redis):
     return r, r.cmd("SCRIPT", "LOAD", src)
 
 
-def call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3")):
+def costs(decisions, flags, shared):
+    """The flags and the decisions' costs and subjects: each one's, or
+    (shared, count.lua's sixth flag) the first one's for all."""
+    if shared:
+        assert len({(c, s) for _, c, s in decisions}) == 1
+        return flags + "u", list(decisions[0][1:])
+    return flags, [x for _, cost, subject in decisions
+                   for x in (cost, subject)]
+
+
+def call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
+         shared=False):
     """One count.lua call of decisions [(key, cost, subject)]."""
-    keys, args = [STREAM], []
+    keys = [STREAM]
     for key, cost, subject in decisions:
         keys += ["%s:subjects:default:%s" % (PREFIX, key),
                  "%s:override:default:%s" % (PREFIX, key),
                  "%s:default:%s" % (PREFIX, key),
                  "%s:crossed:default:%s" % (PREFIX, key)]
-        args += [cost, subject]
+    flags, args = costs(decisions, flags, shared)
     return r.cmd("EVALSHA", sha, str(len(keys)), *keys, flags, "1", META,
                  *limits, *args)
 
 
-def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3")):
+def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
+              shared=False):
     """The same as a node's call (what the shim sends a Cluster's master):
     no KEYS, each decision's stream and keys after the arguments."""
-    keys, args = [], []
+    keys = []
     for key, cost, subject in decisions:
         keys += [STREAM, "%s:subjects:default:%s" % (PREFIX, key),
                  "%s:override:default:%s" % (PREFIX, key),
                  "%s:default:%s" % (PREFIX, key),
                  "%s:crossed:default:%s" % (PREFIX, key)]
-        args += [cost, subject]
+    flags, args = costs(decisions, flags, shared)
     return r.cmd("EVALSHA", sha, "0", flags, "1", META, *limits, *args,
                  *keys)
 
 
-@pytest.mark.parametrize("how", ["call", "node_call"])
+def named_call(r, sha, decisions, flags="cf011", limits=("3", "60000",
+                                                        "3"), shared=False):
+    """The same as a named call (what the shim sends a single Redis): the
+    stream the only key, the names' beginnings after the arguments, then
+    each decision's key; count.lua makes the names."""
+    flags, args = costs(decisions, flags, shared)
+    heads = ["%s:subjects:default:" % PREFIX, "%s:override:default:" % PREFIX,
+             "%s:default:" % PREFIX, "%s:crossed:default:" % PREFIX]
+    return r.cmd("EVALSHA", sha, "1", STREAM, flags, "1", META, *limits,
+                 *args, *heads, *[key for key, _, _ in decisions])
+
+
+@pytest.mark.parametrize("how", ["call", "node_call", "named_call"])
 def test_each_decision_of_a_call_is_answered_alone(redis, rdb, how):
     """A bad cost is that decision's error; the others are counted and
     answered; a crossing among them is recorded once, with its key: with
-    the keys declared, and as a node's call."""
+    the keys declared, as a node's call and as a named call."""
     r, sha = script(redis)
     try:
         rdb.cmd("SET", "%s:default:over@x" % PREFIX, "3", "PX", "60000")
@@ -213,12 +252,29 @@ def test_a_batch_answers_as_its_decisions_one_by_one(redis, rdb):
             def shape(x):
                 return x if isinstance(x, int) else \
                     [x[0], x[1], x[3], x[4], x[5], x[6]]
-            for how in (call, node_call):
+            for how in (call, node_call, named_call):
                 rdb.cmd("FLUSHALL")
                 together = how(r, sha, seq, flags, limits)
                 assert [shape(x) for x in together] == \
                     [shape(x) for x in alone], (flags, how.__name__)
                 assert {k: state(rdb, k) for k, _, _ in seq} == counts, \
                     (flags, how.__name__)
+            # One cost and subject for all, given once: the same again.
+            seq = [("k%d@x" % (i % 3), "2", "Hi") for i in range(9)]
+            rdb.cmd("FLUSHALL")
+            alone = [call(r, sha, [d], flags, limits) for d in seq]
+            counts = {k: state(rdb, k) for k, _, _ in seq}
+            subjects = rdb.cmd("ZSCORE", "%s:subjects:default:k1@x" % PREFIX,
+                               "Hi")
+            assert subjects == b"3"
+            for how in (call, node_call, named_call):
+                rdb.cmd("FLUSHALL")
+                together = how(r, sha, seq, flags, limits, shared=True)
+                assert [shape(x) for x in together] == \
+                    [shape(x) for x in alone], (flags, how.__name__)
+                assert {k: state(rdb, k) for k, _, _ in seq} == counts, \
+                    (flags, how.__name__)
+                assert rdb.cmd("ZSCORE", "%s:subjects:default:k1@x"
+                               % PREFIX, "Hi") == subjects
     finally:
         r.close()
