@@ -378,10 +378,11 @@ local function announce(i, count, limit, marker_ttl)
   end
   local window = tonumber(ARGV[2 + 3 * i])
   local t = math.floor(now() / 1000)
+  local subjects = key_of(1)
   local id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*',
     'rule', rule, 'key', key, 'count', count, 'limit', limit,
     'window_ms', window, 'time', t, 'host', host,
-    'counter', state, 'subjects', key_of(1),
+    'counter', state, 'subjects', subjects,
     'algorithm', algorithm, 'cost', cost_arg, 'shadow', shadow and 1 or 0)
   if type(id) == 'table' then
     redis.call('DEL', crossed)

@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "keyspace.h"
 #include "request.h"
+#include "resp.h"
 #include "script.h"
 #include "check.h"
 
@@ -171,6 +172,119 @@ test_names(void)
 	conf_free(c);
 }
 
+/* The next RESP argument at *p (resp_at() order), or NULL past end. */
+static const char *
+resp_next(const char **p, const char *end, size_t *len)
+{
+	const char	*s = *p;
+	char		*q;
+
+	if (s >= end || *s != '$')
+		return NULL;
+	*len = strtoul(s + 1, &q, 10);
+	s = q + 2;
+	*p = s + *len + 2;
+	return *p <= end ? s : NULL;
+}
+
+/*
+ * A decision's keys in each of count.lua's forms agree: a named call's
+ * beginnings, each joined to the escaped key, are the declared names in
+ * their order; a node's call puts the shard's stream first; and each
+ * form fits the size its _size() function reserves.  Under a Cluster's
+ * tagged shards too, where every name carries its shard's tag.
+ */
+static void
+test_decision_forms(void)
+{
+	struct conf		*c;
+	const struct conf_rule	*r;
+	struct keyspace_shards	*plain;
+	struct resp		 out;
+	char			 err[CONF_ERRLEN], dk[4096], hd[4096], nd[4096];
+	const char		*dp, *hp, *np, *a, *b, *e;
+	size_t			 shard, i, n, elen, dlen, hlen, nlen;
+	size_t			 alen = 0, blen = 0;
+	int			 tagged, same;
+	static const char	 ekey[] = "b%7Bo%7Db@example.org";
+	static const char	 text[] =
+	    "rules:\n"
+	    "  default: { limit: 20, window: 300s }\n"
+	    "  user:\n    limits:\n      - { limit: 5, window: 5m }\n"
+	    "      - { limit: 500, window: 1d }\n";
+
+	elen = sizeof(ekey) - 1;
+	c = conf_parse(text, sizeof(text) - 1, "t.yaml", NULL, err,
+	    sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL) {
+		printf("  %s\n", err);
+		return;
+	}
+	r = conf_rule_find(c, "user", 4);
+	CHECK(r != NULL && keyspace_decision_nkeys(r) == 6);
+	plain = c->shards;
+	for (tagged = 0; r != NULL && tagged < 2; tagged++) {
+		if (tagged && (c->shards = keyspace_shards_new("senderwatch",
+		    "senderwatch:stream", 3, 1)) == NULL)
+			break;
+		for (shard = 0; shard < c->shards->n; shard++) {
+			resp_at(&out, dk);
+			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
+			    KEYSPACE_DECLARED);
+			dlen = (size_t)(out.p - dk);
+			CHECK(out.n == 6 && dlen <= keyspace_decision_size(c, r,
+			    shard, elen, KEYSPACE_DECLARED));
+			resp_at(&out, hd);
+			keyspace_decision_heads(&out, c, r, shard);
+			hlen = (size_t)(out.p - hd);
+			CHECK(out.n == 6 &&
+			    hlen <= keyspace_decision_heads_size(c, r, shard));
+			dp = dk, hp = hd;
+			for (i = 0, same = 1; i < 6; i++) {
+				a = resp_next(&dp, dk + dlen, &alen);
+				b = resp_next(&hp, hd + hlen, &blen);
+				same = same && a != NULL && b != NULL &&
+				    alen == blen + elen &&
+				    memcmp(a, b, blen) == 0 &&
+				    memcmp(a + blen, ekey, elen) == 0 &&
+				    (!tagged || memmem(a, alen,
+				    c->shards->tag[shard],
+				    c->shards->tag_len[shard]) != NULL);
+			}
+			CHECK(same && dp == dk + dlen && hp == hd + hlen);
+			/* Named: the key alone.  A node's: the stream first. */
+			resp_at(&out, nd);
+			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
+			    KEYSPACE_NAMED);
+			nlen = (size_t)(out.p - nd);
+			np = nd;
+			e = resp_next(&np, nd + nlen, &n);
+			CHECK(out.n == 1 && e != NULL && n == elen &&
+			    memcmp(e, ekey, elen) == 0 && nlen <=
+			    keyspace_decision_size(c, r, shard, elen,
+			    KEYSPACE_NAMED));
+			resp_at(&out, nd);
+			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
+			    KEYSPACE_NODE);
+			nlen = (size_t)(out.p - nd);
+			np = nd;
+			e = resp_next(&np, nd + nlen, &n);
+			CHECK(out.n == 7 && e != NULL &&
+			    n == c->shards->stream_len[shard] &&
+			    memcmp(e, c->shards->stream[shard], n) == 0 &&
+			    nlen - (size_t)(np - nd) == dlen &&
+			    memcmp(np, dk, dlen) == 0 && nlen <=
+			    keyspace_decision_size(c, r, shard, elen,
+			    KEYSPACE_NODE));
+		}
+		if (tagged)
+			keyspace_shards_free(c->shards);
+	}
+	c->shards = plain;
+	conf_free(c);
+}
+
 /* The names count.lua's XADD writes, in order, from its text. */
 static size_t
 xadd_fields(const char *body, char names[][32], size_t max)
@@ -257,6 +371,7 @@ main(void)
 	test_round_trip();
 	test_reserved();
 	test_names();
+	test_decision_forms();
 	test_stream_fields();
 	test_scripts();
 	return check_done();
