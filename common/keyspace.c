@@ -330,14 +330,14 @@ keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
 
 	if (form == KEYSPACE_NAMED)
 		return resp_size(elen);
+	if (form == KEYSPACE_NODE)
+		return resp_size(sh->tag_len[shard]) + resp_size(elen);
 	head = sh->prefix_len + sh->tag_len[shard] + elen;
 	n = resp_size(head + ks->subjects_len) +
 	    resp_size(head + ks->override_len);
 	for (i = 0; i < r->nlimits; i++)
 		n += resp_size(head + ks->state_len[i]) +
 		    resp_size(head + ks->crossed_len[i]);
-	if (form == KEYSPACE_NODE)
-		n += resp_size(sh->stream_len[shard]);
 	return n;
 }
 
@@ -350,12 +350,12 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 	const struct keyspace_rule	*ks = r->ks;
 	size_t				 i;
 
-	if (form == KEYSPACE_NAMED) {
+	if (form == KEYSPACE_NODE)
+		resp_arg(out, sh->tag[shard], sh->tag_len[shard]);
+	if (form != KEYSPACE_DECLARED) {
 		resp_arg(out, ekey, elen);
 		return;
 	}
-	if (form == KEYSPACE_NODE)
-		resp_arg(out, sh->stream[shard], sh->stream_len[shard]);
 	keyspace_put(out, sh, shard, ks->subjects, ks->subjects_len, ekey,
 	    elen);
 	keyspace_put(out, sh, shard, ks->override, ks->override_len, ekey,
@@ -370,17 +370,46 @@ keyspace_decision_keys(struct resp *out, const struct conf *c,
 
 size_t
 keyspace_decision_heads_size(const struct conf *c, const struct conf_rule *r,
-    size_t shard)
+    size_t shard, enum keyspace_form form)
 {
-	return keyspace_decision_size(c, r, shard, 0, KEYSPACE_DECLARED);
+	const struct keyspace_shards	*sh = c->shards;
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i, n;
+
+	n = resp_size(sh->prefix_len + sh->tag_len[shard]) +
+	    resp_size(ks->subjects_len) + resp_size(ks->override_len);
+	for (i = 0; i < r->nlimits; i++)
+		n += resp_size(ks->state_len[i]) +
+		    resp_size(ks->crossed_len[i]);
+	if (form == KEYSPACE_NODE)
+		n += resp_size(sh->stream_len[shard]);
+	return n;
 }
 
 void
 keyspace_decision_heads(struct resp *out, const struct conf *c,
-    const struct conf_rule *r, size_t shard)
+    const struct conf_rule *r, size_t shard, enum keyspace_form form)
 {
-	/* Each name as a declared call has it, less the key: its head. */
-	keyspace_decision_keys(out, c, r, shard, "", 0, KEYSPACE_DECLARED);
+	const struct keyspace_shards	*sh = c->shards;
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i, sbase;
+
+	/* A node's call spans shards: each decision brings its tag. */
+	if (form == KEYSPACE_NODE)
+		resp_arg(out, sh->prefix, sh->prefix_len);
+	else
+		resp_cat(out, sh->prefix, sh->prefix_len, sh->tag[shard],
+		    sh->tag_len[shard]);
+	resp_arg(out, ks->subjects, ks->subjects_len);
+	resp_arg(out, ks->override, ks->override_len);
+	for (i = 0; i < r->nlimits; i++) {
+		resp_arg(out, ks->state[i], ks->state_len[i]);
+		resp_arg(out, ks->crossed[i], ks->crossed_len[i]);
+	}
+	if (form == KEYSPACE_NODE) {
+		(void)keyspace_decision_keyoff(c, r, &sbase);
+		resp_arg(out, sh->stream[shard], sbase);
+	}
 }
 
 size_t

@@ -119,12 +119,12 @@ unsigned keyspace_slot(const char *key, size_t len);
  * How a count.lua call gives a decision's keys (its three forms):
  *   DECLARED  its keys, in KEYS after the stream the call's decisions
  *             share (Redis routes the call by them: a Cluster's slot)
- *   NODE      its shard's stream and its keys, among the arguments (a
- *             Cluster node's call, of any slots that node serves)
- *   NAMED     its escaped key alone, count.lua making each name from
- *             the call's beginnings (keyspace_decision_heads()) and it:
- *             a single Redis, where nothing routes by keys, and every
- *             string a call carries costs Redis its making
+ *   NAMED     its escaped key alone, count.lua making each name of the
+ *             call's prefix and middles (keyspace_decision_heads()) and
+ *             it: a single Redis, where nothing routes by keys, and
+ *             every string a call carries costs Redis its making
+ *   NODE      named too, each decision with its shard's tag before its
+ *             key (a Cluster node's call, of any slots it serves)
  */
 enum keyspace_form {
 	KEYSPACE_DECLARED,
@@ -142,9 +142,11 @@ enum keyspace_form {
  * name without a shard's tag, *stream_base the stream's name without it
  * (count.lua reads the key for a crossing's event from there, a shard's
  * tag being what its stream's name has past stream_base).
- * keyspace_decision_heads() writes a named call's beginnings, each name
- * but its escaped key, in the same order; keyspace_decision_heads_size()
- * is what they take.
+ * Named (NAMED, NODE), what the decision gives instead: its key, or its
+ * shard's tag and its key.  keyspace_decision_heads() writes what a named
+ * call's decisions share: the prefix (with the shard's tag, NAMED), each
+ * name's middle in the same order, and (NODE) the stream's name without
+ * a tag; keyspace_decision_heads_size() is what they take.
  */
 size_t	keyspace_decision_nkeys(const struct conf_rule *);
 size_t	keyspace_decision_size(const struct conf *, const struct conf_rule *,
@@ -153,9 +155,9 @@ void	keyspace_decision_keys(struct resp *, const struct conf *,
 	    const struct conf_rule *, size_t shard, const char *ekey,
 	    size_t elen, enum keyspace_form);
 size_t	keyspace_decision_heads_size(const struct conf *,
-	    const struct conf_rule *, size_t shard);
+	    const struct conf_rule *, size_t shard, enum keyspace_form);
 void	keyspace_decision_heads(struct resp *, const struct conf *,
-	    const struct conf_rule *, size_t shard);
+	    const struct conf_rule *, size_t shard, enum keyspace_form);
 size_t	keyspace_decision_keyoff(const struct conf *,
 	    const struct conf_rule *, size_t *stream_base);
 

@@ -3,9 +3,10 @@ senderwatch count.lua: check and count requests against every limit of a
 rule, decide each, and record each limit's first crossing.  One call takes
 one decision or several of one rule (the shim sends the decisions one
 loop turn made together: Redis's fixed cost of a call is then paid once
-for all): with their keys declared, of one hash slot; or, on a Redis
-Cluster's node, of any slots, their keys among the arguments; or, on a
-single Redis, each named by its key alone (below).
+for all): with their keys declared, of one hash slot; or named, each
+by its key (as escaped in key names) alone, the script making the names:
+on a single Redis, or on a Redis Cluster's node of any slots it serves
+(below).
 senderwatch-shim loads it with SCRIPT LOAD and runs it with EVALSHA; it
 runs by hand too (one limit of 20 per 5 minutes, fixed window, one
 decision):
@@ -44,7 +45,7 @@ ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
          limits (1 to 8); and a sixth, u, where the decisions share one
          cost and subject: they are then given once, as decision 1's
          (below), and each count of arguments below has 2 for its 2m
-         (m(5 + 2n) is 2 + m(3 + 2n), 3m is 2 + m)
+         (3m is 2 + m, 4m is 2 + 2m)
 ARGV[2]  factor from the config's per-key override (1 = none)
 ARGV[3]  what a crossing records, seven words separated by one space:
          the rule's name, the reporting host, the events channel, the
@@ -61,22 +62,29 @@ ARGV[a+1]  cost: plain digits, 0 to COST_MAX (with mode peek, 0 asks
 ARGV[a+2]  subject to record, or ""
   (3 + 3n + 2m arguments)
 
-A node's call (a Redis Cluster's master, the decisions of any slots it
-serves): no KEYS; the arguments above, then for each decision d its
-stream and its keys in the order above, from ARGV[c + (d - 1) * (3 + 2n)],
-c = 4 + 3n + 2m (3 + 3n + m(5 + 2n) arguments).  Redis checks each key as
-it is used: a decision it refuses before writing (its slot served
-elsewhere or moving, the cluster down) replies "ELSEWHERE ...", to be sent
-again with its keys declared.  The shim sends a lone decision declared.
+Named calls.  Every string a call carries costs Redis its making, and
+a decision's names are mostly what its decisions share: each is the
+prefix (PREFIX:, and in a Cluster the shard's tag, {s3.41}:), a middle
+(subjects:RULE:, override:RULE:, RULE[.WIN]:, crossed:RULE[.WIN]:) and
+the key.  So a named call gives the prefix and the 2 + 2n middles once,
+in the order above, from ARGV[p + 1], p = 3 + 3n + 2m, and each decision
+brings its key alone; the script makes a name only as the decision uses
+it, and a crossing records the key as given.  Two of them:
 
-A named call (a single Redis, where nothing routes a call by its keys):
-KEYS[1] the stream alone; the arguments above, then from ARGV[p + 1],
-p = 3 + 3n + 2m, the beginnings of the 2 + 2n names in the order above
-(each decision's name is its beginning and its key), then each decision
-d's key, as escaped in key names, ARGV[p + 2 + 2n + d] (5 + 5n + 3m
-arguments).  A decision's names are made only as it uses them, and its
-key is then also what a crossing records: every string a call carries
-costs Redis its making, and this way a decision carries three, not six.
+A single Redis's (where nothing routes a call by its keys): KEYS[1] the
+stream alone; ARGV[p + 1] the prefix with the shard's tag, ARGV[p + 1 +
+j] middle j, then decision d's key ARGV[p + 3 + 2n + d] (6 + 5n + 3m
+arguments).
+
+A node's (a Redis Cluster's master, the decisions of any slots it
+serves): no KEYS; ARGV[p + 1] the prefix, ARGV[p + 1 + j] middle j,
+ARGV[p + 4 + 2n] the stream's name less its tag, then for decision d
+its shard's tag and its key, ARGV[p + 3 + 2n + 2d] and ARGV[p + 4 + 2n +
+2d] (7 + 5n + 4m arguments); the decision's stream is the stream's name
+and, where it has a tag, ':' and the tag less its colon.  Redis checks each key as it is used: a
+decision it refuses before writing (its slot served elsewhere or moving,
+the cluster down) replies "ELSEWHERE ...", to be sent again with its
+keys declared.  The shim sends a lone decision declared.
 
 Every argument is a string Redis makes for each call: what only a
 crossing needs shares one, and what the decisions of a call share is
@@ -130,34 +138,34 @@ local per = 2 + 2 * n
 -- The sixth flag, u: the decisions share one cost and subject, given once.
 local aa = f_u == 117 and 0 or 2	-- a decision's own arguments
 local ac = 2 - aa			-- the call's shared ones
--- Where the keys are: KEYS; or (a node's call) ARGV from ko + 1; or (a
--- named call, KEYS the stream alone) each name made of its beginning,
--- from ARGV[pb + 1], and the decision's key, ARGV[ko + d].  m is whole
--- only when the count matches n, so one comparison checks both.
-local K, ko, m, pb = KEYS, 0, (#KEYS - 1) / per, nil
+-- Where the keys are: declared, decision d's from KEYS[kb + 1] on, kb =
+-- ko + 1 + (d - 1) * kstep; or named (pb set), the prefix ARGV[pb], the
+-- middles ARGV[pb + j], decision d's key ARGV[kb] (and in a node's call
+-- its tag ARGV[kb - 1]).  m is whole only when the count matches n, so
+-- one comparison checks both.
+local ko, kstep, m, pb = 0, per, (#KEYS - 1) / per, nil
 local node = #KEYS == 0
 -- Set by a decision at its first write: Redis may refuse a key of a
 -- node's call (below) only where none was written yet, for the shim to
 -- send the decision again.
 local wrote = false
-if node then
-  K, m = ARGV, (#ARGV - HEAD - 3 * n - ac) / (per + 1 + aa)
-  ko = HEAD + 3 * n + ac + aa * m
-elseif #KEYS == 1 then
-  K, m = ARGV, (#ARGV - HEAD - 3 * n - per - ac) / (1 + aa)
-  pb = HEAD + 3 * n + ac + aa * m
-  ko = pb + per
+if #KEYS <= 1 then
+  local step = node and 2 or 1
+  m = (#ARGV - HEAD - 3 * n - ac - 1 - per - (node and 1 or 0)) /
+    (step + aa)
+  pb = HEAD + 3 * n + ac + aa * m + 1
+  ko, kstep = pb + per + (node and 2 or 0), step
 end
 local nflags = #(flags or '')
 if not (nflags == 5 or (nflags == 6 and f_u == 117)) or n < 1 or
     n > 8 or m < 1 or m ~= math.floor(m) or
-    #ARGV ~= HEAD + 3 * n + ac + aa * m + (node and m * (per + 1) or 0) +
-    (pb and per + m or 0) then
+    #ARGV ~= HEAD + 3 * n + ac + aa * m +
+    (pb and 1 + per + (node and 1 + 2 * m or m) or 0) then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
     .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments, '
-    .. 'or no keys and %d + 3n + m(5 + 2n) arguments, or 1 key and '
-    .. '%d + 5n + 3m arguments', #KEYS, #ARGV, HEAD, HEAD, HEAD + 2))
+    .. 'or 1 key and %d + 5n + 3m arguments, or no keys and %d + 5n + 4m '
+    .. 'arguments', #KEYS, #ARGV, HEAD, HEAD + 3, HEAD + 4))
 end
 local call_factor = tonumber(ARGV[2])
 if not (f_mode == 99 or f_mode == 112) or
@@ -168,10 +176,11 @@ if not (f_mode == 99 or f_mode == 112) or
     .. '[1-8] and the factor a number')
 end
 
--- One decision: its keys from K[kb + 1] (or, pb set, named from the
--- beginnings at ARGV[pb + 1] and its key ARGV[kb]), its cost and subject
--- from ARGV[ab + 1], what the call's decisions share as the other
--- arguments (pb among them: an upvalue would cost a call its making).
+-- One decision: its keys from KEYS[kb + 1] (or, pb set, its names made
+-- of pre, its prefix, the middles ARGV[pb + j] and its key ARGV[kb]), its
+-- cost and subject from ARGV[ab + 1], what the call's decisions share as
+-- the other arguments (pb among them: an upvalue would cost a call its
+-- making).
 -- Redis's CPU per decision is what a cluster pays for: the common case (a
 -- fixed window counting every attempt, under its limits) runs first and
 -- makes no closure, and no table but, with several limits, their
@@ -179,7 +188,7 @@ end
 -- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
 local function decide(kb, stream, ab, n, factor_, f_mode, f_alg, shadow,
-    count_denied, limit1, pb)
+    count_denied, limit1, pb, pre)
 
 -- INCRBY is given the cost as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
@@ -195,14 +204,16 @@ end
 -- key of another type there (WRONGTYPE) is not an override.
 local override = 0
 -- (A name made here as key_of(), below, makes it.)
-local ov = redis.pcall('GET', pb and ARGV[pb + 2] .. ARGV[kb] or
-  K[kb + 2])
+local ov = redis.pcall('GET', pb and pre .. ARGV[pb + 2] .. ARGV[kb] or
+  KEYS[kb + 2])
 if ov then
   -- Undeclared keys (a node's call): GET found this key here, so Redis
   -- checks the rest of them before anything is written (a slot that is
   -- moving and has some of them only fails the decision here).
-  if K ~= KEYS and not pb then
-    redis.call('EXISTS', unpack(K, kb, kb + 2 + 2 * n))
+  if not stream then
+    local names = {}
+    for j = 1, 2 + 2 * n do names[j] = pre .. ARGV[pb + j] .. ARGV[kb] end
+    redis.call('EXISTS', unpack(names))
   end
   if type(ov) == 'table' then
     if string.sub(ov.err, 1, 9) ~= 'WRONGTYPE' then error(ov) end
@@ -228,8 +239,8 @@ if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
   wrote = true
   for i = 1, n do
-    local state = pb and ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
-      K[kb + 1 + 2 * i]
+    local state = pb and pre .. ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
+      KEYS[kb + 1 + 2 * i]
     local c = redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).
@@ -266,8 +277,8 @@ local cost = tonumber(cost_arg)
 -- Key j (1 subjects, 2 override, 1 + 2i and 2 + 2i limit i's state and
 -- crossed marker), given or (a named call) named here.
 local function key_of(j)
-  if pb then return ARGV[pb + j] .. ARGV[kb] end
-  return K[kb + j]
+  if pb then return pre .. ARGV[pb + j] .. ARGV[kb] end
+  return KEYS[kb + j]
 end
 local now_ms
 local function now()
@@ -364,8 +375,14 @@ local function announce(i, count, limit, marker_ttl)
   end
   -- The shard's tag, where there is one, is what the stream's name has
   -- past its base, and the override key's name has it too.
-  local key = pb and ARGV[kb] or string.sub(K[kb + 2], tonumber(keyoff) +
-    #stream - tonumber(sbase) + 1)
+  -- A node's call gives the stream's name without the shard's tag.
+  if not stream then
+    local tag = ARGV[kb - 1]
+    stream = ARGV[pb + 3 + 2 * n]
+    if tag ~= '' then stream = stream .. ':' .. string.sub(tag, 1, -2) end
+  end
+  local key = pb and ARGV[kb] or string.sub(KEYS[kb + 2],
+    tonumber(keyoff) + #stream - tonumber(sbase) + 1)
   wrote = true
   if not redis.call('SET', crossed, '1', 'NX', 'PX', marker_ttl) then
     return 0
@@ -618,12 +635,15 @@ local shadow, count_denied = f_shadow == 49, f_denied == 49
 -- The first limit as a number, made once for the call's decisions:
 -- tonumber() on a string costs Redis two strtod()s.
 local limit1 = tonumber(ARGV[HEAD + 1])
--- Decision d's keys: after KEYS[1], the stream; or its own stream first.
-local kstep = (pb and 1) or (node and per + 1) or per
+-- Decision d's keys (after KEYS[1], the stream), or its key; a node's
+-- call's decisions, their own prefix (with their shard's tag).
 local function kbase(d) return ko + 1 + (d - 1) * kstep end
+local prefix = pb and ARGV[pb]
 if m == 1 then
-  return decide(kbase(1), KEYS[1] or ARGV[ko + 1], HEAD + 3 * n, n,
-    call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb)
+  local kb = kbase(1)
+  return decide(kb, KEYS[1], HEAD + 3 * n, n, call_factor, f_mode, f_alg,
+    shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
+    prefix)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -633,9 +653,9 @@ local out, refused = {}, nil
 for d = 1, m do
   local kb = kbase(d)
   wrote = false
-  local ok, r = pcall(decide, kb, KEYS[1] or K[kb],
-    HEAD + 3 * n + aa * (d - 1), n, call_factor, f_mode, f_alg, shadow,
-    count_denied, limit1, pb)
+  local ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
+    call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
+    node and prefix .. ARGV[kb - 1] or prefix)
   if ok then
     out[d] = r
   else

@@ -369,6 +369,8 @@ struct batch {
 	size_t			 keys_len, keys_cap, args_len, args_cap;
 	size_t			 args_first;	/* the first one's, in args */
 	int			 args_one;	/* all theirs are the first's */
+	size_t			 ekey_off;	/* the first's key, in keys */
+	size_t			 ekey_len;
 };
 
 static struct batch_list decide_batches =
@@ -501,11 +503,11 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
 /*
  * The call: EVALSHA, the shard's stream, every decision's keys, what they
  * share (flags, factor, what a crossing records, the limits), then every
- * decision's cost and subject: count.lua's order.  A node's call (b->node
- * set) declares no keys and gives them last, each decision's with its
- * own stream; alone, they are one decision's declared keys as they are.
- * A named call declares the stream alone and gives last the names'
- * beginnings, then each decision's escaped key.
+ * decision's cost and subject: count.lua's order.  A named call (a single
+ * Redis's) declares the stream alone, and a node's call (b->node set)
+ * nothing; both give last what the names share, then each decision's
+ * escaped key (a node's, each with its shard's tag).  A node's lone
+ * decision goes declared, its keys made here from its escaped key.
  */
 static void
 decide_batch_send(struct batch *b)
@@ -520,7 +522,7 @@ decide_batch_send(struct batch *b)
 	char				 factor[24], flags[6], meta[512];
 	const char			*cmd;
 	size_t				 i, cap, len, mlen, keyoff, sbase, nkeys;
-	int				 node_call, named, one;
+	int				 node_call, named, lone, one;
 
 	if (b->n == 0) {		/* opened, then out of memory */
 		decide_batch_free(b);
@@ -531,7 +533,8 @@ decide_batch_send(struct batch *b)
 		return;
 	}
 	node_call = b->form == KEYSPACE_NODE && b->n > 1;
-	named = b->form == KEYSPACE_NAMED;
+	lone = b->form == KEYSPACE_NODE && b->n == 1;
+	named = b->form == KEYSPACE_NAMED || node_call;
 	/*
 	 * What only a crossing needs, as one argument of seven words: every
 	 * argument costs Redis a string per call.  The names are config
@@ -561,7 +564,9 @@ decide_batch_send(struct batch *b)
 	    resp_size(sh->stream_len[b->shard]) + b->keys_len +
 	    resp_size(sizeof(flags)) + resp_size(24) + resp_size(mlen) +
 	    3 * r->nlimits * resp_size(24) + b->args_len +
-	    (named ? keyspace_decision_heads_size(c, r, b->shard) : 0);
+	    (named ? keyspace_decision_heads_size(c, r, b->shard, b->form) :
+	    0) + (lone ? keyspace_decision_size(c, r, b->shard, b->ekey_len,
+	    KEYSPACE_DECLARED) : 0);
 	if ((call = script_call_new(cap, sizeof(b))) == NULL) {
 		decide_batch_unsent(b, FAIL_NOMEM);
 		return;
@@ -572,16 +577,15 @@ decide_batch_send(struct batch *b)
 	resp_arg(&resp, script_defs[SCRIPT_COUNT].sha, 40);
 	if (node_call)
 		resp_str(&resp, "0");
-	else if (named) {
-		resp_str(&resp, "1");
+	else {
+		resp_num(&resp, named ? 1 : (long long)(1 + nkeys));
 		resp_arg(&resp, sh->stream[b->shard], sh->stream_len[b->shard]);
-	} else {
-		resp_num(&resp, (long long)(1 + nkeys));
-		if (b->form != KEYSPACE_NODE)
-			resp_arg(&resp, sh->stream[b->shard],
-			    sh->stream_len[b->shard]);
-		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys +
-		    (b->form == KEYSPACE_NODE ? 1 : 0)));
+		if (lone)
+			keyspace_decision_keys(&resp, c, r, b->shard,
+			    b->keys + b->ekey_off, b->ekey_len,
+			    KEYSPACE_DECLARED);
+		else if (!named)
+			resp_raw(&resp, b->keys, b->keys_len, (int)nkeys);
 	}
 	resp_arg(&resp, flags, one ? 6 : 5);
 	if (b->factor == 1)
@@ -599,11 +603,10 @@ decide_batch_send(struct batch *b)
 		resp_raw(&resp, b->args, b->args_first, 2);
 	else
 		resp_raw(&resp, b->args, b->args_len, (int)(2 * b->n));
-	if (node_call)
-		resp_raw(&resp, b->keys, b->keys_len, (int)(nkeys + b->n));
-	else if (named) {
-		keyspace_decision_heads(&resp, c, r, b->shard);
-		resp_raw(&resp, b->keys, b->keys_len, (int)b->n);
+	if (named) {
+		keyspace_decision_heads(&resp, c, r, b->shard, b->form);
+		resp_raw(&resp, b->keys, b->keys_len,
+		    (int)(node_call ? 2 * b->n : b->n));
 	}
 	cmd = resp_finish(&resp, &len);
 	if (script_call_send(sc, call, SCRIPT_COUNT, cmd, len,
@@ -768,6 +771,9 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	/* The same cost and subject as the first (nearly always): the call
 	 * may give them once. */
 	if (b->n == 0) {
+		/* A named form's keys end with the escaped key. */
+		b->ekey_off = b->keys_len - 2 - elen;
+		b->ekey_len = elen;
 		b->args_first = (size_t)(resp.p - b->args);
 		b->args_one = 1;
 	} else if ((size_t)(resp.p - b->args) - b->args_len != b->args_first ||

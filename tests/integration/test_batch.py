@@ -130,31 +130,33 @@ def call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
                  *limits, *args)
 
 
+MIDDLES = ["subjects:default:", "override:default:", "default:",
+           "crossed:default:"]
+
+
 def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
               shared=False):
     """The same as a node's call (what the shim sends a Cluster's master):
-    no KEYS, each decision's stream and keys after the arguments."""
-    keys = []
-    for key, cost, subject in decisions:
-        keys += [STREAM, "%s:subjects:default:%s" % (PREFIX, key),
-                 "%s:override:default:%s" % (PREFIX, key),
-                 "%s:default:%s" % (PREFIX, key),
-                 "%s:crossed:default:%s" % (PREFIX, key)]
+    no KEYS; after the arguments the names' prefix and middles, the
+    stream's name less a shard's tag, then each decision's tag and key
+    (here, as on a single Redis, the tag is empty)."""
     flags, args = costs(decisions, flags, shared)
+    each = []
+    for key, _, _ in decisions:
+        each += ["", key]
     return r.cmd("EVALSHA", sha, "0", flags, "1", META, *limits, *args,
-                 *keys)
+                 PREFIX + ":", *MIDDLES, STREAM, *each)
 
 
 def named_call(r, sha, decisions, flags="cf011", limits=("3", "60000",
                                                         "3"), shared=False):
     """The same as a named call (what the shim sends a single Redis): the
-    stream the only key, the names' beginnings after the arguments, then
-    each decision's key; count.lua makes the names."""
+    stream the only key, the names' prefix and middles after the
+    arguments, then each decision's key; count.lua makes the names."""
     flags, args = costs(decisions, flags, shared)
-    heads = ["%s:subjects:default:" % PREFIX, "%s:override:default:" % PREFIX,
-             "%s:default:" % PREFIX, "%s:crossed:default:" % PREFIX]
     return r.cmd("EVALSHA", sha, "1", STREAM, flags, "1", META, *limits,
-                 *args, *heads, *[key for key, _, _ in decisions])
+                 *args, PREFIX + ":", *MIDDLES,
+                 *[key for key, _, _ in decisions])
 
 
 @pytest.mark.parametrize("how", ["call", "node_call", "named_call"])

@@ -188,11 +188,12 @@ resp_next(const char **p, const char *end, size_t *len)
 }
 
 /*
- * A decision's keys in each of count.lua's forms agree: a named call's
- * beginnings, each joined to the escaped key, are the declared names in
- * their order; a node's call puts the shard's stream first; and each
- * form fits the size its _size() function reserves.  Under a Cluster's
- * tagged shards too, where every name carries its shard's tag.
+ * A decision's keys in each of count.lua's forms agree: each declared
+ * name is a named call's prefix (with the shard's tag, or in a node's
+ * call the decision's own tag), its middle and the escaped key, in their
+ * order; a node's call's stream is its base, ':' and the tag less its
+ * colon; and each form fits the size its _size() function reserves.
+ * Under a Cluster's tagged shards too.
  */
 static void
 test_decision_forms(void)
@@ -200,12 +201,14 @@ test_decision_forms(void)
 	struct conf		*c;
 	const struct conf_rule	*r;
 	struct keyspace_shards	*plain;
+	const struct keyspace_shards *sh;
 	struct resp		 out;
 	char			 err[CONF_ERRLEN], dk[4096], hd[4096], nd[4096];
-	const char		*dp, *hp, *np, *a, *b, *e;
-	size_t			 shard, i, n, elen, dlen, hlen, nlen;
-	size_t			 alen = 0, blen = 0;
-	int			 tagged, same;
+	char			 want[512], stream[256];
+	const char		*dp, *hp, *np, *a, *h, *pre, *e;
+	size_t			 shard, j, elen, dlen, hlen, nlen, prelen, wlen;
+	size_t			 alen = 0, hl = 0, n = 0;
+	int			 tagged, node, same;
 	static const char	 ekey[] = "b%7Bo%7Db@example.org";
 	static const char	 text[] =
 	    "rules:\n"
@@ -228,55 +231,76 @@ test_decision_forms(void)
 		if (tagged && (c->shards = keyspace_shards_new("senderwatch",
 		    "senderwatch:stream", 3, 1)) == NULL)
 			break;
-		for (shard = 0; shard < c->shards->n; shard++) {
+		sh = c->shards;
+		for (shard = 0; shard < sh->n; shard++) {
 			resp_at(&out, dk);
 			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
 			    KEYSPACE_DECLARED);
 			dlen = (size_t)(out.p - dk);
 			CHECK(out.n == 6 && dlen <= keyspace_decision_size(c, r,
 			    shard, elen, KEYSPACE_DECLARED));
-			resp_at(&out, hd);
-			keyspace_decision_heads(&out, c, r, shard);
-			hlen = (size_t)(out.p - hd);
-			CHECK(out.n == 6 &&
-			    hlen <= keyspace_decision_heads_size(c, r, shard));
-			dp = dk, hp = hd;
-			for (i = 0, same = 1; i < 6; i++) {
-				a = resp_next(&dp, dk + dlen, &alen);
-				b = resp_next(&hp, hd + hlen, &blen);
-				same = same && a != NULL && b != NULL &&
-				    alen == blen + elen &&
-				    memcmp(a, b, blen) == 0 &&
-				    memcmp(a + blen, ekey, elen) == 0 &&
-				    (!tagged || memmem(a, alen,
-				    c->shards->tag[shard],
-				    c->shards->tag_len[shard]) != NULL);
+			for (node = 0; node < 2; node++) {
+				enum keyspace_form f = node ? KEYSPACE_NODE :
+				    KEYSPACE_NAMED;
+
+				resp_at(&out, hd);
+				keyspace_decision_heads(&out, c, r, shard, f);
+				hlen = (size_t)(out.p - hd);
+				CHECK(out.n == 7 + node && hlen <=
+				    keyspace_decision_heads_size(c, r, shard, f));
+				hp = hd;
+				pre = resp_next(&hp, hd + hlen, &prelen);
+				CHECK(pre != NULL);
+				if (pre == NULL)
+					break;
+				dp = dk;
+				for (j = 0, same = 1; j < 6; j++) {
+					a = resp_next(&dp, dk + dlen, &alen);
+					h = resp_next(&hp, hd + hlen, &hl);
+					wlen = (size_t)snprintf(want,
+					    sizeof(want), "%.*s%s%.*s%s",
+					    (int)prelen, pre, node ?
+					    sh->tag[shard] : "", (int)hl,
+					    h != NULL ? h : "", ekey);
+					same = same && a != NULL && h != NULL &&
+					    alen == wlen &&
+					    memcmp(a, want, wlen) == 0 &&
+					    (!tagged || strstr(want,
+					    sh->tag[shard]) != NULL);
+				}
+				CHECK(same && dp == dk + dlen);
+				if (node) {
+					h = resp_next(&hp, hd + hlen, &hl);
+					snprintf(stream, sizeof(stream),
+					    "%.*s%s%.*s", (int)hl,
+					    h != NULL ? h : "", tagged ? ":" :
+					    "", (int)(tagged ?
+					    sh->tag_len[shard] - 1 : 0),
+					    sh->tag[shard]);
+					CHECK(h != NULL && strcmp(stream,
+					    sh->stream[shard]) == 0);
+				}
+				CHECK(hp == hd + hlen);
+				/* What each decision brings: its key, after
+				 * its tag in a node's call. */
+				resp_at(&out, nd);
+				keyspace_decision_keys(&out, c, r, shard, ekey,
+				    elen, f);
+				nlen = (size_t)(out.p - nd);
+				np = nd;
+				if (node) {
+					e = resp_next(&np, nd + nlen, &n);
+					CHECK(e != NULL &&
+					    n == sh->tag_len[shard] &&
+					    memcmp(e, sh->tag[shard], n) == 0);
+				}
+				e = resp_next(&np, nd + nlen, &n);
+				CHECK(out.n == 1 + node && e != NULL &&
+				    n == elen && memcmp(e, ekey, elen) == 0 &&
+				    np == nd + nlen && nlen <=
+				    keyspace_decision_size(c, r, shard, elen,
+				    f));
 			}
-			CHECK(same && dp == dk + dlen && hp == hd + hlen);
-			/* Named: the key alone.  A node's: the stream first. */
-			resp_at(&out, nd);
-			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
-			    KEYSPACE_NAMED);
-			nlen = (size_t)(out.p - nd);
-			np = nd;
-			e = resp_next(&np, nd + nlen, &n);
-			CHECK(out.n == 1 && e != NULL && n == elen &&
-			    memcmp(e, ekey, elen) == 0 && nlen <=
-			    keyspace_decision_size(c, r, shard, elen,
-			    KEYSPACE_NAMED));
-			resp_at(&out, nd);
-			keyspace_decision_keys(&out, c, r, shard, ekey, elen,
-			    KEYSPACE_NODE);
-			nlen = (size_t)(out.p - nd);
-			np = nd;
-			e = resp_next(&np, nd + nlen, &n);
-			CHECK(out.n == 7 && e != NULL &&
-			    n == c->shards->stream_len[shard] &&
-			    memcmp(e, c->shards->stream[shard], n) == 0 &&
-			    nlen - (size_t)(np - nd) == dlen &&
-			    memcmp(np, dk, dlen) == 0 && nlen <=
-			    keyspace_decision_size(c, r, shard, elen,
-			    KEYSPACE_NODE));
 		}
 		if (tagged)
 			keyspace_shards_free(c->shards);
