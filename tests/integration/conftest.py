@@ -189,6 +189,23 @@ class Resp:
         self.send(*args)
         return self.read()
 
+    def monitor_start(self):
+        """Make this connection a MONITOR: see monitor_lines()."""
+        assert self.cmd("MONITOR") == "OK"
+
+    def monitor_lines(self, path, marker="end-of-test"):
+        """Every command Redis saw since monitor_start(), through an ECHO
+        of marker sent on another connection (the last line); then closes
+        this connection."""
+        other = Resp(path)
+        other.cmd("ECHO", marker)
+        other.close()
+        lines = []
+        while not lines or marker not in lines[-1]:
+            lines.append(self.read())
+        self.close()
+        return lines
+
     def keys(self):
         """Every key name, exactly as stored (bytes), via SCAN."""
         cursor, found = b"0", set()

@@ -53,20 +53,14 @@ def test_a_burst_is_batched_and_counts_as_one_call_each(make_shim, redis,
     shim, sock = make_shim(rules="  default: { limit: 3, window: 60s }\n")
     keys = ["b%02d@example.org" % i for i in range(40)]
     mon = Resp(redis.sock)
-    assert mon.cmd("MONITOR") == "OK"
+    mon.monitor_start()
     before = stats(shim)
     got = {k: [] for k in keys}
     for _ in range(6):
         for k, a in zip(keys, burst(sock, keys)):
             got[k].append(a)
     after = stats(shim)
-    marker = Resp(redis.sock)
-    marker.cmd("ECHO", "end-of-bursts")
-    lines = []
-    while not lines or "end-of-bursts" not in lines[-1]:
-        lines.append(mon.read())
-    marker.close()
-    mon.close()
+    lines = mon.monitor_lines(redis.sock)
     calls = [l.split('" "') for l in lines if '"EVALSHA"' in l]
     assert calls and all(c[2:4] == ["1", STREAM] for c in calls), calls[:3]
     assert any(c[4] == "cf011u" for c in calls), calls[:3]

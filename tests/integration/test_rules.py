@@ -91,16 +91,10 @@ def test_three_windows_are_one_command_each_request(make_shim, redis):
     shim: what Redis runs inside the script is MONITOR's "lua" client."""
     _, sock = make_shim(rules=RULES)
     mon = Resp(redis.sock)
-    assert mon.cmd("MONITOR") == "OK"
+    mon.monitor_start()
     # no, then over the 5 m window, then over two of them: all three paths
     assert answers(sock, "three", "t", 4) == ["no", "yes", "yes", "yes"]
-    marker = Resp(redis.sock)
-    marker.cmd("ECHO", "end-of-test")
-    lines = []
-    while not lines or "end-of-test" not in lines[-1]:
-        lines.append(mon.read())
-    marker.close()
-    mon.close()
+    lines = mon.monitor_lines(redis.sock)
     from_shim = [l for l in lines[:-1] if "lua]" not in l]
     assert len(from_shim) == 4, from_shim
     assert all('"EVALSHA"' in l for l in from_shim), from_shim

@@ -123,12 +123,26 @@ test_reserved(void)
 	CHECK(!keyspace_reserved("alerters"));
 }
 
+/* A config of the test's, parsed; NULL (and why, printed) on an error. */
+static struct conf *
+test_parse(const char *text, size_t len)
+{
+	struct conf	*c;
+	char		 err[CONF_ERRLEN];
+
+	c = conf_parse(text, len, "t.yaml", NULL, err, sizeof(err));
+	CHECK(c != NULL);
+	if (c == NULL)
+		printf("  %s\n", err);
+	return c;
+}
+
 static void
 test_names(void)
 {
 	struct conf		*c;
 	const struct conf_rule	*r;
-	char			 err[CONF_ERRLEN], name[256], *lease;
+	char			 name[256], *lease;
 	static const char	 text[] =
 	    "redis:\n  prefix: sw\n"
 	    "rules:\n"
@@ -136,13 +150,8 @@ test_names(void)
 	    "  user:\n    limits:\n      - { limit: 5, window: 5m }\n"
 	    "      - { limit: 500, window: 1d, burst: 7 }\n";
 
-	c = conf_parse(text, sizeof(text) - 1, "t.yaml", NULL, err,
-	    sizeof(err));
-	CHECK(c != NULL);
-	if (c == NULL) {
-		printf("  %s\n", err);
+	if ((c = test_parse(text, sizeof(text) - 1)) == NULL)
 		return;
-	}
 	r = conf_rule_find(c, "default", 7);
 	CHECK(r != NULL && strcmp(r->ks->state[0], "default:") == 0);
 	CHECK(r != NULL && strcmp(r->ks->crossed[0], "crossed:default:") ==
@@ -203,7 +212,7 @@ test_decision_forms(void)
 	struct keyspace_shards	*plain;
 	const struct keyspace_shards *sh;
 	struct resp		 out;
-	char			 err[CONF_ERRLEN], dk[4096], hd[4096], nd[4096];
+	char			 dk[4096], hd[4096], nd[4096];
 	char			 want[512], stream[256];
 	const char		*dp, *hp, *np, *a, *h, *pre, *e;
 	size_t			 shard, j, elen, dlen, hlen, nlen, prelen, wlen;
@@ -217,13 +226,8 @@ test_decision_forms(void)
 	    "      - { limit: 500, window: 1d }\n";
 
 	elen = sizeof(ekey) - 1;
-	c = conf_parse(text, sizeof(text) - 1, "t.yaml", NULL, err,
-	    sizeof(err));
-	CHECK(c != NULL);
-	if (c == NULL) {
-		printf("  %s\n", err);
+	if ((c = test_parse(text, sizeof(text) - 1)) == NULL)
 		return;
-	}
 	r = conf_rule_find(c, "user", 4);
 	CHECK(r != NULL && keyspace_decision_nkeys(r) == 6);
 	plain = c->shards;
