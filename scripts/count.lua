@@ -81,10 +81,13 @@ serves): no KEYS; ARGV[p + 1] the prefix, ARGV[p + 1 + j] middle j,
 ARGV[p + 4 + 2n] the stream's name less its tag, then for decision d
 its shard's tag and its key, ARGV[p + 3 + 2n + 2d] and ARGV[p + 4 + 2n +
 2d] (7 + 5n + 4m arguments); the decision's stream is the stream's name
-and, where it has a tag, ':' and the tag less its colon.  Redis checks each key as it is used: a
-decision it refuses before writing (its slot served elsewhere or moving,
-the cluster down) replies "ELSEWHERE ...", to be sent again with its
-keys declared.  The shim sends a lone decision declared.
+and, where it has a tag, ':' and the tag less its colon.  Redis checks
+each key as it is used: a decision it refuses before writing (its slot
+served elsewhere or moving, the cluster down) replies "ELSEWHERE ...",
+to be sent again with its keys declared.  The shim sends a lone
+decision declared.  This script has no shebang line on purpose: Redis 7
+lets a script with flags touch keys of one slot only (unless it has
+allow-cross-slot-keys), and a node's call spans slots.
 
 Every argument is a string Redis makes for each call: what only a
 crossing needs shares one, and what the decisions of a call share is
@@ -157,23 +160,25 @@ if #KEYS <= 1 then
   ko, kstep = pb + per + (node and 2 or 0), step
 end
 local nflags = #(flags or '')
-if not (nflags == 5 or (nflags == 6 and f_u == 117)) or n < 1 or
-    n > 8 or m < 1 or m ~= math.floor(m) or
+if n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     #ARGV ~= HEAD + 3 * n + ac + aa * m +
     (pb and 1 + per + (node and 1 + 2 * m or m) or 0) then
   return redis.error_reply(string.format('ERR count.lua: got %d keys and '
     .. '%d arguments; m decisions of a rule of n limits (n, 1 to 8, the '
     .. 'fifth flag) take 1 + m(2 + 2n) keys and %d + 3n + 2m arguments, '
     .. 'or 1 key and %d + 5n + 3m arguments, or no keys and %d + 5n + 4m '
-    .. 'arguments', #KEYS, #ARGV, HEAD, HEAD + 3, HEAD + 4))
+    .. 'arguments (with the sixth flag, u, 2 for each 2m)', #KEYS, #ARGV,
+    HEAD, HEAD + 3, HEAD + 4))
 end
 local call_factor = tonumber(ARGV[2])
 if not (f_mode == 99 or f_mode == 112) or
     not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
     not (f_shadow == 48 or f_shadow == 49) or
-    not (f_denied == 48 or f_denied == 49) or not call_factor then
+    not (f_denied == 48 or f_denied == 49) or
+    not (nflags == 5 or (nflags == 6 and f_u == 117)) or
+    not call_factor then
   return redis.error_reply('ERR count.lua: flags must be [cp][fsg][01][01]'
-    .. '[1-8] and the factor a number')
+    .. '[1-8], then u or nothing, and the factor a number')
 end
 
 -- One decision: its keys from KEYS[kb + 1] (or, pb set, its names made

@@ -181,6 +181,12 @@ def test_each_decision_of_a_call_is_answered_alone(redis, rdb, how):
             assert False, "a call one argument short was taken"
         except RespError as e:
             assert "count.lua: got 5 keys" in str(e)
+        # A sixth flag other than u is the flags' error, not the arity's.
+        try:
+            named_call(r, sha, [("a@x", "1", "")], flags="cf011x")
+            assert False, "a sixth flag x was taken"
+        except RespError as e:
+            assert "flags must be" in str(e), e
     finally:
         r.close()
 
