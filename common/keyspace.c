@@ -320,25 +320,33 @@ keyspace_put(struct resp *out, const struct keyspace_shards *sh,
 	resp_parts(out, parts, lens, 4);
 }
 
+/* Each of a decision's names as one argument, its middle and more bytes. */
+static size_t
+keyspace_middles_size(const struct conf_rule *r, size_t more)
+{
+	const struct keyspace_rule	*ks = r->ks;
+	size_t				 i, n;
+
+	n = resp_size(more + ks->subjects_len) +
+	    resp_size(more + ks->override_len);
+	for (i = 0; i < r->nlimits; i++)
+		n += resp_size(more + ks->state_len[i]) +
+		    resp_size(more + ks->crossed_len[i]);
+	return n;
+}
+
 size_t
 keyspace_decision_size(const struct conf *c, const struct conf_rule *r,
     size_t shard, size_t elen, enum keyspace_form form)
 {
 	const struct keyspace_shards	*sh = c->shards;
-	const struct keyspace_rule	*ks = r->ks;
-	size_t				 i, head, n;
 
 	if (form == KEYSPACE_NAMED)
 		return resp_size(elen);
 	if (form == KEYSPACE_NODE)
 		return resp_size(sh->tag_len[shard]) + resp_size(elen);
-	head = sh->prefix_len + sh->tag_len[shard] + elen;
-	n = resp_size(head + ks->subjects_len) +
-	    resp_size(head + ks->override_len);
-	for (i = 0; i < r->nlimits; i++)
-		n += resp_size(head + ks->state_len[i]) +
-		    resp_size(head + ks->crossed_len[i]);
-	return n;
+	return keyspace_middles_size(r, sh->prefix_len + sh->tag_len[shard] +
+	    elen);
 }
 
 void
@@ -373,14 +381,10 @@ keyspace_decision_heads_size(const struct conf *c, const struct conf_rule *r,
     size_t shard, enum keyspace_form form)
 {
 	const struct keyspace_shards	*sh = c->shards;
-	const struct keyspace_rule	*ks = r->ks;
-	size_t				 i, n;
+	size_t				 n;
 
 	n = resp_size(sh->prefix_len + sh->tag_len[shard]) +
-	    resp_size(ks->subjects_len) + resp_size(ks->override_len);
-	for (i = 0; i < r->nlimits; i++)
-		n += resp_size(ks->state_len[i]) +
-		    resp_size(ks->crossed_len[i]);
+	    keyspace_middles_size(r, 0);
 	if (form == KEYSPACE_NODE)
 		n += resp_size(sh->stream_len[shard]);
 	return n;

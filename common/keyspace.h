@@ -128,8 +128,8 @@ unsigned keyspace_slot(const char *key, size_t len);
  */
 enum keyspace_form {
 	KEYSPACE_DECLARED,
-	KEYSPACE_NODE,
 	KEYSPACE_NAMED,
+	KEYSPACE_NODE,
 };
 
 /*

@@ -771,7 +771,8 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	/* The same cost and subject as the first (nearly always): the call
 	 * may give them once. */
 	if (b->n == 0) {
-		/* A named form's keys end with the escaped key. */
+		/* Every form's keys end with the escaped key: a node's
+		 * batch of one goes declared, its keys made from it. */
 		b->ekey_off = b->keys_len - 2 - elen;
 		b->ekey_len = elen;
 		b->args_first = (size_t)(resp.p - b->args);
