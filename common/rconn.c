@@ -795,5 +795,13 @@ rconn_error_kind(const redisReply *r)
 	 * user executing the script can't run this command..."). */
 	if (strstr(r->str, "user executing the script can't") != NULL)
 		return RERR_NOPERM;
+	/*
+	 * A Cluster that is down but lets reads through
+	 * (cluster-allow-reads-when-down) runs the script and refuses its
+	 * first write: "ERR Script attempted to execute a write command while
+	 * the cluster is down and readonly ...".  Nothing was written.
+	 */
+	if (strstr(r->str, "while the cluster is down") != NULL)
+		return RERR_CLUSTER;
 	return RERR_OTHER;
 }

@@ -95,7 +95,8 @@ enum rconn_error {
 	RERR_NOSCRIPT,
 	RERR_LOADING,		/* loading its dataset after a restart */
 	RERR_NOPERM,		/* an ACL refused it */
-	RERR_CLUSTER,		/* MOVED, ASK, TRYAGAIN, CLUSTERDOWN */
+	RERR_CLUSTER,		/* MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a script
+				   refused as the cluster is down */
 };
 enum rconn_error rconn_error_kind(const redisReply *);
 
