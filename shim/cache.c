@@ -42,6 +42,8 @@ struct cache_entry {
 	uint64_t		 hash;
 	double			 until;		/* held while now < until */
 	double			 count_until;	/* and counted hits while < this */
+	double			 window_until;	/* a cost counted lands in its
+						   window if sent before this */
 	long long		 min_cost;	/* held for requests this dear */
 	long long		 pending;	/* counted here, not yet in Redis */
 	int			 nocount;	/* a block: Redis counts nothing */
@@ -272,6 +274,13 @@ cache_learn(const struct conf_rule *r, const char *key, size_t len,
 	e->nocount = count_until < 0;
 	e->count_until = count_until < 0 || count_until > until ? until :
 	    count_until;
+	/*
+	 * Hits are counted only while held, but a cost counted then and
+	 * refused by Redis (down, failing over) may go again for as long as
+	 * its window lasts: a Redis away for longer than a hold must not
+	 * lose an abuser's counts.
+	 */
+	e->window_until = count_until < 0 ? until : count_until;
 	e->min_cost = min_cost;
 }
 
@@ -297,10 +306,11 @@ cache_unflushed(const struct conf_rule *r, const char *key, size_t len,
 		return 0;
 	/*
 	 * Sent again at the next round at the latest, it must still land in
-	 * the window it was counted in: so only while hits may be counted.
+	 * the window it was counted in: so only while that window lasts, less
+	 * CACHE_FLUSH_MARGIN (count.lua's count_ms, as learnt last).
 	 */
 	if (generation != cache.generation ||
-	    (e = cache_find(r, key, len)) == NULL || now >= e->count_until) {
+	    (e = cache_find(r, key, len)) == NULL || now >= e->window_until) {
 		cache.st.lost += cost;
 		return -1;
 	}

@@ -70,8 +70,8 @@ void	cache_forget(const struct conf_rule *, const char *key, size_t len,
 	    unsigned generation);
 /*
  * A flush Redis certainly did not run: its cost goes back to the entry
- * while the entry may count (it is sent again within its window), or -1:
- * it is counted lost.
+ * while the window it was counted in lasts (it is sent again within it,
+ * the hold over or not), or -1: it is counted lost.
  */
 int	cache_unflushed(const struct conf_rule *, const char *key, size_t len,
 	    long long cost, unsigned generation, double now);

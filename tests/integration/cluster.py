@@ -35,10 +35,11 @@ def node_port():
 
 
 class ClusterNode:
-    def __init__(self, d, i):
+    def __init__(self, d, i, args=()):
         self.dir = d
         self.port = node_port()
         self.name = "node%d" % i
+        self.args = [str(a) for a in args]
         self.proc = None
 
     def start(self):
@@ -48,7 +49,8 @@ class ClusterNode:
              "--cluster-config-file", "nodes-%d.conf" % self.port,
              "--cluster-node-timeout", "1000",
              "--save", "", "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, self.name + ".log")])
+             "--logfile", os.path.join(self.dir, self.name + ".log")] +
+            self.args)
         wait_for(lambda: cli(self.port, "PING") == "PONG",
                  what="cluster node %s" % self.name)
         return self

@@ -267,6 +267,84 @@ def test_a_node_that_has_met_no_other_is_reached_at_its_seed(tmp):
         node.stop()
 
 
+def test_a_cluster_down_but_readable_loses_no_count(tmp):
+    """A Cluster that is down but lets reads through
+    (cluster-allow-reads-when-down: a slot no master serves) runs count.lua
+    and refuses its first write.  That is the fail policy for the cluster
+    (reason cluster, not a Redis error), and a near-cache flush refused so
+    keeps its cost: once the cluster is up again, every request the shim
+    decided or answered from its cache is counted, once."""
+    node = ClusterNode(tmp, 9, args=["--cluster-allow-reads-when-down",
+                                     "yes"]).start()
+    try:
+        assert cli(node.port, "CLUSTER", "ADDSLOTSRANGE", 0, 16383) == "OK"
+        wait_for(lambda: node.cluster_info().get("cluster_state") == "ok",
+                 timeout=10, what="the one-node cluster")
+
+        class One:
+            def seeds(self):
+                return [node.addr]
+        shim, sock = start_shim(tmp, One(), "down", near_cache=1000,
+                                timeout=200)
+        key = "down@example.org"
+        low = "rule=low\nkey=%s\n\n" % key
+        name = keys_of(shim.conf, key)[("low", "count")]
+        slot = int(keys_of(shim.conf, key)[("low", "slot")])
+        before = stats(shim)
+        asked = []
+
+        def req():
+            asked.append(ask(sock, low))
+            return asked[-1]
+
+        def counted():
+            """What the key's counter must say: every request asked but
+            those answered by the fail policy."""
+            return len(asked) - (stats(shim)["fail_policy"] -
+                                 before["fail_policy"])
+        # Over the limit, then answered by the cache: costs to flush.
+        for _ in range(6):
+            req()
+        assert asked == [b"no"] * 2 + [b"yes"] * 4, asked
+        # Down: a slot that is not the key's served by no one.
+        other = (slot + 1) % 16384
+        assert cli(node.port, "CLUSTER", "DELSLOTS", other) == "OK"
+        wait_for(lambda: node.cluster_info().get("cluster_state") == "fail",
+                 timeout=10, what="the cluster down")
+        # A flush refused (one is due within 0.5 s of a cost), and, once
+        # the cache's hold is over, requests answered by the fail policy.
+        wait_for(lambda: stats(shim)["near_cache_flush_failed"] >
+                 before["near_cache_flush_failed"], timeout=5,
+                 what="a flush refused by the cluster down")
+        wait_for(lambda: req() == b"yes" and
+                 stats(shim).get("fail_cluster", 0) > 0, timeout=5,
+                 interval=0.05, what="a request answered by the fail "
+                 "policy for the cluster")
+        down = stats(shim)
+        assert down.get("fail_error", 0) == 0, down
+        assert down["near_cache_lost"] == 0, down
+        assert cli(node.port, "CLUSTER", "ADDSLOTS", other) == "OK"
+        wait_for(lambda: node.cluster_info().get("cluster_state") == "ok",
+                 timeout=10, what="the cluster up again")
+        req()
+        wait_for(lambda: cli(node.port, "GET", name) == str(counted()),
+                 timeout=5, what="every request counted but the fail "
+                 "policy's")
+        st = stats(shim)
+        print("\nFIGURE cluster down readable: %d requests, %d flushes "
+              "refused and kept, %d fail-policy answers (reason cluster), "
+              "counted %s, 0 lost" % (
+                  len(asked), st["near_cache_flush_failed"] -
+                  before["near_cache_flush_failed"],
+                  st["fail_policy"] - before["fail_policy"],
+                  cli(node.port, "GET", name)))
+        assert set(asked) == {b"no", b"yes"} and asked[:2] == [b"no"] * 2
+        assert st["near_cache_lost"] == 0 and st.get("fail_error", 0) == 0
+        shim.stop()
+    finally:
+        node.stop()
+
+
 def migrate(cluster, slot, src, dst, pace):
     """Move slot from src to dst as redis-cli --cluster reshard does, a
     few keys at a time, pace seconds between steps (under load)."""

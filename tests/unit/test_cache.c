@@ -184,6 +184,24 @@ test_failed_flush(void)
 	CHECK(cache_stats()->lost == lost + 3);
 	CHECK(cache_unflushed(&rule_a, "alice", 5, 0, cache_generation(),
 	    1.0) == 0);
+	/*
+	 * Held till 10, its window lasting till 50: a cost refused after the
+	 * hold (Redis away longer than it) is kept while the window lasts,
+	 * and goes at the next round; past the window it is lost.
+	 */
+	cache_learn(&rule_a, "alice", 5, 0, 10.0, 50.0, cache_generation());
+	CHECK(hit(&rule_a, "alice", 2, 1, 9.0));
+	CHECK(!hit(&rule_a, "alice", 1, 1, 11.0));	/* lapsed: to Redis */
+	lost = cache_stats()->lost;
+	nflushed = 0;
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, cache_generation(),
+	    12.0) == 0);
+	CHECK(cache_stats()->lost == lost);
+	cache_flush();
+	CHECK(nflushed == 1 && flushed[0].cost == 2);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, cache_generation(),
+	    50.0) == -1);
+	CHECK(cache_stats()->lost == lost + 2);
 	/* A block: held, counting nothing. */
 	cache_learn(&rule_a, "blocked", 7, 0, 100.0, -1, cache_generation());
 	nflushed = 0;
