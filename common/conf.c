@@ -568,6 +568,41 @@ conf_item(struct conf_ctx *p, const yaml_node_t *n, size_t i)
 }
 
 /* A scalar, or a sequence of scalars, as a NULL-terminated vector. */
+/* host:port, [v6]:port, or unix:/path (where allowed). */
+static int
+conf_valid_address(const char *s, int unix_ok)
+{
+	const char	*colon;
+
+	if (strncmp(s, "unix:", 5) == 0)
+		return unix_ok && s[5] == '/';
+	if ((colon = strrchr(s, ':')) == NULL || colon == s || colon[1] == '\0')
+		return 0;
+	return strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	    atoi(colon + 1) > 0 && atoi(colon + 1) < 65536;
+}
+
+/* host:port whose host is an IPv4 or a bracketed IPv6 address. */
+static int
+conf_numeric_host(const char *s)
+{
+	char		 host[64];
+	unsigned char	 a[16];
+	const char	*colon = strrchr(s, ':');
+	size_t		 len = (size_t)(colon - s);
+
+	if (colon == NULL || len == 0 || len >= sizeof(host))
+		return 0;
+	if (s[0] == '[' && colon[-1] == ']') {
+		memcpy(host, s + 1, len - 2);
+		host[len - 2] = '\0';
+		return inet_pton(AF_INET6, host, a) == 1;
+	}
+	memcpy(host, s, len);
+	host[len] = '\0';
+	return inet_pton(AF_INET, host, a) == 1;
+}
+
 static char **
 conf_get_list(struct conf_ctx *p, const yaml_node_t *n, const char *what,
     size_t *count)
@@ -975,7 +1010,7 @@ conf_set(struct conf_ctx *p, const char *section, const struct conf_opt *o,
 	case CT_LISTEN:
 		if ((list = conf_get_list(p, n, what, &count)) == NULL)
 			return -1;
-		for (i = 0; i < count; i++)
+		for (i = 0; i < count; i++) {
 			if (strncmp(list[i], "inet:", 5) != 0 &&
 			    list[i][0] != '/') {
 				conf_error(p, n, "%s: \"%s\" is neither an "
@@ -984,6 +1019,19 @@ conf_set(struct conf_ctx *p, const char *section, const struct conf_opt *o,
 				conf_strv_free(list);
 				return -1;
 			}
+			/* Bound as root, before names resolve: numeric,
+			 * as daemon_listen_inet() binds it. */
+			if (list[i][0] != '/' &&
+			    (!conf_valid_address(list[i] + 5, 0) ||
+			    !conf_numeric_host(list[i] + 5))) {
+				conf_error(p, n, "%s: \"%s\": HOST must be an "
+				    "IP address (inet:127.0.0.1:7025, "
+				    "inet:[::1]:7025) and PORT 1 to 65535",
+				    what, list[i]);
+				conf_strv_free(list);
+				return -1;
+			}
+		}
 		if ((*(struct conf_listen **)field = calloc(count,
 		    sizeof(struct conf_listen))) == NULL) {
 			conf_strv_free(list);
@@ -1207,41 +1255,6 @@ conf_defaults(struct conf *c)
 	DUP(alerts_subject, "Mail Abuse Alert");
 #undef DUP
 	return 0;
-}
-
-/* host:port, [v6]:port, or unix:/path (where allowed). */
-static int
-conf_valid_address(const char *s, int unix_ok)
-{
-	const char	*colon;
-
-	if (strncmp(s, "unix:", 5) == 0)
-		return unix_ok && s[5] == '/';
-	if ((colon = strrchr(s, ':')) == NULL || colon == s || colon[1] == '\0')
-		return 0;
-	return strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    atoi(colon + 1) > 0 && atoi(colon + 1) < 65536;
-}
-
-/* host:port whose host is an IPv4 or a bracketed IPv6 address. */
-static int
-conf_numeric_host(const char *s)
-{
-	char		 host[64];
-	unsigned char	 a[16];
-	const char	*colon = strrchr(s, ':');
-	size_t		 len = (size_t)(colon - s);
-
-	if (colon == NULL || len == 0 || len >= sizeof(host))
-		return 0;
-	if (s[0] == '[' && colon[-1] == ']') {
-		memcpy(host, s + 1, len - 2);
-		host[len - 2] = '\0';
-		return inet_pton(AF_INET6, host, a) == 1;
-	}
-	memcpy(host, s, len);
-	host[len] = '\0';
-	return inet_pton(AF_INET, host, a) == 1;
 }
 
 /* One layout: a Redis (address), a Sentinel-managed master, a Cluster. */

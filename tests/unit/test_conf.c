@@ -416,6 +416,18 @@ test_errors(void)
 	BAD(RULES_OK "shim:\n  listen: [ run/shim.sock ]\n",
 	    ":4: shim.listen: \"run/shim.sock\" is neither an absolute socket "
 	    "path nor inet:HOST:PORT");
+	BAD(RULES_OK "shim:\n  listen: [ \"inet:localhost:7025\" ]\n",
+	    ":4: shim.listen: \"inet:localhost:7025\": HOST must be an IP "
+	    "address (inet:127.0.0.1:7025, inet:[::1]:7025) and PORT 1 to "
+	    "65535");
+	BAD(RULES_OK "shim:\n  listen: [ \"inet:nocolon\" ]\n",
+	    ":4: shim.listen: \"inet:nocolon\": HOST must be an IP "
+	    "address (inet:127.0.0.1:7025, inet:[::1]:7025) and PORT 1 to "
+	    "65535");
+	BAD(RULES_OK "shim:\n  listen: [ \"inet:127.0.0.1:0\" ]\n",
+	    ":4: shim.listen: \"inet:127.0.0.1:0\": HOST must be an IP "
+	    "address (inet:127.0.0.1:7025, inet:[::1]:7025) and PORT 1 to "
+	    "65535");
 	BAD(RULES_OK "shim:\n  listen: []\n",
 	    ":4: shim.listen: must not be empty");
 	BAD(RULES_OK "redis:\n  prefix: \"sw prefix\"\n",
