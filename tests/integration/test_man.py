@@ -595,3 +595,40 @@ def test_ctl_exit_status():
     part = text[text.index("EXIT STATUS"):text.index("EXAMPLES")]
     for n in ("0", "1", "2"):
         assert re.search(r"\b%s\b" % n, part), n
+
+
+CLUSTER_CONF = """\
+shim:
+  listen: [ {sock} ]
+redis:
+  cluster: [ 127.0.0.1:7000 ]
+events:
+  channel: senderwatch:events
+rules:
+  default: {{ limit: 20, window: 5m }}
+"""
+
+
+def test_key_names_shown_are_the_shims(tmp_path):
+    """The README's and senderwatch-shim(8)'s `senderwatch-shim -k`
+    examples (a Redis Cluster's names, with the default 48 shards) are what
+    the shim prints: an operator pastes them into redis-cli."""
+    conf = tmp_path / "c.yaml"
+    conf.write_text(CLUSTER_CONF.format(sock=tmp_path / "s.sock"))
+    r = subprocess.run([SHIM, "-c", str(conf), "-k", "alice@example.org"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    readme = src("README.md")
+    block = readme[readme.index("    $ senderwatch-shim -k alice@example.org\n"):]
+    shown = [l[4:] for l in block.splitlines()[1:len(lines) + 1]]
+    assert shown == lines, "README.md's -k example: %s" % shown
+    man = page("senderwatch-shim.8")
+    first = man.index("$ senderwatch-shim -k alice@example.org\n")
+    assert man[first:].splitlines()[1] == lines[0]
+    name = lines[0].split()[2]
+    assert "GET '%s'" % name in man
+    # Where the README names alice's shard without -k's output beside it.
+    tag = name.split(":")[1]
+    assert "XLEN senderwatch:stream:%s\n" % tag in readme
+    assert "`senderwatch:%s:default:KEY`" % tag in readme
