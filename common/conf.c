@@ -567,7 +567,6 @@ conf_item(struct conf_ctx *p, const yaml_node_t *n, size_t i)
 	return yaml_document_get_node(&p->doc, n->data.sequence.items.start[i]);
 }
 
-/* A scalar, or a sequence of scalars, as a NULL-terminated vector. */
 /* host:port, [v6]:port, or unix:/path (where allowed). */
 static int
 conf_valid_address(const char *s, int unix_ok)
@@ -578,8 +577,10 @@ conf_valid_address(const char *s, int unix_ok)
 		return unix_ok && s[5] == '/';
 	if ((colon = strrchr(s, ':')) == NULL || colon == s || colon[1] == '\0')
 		return 0;
+	/* Digits only, and few enough that atoi() cannot wrap. */
 	return strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-	    atoi(colon + 1) > 0 && atoi(colon + 1) < 65536;
+	    strlen(colon + 1) <= 5 && atoi(colon + 1) > 0 &&
+	    atoi(colon + 1) < 65536;
 }
 
 /* host:port whose host is an IPv4 or a bracketed IPv6 address. */
@@ -603,6 +604,7 @@ conf_numeric_host(const char *s)
 	return inet_pton(AF_INET, host, a) == 1;
 }
 
+/* A scalar, or a sequence of scalars, as a NULL-terminated vector. */
 static char **
 conf_get_list(struct conf_ctx *p, const yaml_node_t *n, const char *what,
     size_t *count)
@@ -1020,7 +1022,7 @@ conf_set(struct conf_ctx *p, const char *section, const struct conf_opt *o,
 				return -1;
 			}
 			/* Bound as root, before names resolve: numeric,
-			 * as daemon_listen_inet() binds it. */
+			 * as daemon_inet() binds it. */
 			if (list[i][0] != '/' &&
 			    (!conf_valid_address(list[i] + 5, 0) ||
 			    !conf_numeric_host(list[i] + 5))) {

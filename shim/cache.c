@@ -42,8 +42,9 @@ struct cache_entry {
 	uint64_t		 hash;
 	double			 until;		/* held while now < until */
 	double			 count_until;	/* and counted hits while < this */
-	double			 window_until;	/* a cost counted lands in its
-						   window if sent before this */
+	double			 window_until;	/* a cost counted now lands in
+						   its window if sent before */
+	double			 pending_until;	/* and pending's, all of it */
 	long long		 min_cost;	/* held for requests this dear */
 	long long		 pending;	/* counted here, not yet in Redis */
 	int			 nocount;	/* a block: Redis counts nothing */
@@ -149,13 +150,26 @@ cache_drop(struct cache_entry *e, int flush)
 		if (flush) {
 			cache.st.flushed++;
 			cache.flush(e->rule, e->key, e->key_len, e->pending,
-			    cache.generation);
+			    e->pending_until, cache.generation);
 		} else
 			cache.st.lost += e->pending;
 	}
 	cache.st.entries--;
 	cache.st.bytes -= sizeof(*e) + e->key_len;
 	free(e);
+}
+
+/* A cost to flush, which must reach Redis before until. */
+static void
+cache_pend(struct cache_entry *e, long long cost, double until)
+{
+	if (e->pending == 0) {
+		TAILQ_INSERT_TAIL(&cache.dirty, e, dirty);
+		cache.st.dirty++;
+		e->pending_until = until;
+	} else if (until < e->pending_until)
+		e->pending_until = until;
+	e->pending += cost;
 }
 
 /* An entry's counted cost, to the callback (it may come back at once). */
@@ -170,7 +184,8 @@ cache_flush_one(struct cache_entry *e)
 	cache.st.dirty--;
 	e->pending = 0;
 	cache.st.flushed++;
-	cache.flush(e->rule, e->key, e->key_len, cost, cache.generation);
+	cache.flush(e->rule, e->key, e->key_len, cost, e->pending_until,
+	    cache.generation);
 }
 
 int
@@ -221,13 +236,8 @@ cache_hit(const struct conf_rule *r, const char *key, size_t len,
 		cache_flush_one(e);
 		return 0;
 	}
-	if (counts && cost > 0 && !e->nocount) {
-		if (e->pending == 0) {
-			TAILQ_INSERT_TAIL(&cache.dirty, e, dirty);
-			cache.st.dirty++;
-		}
-		e->pending += cost;
-	}
+	if (counts && cost > 0 && !e->nocount)
+		cache_pend(e, cost, e->window_until);
 	if (TAILQ_FIRST(&cache.lru) != e) {
 		TAILQ_REMOVE(&cache.lru, e, lru);
 		TAILQ_INSERT_HEAD(&cache.lru, e, lru);
@@ -278,7 +288,9 @@ cache_learn(const struct conf_rule *r, const char *key, size_t len,
 	 * Hits are counted only while held, but a cost counted then and
 	 * refused by Redis (down, failing over) may go again for as long as
 	 * its window lasts: a Redis away for longer than a hold must not
-	 * lose an abuser's counts.
+	 * lose an abuser's counts.  What is pending keeps its own windows'
+	 * (pending_until): a later word (a peek's, count_ms 0) moves only
+	 * the costs counted after it.
 	 */
 	e->window_until = count_until < 0 ? until : count_until;
 	e->min_cost = min_cost;
@@ -298,7 +310,7 @@ cache_forget(const struct conf_rule *r, const char *key, size_t len,
 
 int
 cache_unflushed(const struct conf_rule *r, const char *key, size_t len,
-    long long cost, unsigned generation, double now)
+    long long cost, double until, unsigned generation, double now)
 {
 	struct cache_entry	*e;
 
@@ -307,18 +319,14 @@ cache_unflushed(const struct conf_rule *r, const char *key, size_t len,
 	/*
 	 * Sent again at the next round at the latest, it must still land in
 	 * the window it was counted in: so only while that window lasts, less
-	 * CACHE_FLUSH_MARGIN (count.lua's count_ms, as learnt last).
+	 * CACHE_FLUSH_MARGIN (until, from count.lua's count_ms).
 	 */
 	if (generation != cache.generation ||
-	    (e = cache_find(r, key, len)) == NULL || now >= e->window_until) {
+	    (e = cache_find(r, key, len)) == NULL || now >= until) {
 		cache.st.lost += cost;
 		return -1;
 	}
-	if (e->pending == 0) {
-		TAILQ_INSERT_TAIL(&cache.dirty, e, dirty);
-		cache.st.dirty++;
-	}
-	e->pending += cost;
+	cache_pend(e, cost, until);
 	return 0;
 }
 

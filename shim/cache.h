@@ -25,12 +25,15 @@
 
 /*
  * The documented callback: cost units counted here for key under rule
- * must go to Redis now (decide.c sends one count.lua call).  generation
- * comes back with the reply, to cache_learn(), cache_forget() or
- * cache_unflushed().
+ * must go to Redis now (decide.c sends one count.lua call).  until: they
+ * land in the window they were counted in if Redis takes them before
+ * then (the soonest of their windows' ends, less CACHE_FLUSH_MARGIN).
+ * until and generation come back with the reply, to cache_learn(),
+ * cache_forget() or cache_unflushed().
  */
 typedef void	cache_flush_fn(const struct conf_rule *, const char *key,
-		    size_t len, long long cost, unsigned generation);
+		    size_t len, long long cost, double until,
+		    unsigned generation);
 
 struct cache_stats {
 	uint64_t	 hits;		/* answered here */
@@ -70,11 +73,12 @@ void	cache_forget(const struct conf_rule *, const char *key, size_t len,
 	    unsigned generation);
 /*
  * A flush Redis certainly did not run: its cost goes back to the entry
- * while the window it was counted in lasts (it is sent again within it,
- * the hold over or not), or -1: it is counted lost.
+ * while the window it was counted in lasts (now before the flush's until:
+ * it is sent again within it, the hold over or not), or -1: it is
+ * counted lost.
  */
 int	cache_unflushed(const struct conf_rule *, const char *key, size_t len,
-	    long long cost, unsigned generation, double now);
+	    long long cost, double until, unsigned generation, double now);
 /* A flush that may or may not have run: its cost is not sent again. */
 void	cache_lost(long long cost);
 void	cache_flush(void);	/* every cost counted here, to the callback */

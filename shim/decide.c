@@ -48,6 +48,7 @@ struct flush {
 	const struct conf_rule	*rule;		/* only if generation holds */
 	unsigned		 generation;
 	double			 sent;
+	double			 until;		/* to land in its window */
 	long long		 cost;
 	char			 rule_name[CONF_NAME_MAX];
 	size_t			 key_len;
@@ -290,8 +291,8 @@ decide_reply_cb(void *priv, redisReply *reply)
  */
 static void
 decide_unflushed(const struct conf_rule *r, const char *rule_name,
-    const char *key, size_t key_len, long long cost, unsigned generation,
-    int ran, const char *why)
+    const char *key, size_t key_len, long long cost, double until,
+    unsigned generation, int ran, const char *why)
 {
 	char	 qkey[KEY_MAX * 4 + 1], qwhy[160];
 	int	 kept = 0;
@@ -305,8 +306,8 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
 	if (ran)
 		cache_lost(cost);
 	else
-		kept = cache_unflushed(r, key, key_len, cost, generation,
-		    cache_clock()) == 0;
+		kept = cache_unflushed(r, key, key_len, cost, until,
+		    generation, cache_clock()) == 0;
 	log_limited(shim.loop, &warn_flush, "rule=%s key=\"%s\" cost=%lld "
 	    "reason=\"%s\" action=%s", rule_name, log_quote(qkey,
 	    sizeof(qkey), key, key_len), cost, log_quote(qwhy, sizeof(qwhy),
@@ -314,8 +315,8 @@ decide_unflushed(const struct conf_rule *r, const char *rule_name,
 }
 
 #define DECIDE_UNFLUSHED(f, ran, why)	decide_unflushed((f)->rule, \
-	(f)->rule_name, (f)->key, (f)->key_len, (f)->cost, (f)->generation, \
-	(ran), (why))
+	(f)->rule_name, (f)->key, (f)->key_len, (f)->cost, (f)->until, \
+	(f)->generation, (ran), (why))
 
 /*
  * Batches: the decisions one loop turn makes, sent as one count.lua call
@@ -1064,7 +1065,7 @@ decide_flush_cb(void *priv, redisReply *reply)
  */
 void
 decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
-    long long cost, unsigned generation)
+    long long cost, double until, unsigned generation)
 {
 	const struct keyspace_shards	*sh = shim.conf->shards;
 	const struct conf_override	*ov;
@@ -1091,12 +1092,13 @@ decide_flush(const struct conf_rule *r, const char *key, size_t key_len,
 		if ((f = malloc(sizeof(*f) + key_len)) == NULL) {
 			/* Nothing sent: this part only goes back. */
 			decide_unflushed(r, r->name, key, key_len, part,
-			    generation, 0, "out of memory");
+			    until, generation, 0, "out of memory");
 			continue;
 		}
 		f->rule = r;
 		f->generation = generation;
 		f->sent = cache_clock();
+		f->until = until;
 		f->cost = part;
 		snprintf(f->rule_name, sizeof(f->rule_name), "%s", r->name);
 		f->key_len = key_len;

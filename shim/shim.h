@@ -154,7 +154,7 @@ void	decide_detach(struct pending *);
  * cache and says what never reached Redis.
  */
 void	decide_flush(const struct conf_rule *, const char *key, size_t len,
-	    long long cost, unsigned generation);
+	    long long cost, double until, unsigned generation);
 void	decide_start(void);
 /* Before a reload's config takes over: every batch goes, under the old. */
 void	decide_reload(void);

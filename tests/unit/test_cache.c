@@ -22,6 +22,7 @@ static struct {
 	const struct conf_rule	*rule;
 	char			 key[64];
 	long long		 cost;
+	double			 until;
 	unsigned		 generation;
 } flushed[64];
 static size_t	 nflushed;
@@ -29,18 +30,19 @@ static int	 flush_fails;	/* the callback gives the cost back */
 
 static void
 flush_cb(const struct conf_rule *r, const char *key, size_t len,
-    long long cost, unsigned generation)
+    long long cost, double until, unsigned generation)
 {
 	if (nflushed < sizeof(flushed) / sizeof(flushed[0])) {
 		flushed[nflushed].rule = r;
 		snprintf(flushed[nflushed].key, sizeof(flushed[0].key), "%.*s",
 		    (int)len, key);
 		flushed[nflushed].cost = cost;
+		flushed[nflushed].until = until;
 		flushed[nflushed].generation = generation;
 		nflushed++;
 	}
 	if (flush_fails)
-		cache_unflushed(r, key, len, cost, generation, 1.0);
+		cache_unflushed(r, key, len, cost, until, generation, 1.0);
 }
 
 static int
@@ -172,36 +174,50 @@ test_failed_flush(void)
 	CHECK(cache_configure(100, flush_cb) == 0);
 	CHECK(cache_generation() != old);
 	lost = cache_stats()->lost;
-	CHECK(cache_unflushed(&rule_a, "alice", 5, 4, old, 1.0) == -1);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 4, 100.0, old, 1.0) == -1);
 	CHECK(cache_stats()->lost == lost + 4);
 	cache_learn(&rule_a, "alice", 5, 0, 100.0, 100.0, old);
 	CHECK(!hit(&rule_a, "alice", 1, 0, 1.0));
-	/* Not sent again past the time the entry may count: lost. */
+	/* Not sent again past its window: lost. */
 	learn(&rule_a, "alice", 0, 100.0);
 	lost = cache_stats()->lost;
-	CHECK(cache_unflushed(&rule_a, "alice", 5, 3, cache_generation(),
-	    100.0) == -1);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 3, 100.0,
+	    cache_generation(), 100.0) == -1);
 	CHECK(cache_stats()->lost == lost + 3);
-	CHECK(cache_unflushed(&rule_a, "alice", 5, 0, cache_generation(),
-	    1.0) == 0);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 0, 100.0,
+	    cache_generation(), 1.0) == 0);
 	/*
-	 * Held till 10, its window lasting till 50: a cost refused after the
-	 * hold (Redis away longer than it) is kept while the window lasts,
-	 * and goes at the next round; past the window it is lost.
+	 * Held till 10, its window lasting till 50: a cost counted then goes
+	 * with until 50; refused after the hold (Redis away longer than it)
+	 * it is kept while the window lasts, and goes at the next round, a
+	 * later word from Redis (a peek's, its window's end now) moving only
+	 * what is counted after it; past the window it is lost.
 	 */
 	cache_learn(&rule_a, "alice", 5, 0, 10.0, 50.0, cache_generation());
+	nflushed = 0;
 	CHECK(hit(&rule_a, "alice", 2, 1, 9.0));
 	CHECK(!hit(&rule_a, "alice", 1, 1, 11.0));	/* lapsed: to Redis */
+	CHECK(nflushed == 1 && flushed[0].cost == 2 &&
+	    flushed[0].until == 50.0);
 	lost = cache_stats()->lost;
-	nflushed = 0;
-	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, cache_generation(),
-	    12.0) == 0);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, flushed[0].until,
+	    cache_generation(), 12.0) == 0);
 	CHECK(cache_stats()->lost == lost);
+	cache_learn(&rule_a, "alice", 5, 0, 13.0, 11.5, cache_generation());
 	cache_flush();
-	CHECK(nflushed == 1 && flushed[0].cost == 2);
-	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, cache_generation(),
-	    50.0) == -1);
-	CHECK(cache_stats()->lost == lost + 2);
+	CHECK(nflushed == 2 && flushed[1].cost == 2 &&
+	    flushed[1].until == 50.0);
+	/* Costs counted under two words go with the sooner end. */
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 2, 50.0,
+	    cache_generation(), 12.5) == 0);
+	cache_learn(&rule_a, "alice", 5, 0, 20.0, 30.0, cache_generation());
+	CHECK(hit(&rule_a, "alice", 1, 1, 14.0));
+	cache_flush();
+	CHECK(nflushed == 3 && flushed[2].cost == 3 &&
+	    flushed[2].until == 30.0);
+	CHECK(cache_unflushed(&rule_a, "alice", 5, 3, 30.0,
+	    cache_generation(), 30.0) == -1);
+	CHECK(cache_stats()->lost == lost + 3);
 	/* A block: held, counting nothing. */
 	cache_learn(&rule_a, "blocked", 7, 0, 100.0, -1, cache_generation());
 	nflushed = 0;

@@ -168,6 +168,15 @@ test_good(void)
 		    c->alerts_sendmail[3] == NULL);
 		conf_free(c);
 	}
+
+	/* An IPv6 listener, bracketed as it is bound. */
+	c = conf_load(put(RULES_OK
+	    "shim:\n"
+	    "  listen: [ \"inet:[::1]:7025\" ]\n"), NULL, err, sizeof(err));
+	CHECK(c != NULL && c->nlisten == 1 &&
+	    streq(c->listen[0].addr, "inet:[::1]:7025"));
+	if (c != NULL)
+		conf_free(c);
 }
 
 static void
@@ -423,6 +432,10 @@ test_errors(void)
 	BAD(RULES_OK "shim:\n  listen: [ \"inet:nocolon\" ]\n",
 	    ":4: shim.listen: \"inet:nocolon\": HOST must be an IP "
 	    "address (inet:127.0.0.1:7025, inet:[::1]:7025) and PORT 1 to "
+	    "65535");
+	BAD(RULES_OK "shim:\n  listen: [ \"inet:127.0.0.1:4294974321\" ]\n",
+	    ":4: shim.listen: \"inet:127.0.0.1:4294974321\": HOST must be an "
+	    "IP address (inet:127.0.0.1:7025, inet:[::1]:7025) and PORT 1 to "
 	    "65535");
 	BAD(RULES_OK "shim:\n  listen: [ \"inet:127.0.0.1:0\" ]\n",
 	    ":4: shim.listen: \"inet:127.0.0.1:0\": HOST must be an IP "
