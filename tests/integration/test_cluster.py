@@ -239,20 +239,39 @@ def test_the_readme_recipes_find_a_senders_keys_and_override_them(
     shim.stop()
 
 
+class OneNode:
+    """A cluster of one node holding every slot (no peers), for tests that
+    change its state alone; its seeds() for start_shim()."""
+
+    def __init__(self, tmp, args=()):
+        self.node = ClusterNode(tmp, 9, args=args).start()
+        try:
+            assert cli(self.node.port, "CLUSTER", "ADDSLOTSRANGE", 0,
+                       16383) == "OK"
+            wait_for(lambda: self.state() == "ok", timeout=10,
+                     what="the one-node cluster")
+        except BaseException:
+            self.node.stop()
+            raise
+
+    def state(self):
+        return self.node.cluster_info().get("cluster_state")
+
+    def seeds(self):
+        return [self.node.addr]
+
+    def stop(self):
+        self.node.stop()
+
+
 def test_a_node_that_has_met_no_other_is_reached_at_its_seed(tmp):
     """A one-node cluster (all slots, no peers) does not know its own
     address: CLUSTER SLOTS names it "", which means the address we
     asked at (Cluster specification), not a host called ""."""
-    node = ClusterNode(tmp, 9).start()
+    one = OneNode(tmp)
+    node = one.node
     try:
-        assert cli(node.port, "CLUSTER", "ADDSLOTSRANGE", 0, 16383) == "OK"
-        wait_for(lambda: node.cluster_info().get("cluster_state") == "ok",
-                 timeout=10, what="the one-node cluster")
-
-        class One:
-            def seeds(self):
-                return [node.addr]
-        shim, sock = start_shim(tmp, One(), "one", limit=2)
+        shim, sock = start_shim(tmp, one, "one", limit=2)
         # The start waits through fail-policy answers given before the
         # slot map is known: only those after it must be none.
         failed = stats(shim)["fail_policy"]
@@ -264,7 +283,7 @@ def test_a_node_that_has_met_no_other_is_reached_at_its_seed(tmp):
         assert stats(shim)["fail_policy"] == failed
         shim.stop()
     finally:
-        node.stop()
+        one.stop()
 
 
 def test_a_cluster_down_but_readable_loses_no_count(tmp):
@@ -274,17 +293,10 @@ def test_a_cluster_down_but_readable_loses_no_count(tmp):
     (reason cluster, not a Redis error), and a near-cache flush refused so
     keeps its cost: once the cluster is up again, every request the shim
     decided or answered from its cache is counted, once."""
-    node = ClusterNode(tmp, 9, args=["--cluster-allow-reads-when-down",
-                                     "yes"]).start()
+    one = OneNode(tmp, args=["--cluster-allow-reads-when-down", "yes"])
+    node = one.node
     try:
-        assert cli(node.port, "CLUSTER", "ADDSLOTSRANGE", 0, 16383) == "OK"
-        wait_for(lambda: node.cluster_info().get("cluster_state") == "ok",
-                 timeout=10, what="the one-node cluster")
-
-        class One:
-            def seeds(self):
-                return [node.addr]
-        shim, sock = start_shim(tmp, One(), "down", near_cache=1000,
+        shim, sock = start_shim(tmp, one, "down", near_cache=1000,
                                 timeout=200)
         key = "down@example.org"
         low = "rule=low\nkey=%s\n\n" % key
@@ -312,7 +324,7 @@ def test_a_cluster_down_but_readable_loses_no_count(tmp):
         learnt = time.monotonic()
         other = (slot + 1) % 16384
         assert cli(node.port, "CLUSTER", "DELSLOTS", other) == "OK"
-        wait_for(lambda: node.cluster_info().get("cluster_state") == "fail",
+        wait_for(lambda: one.state() == "fail",
                  timeout=10, interval=0.01, what="the cluster down")
         down_after = time.monotonic() - learnt
         while len(asked) < 6 and time.monotonic() - learnt < 0.6:
@@ -333,8 +345,8 @@ def test_a_cluster_down_but_readable_loses_no_count(tmp):
         assert down.get("fail_redis_error", 0) == 0, down
         assert down["near_cache_lost"] == 0, down
         assert cli(node.port, "CLUSTER", "ADDSLOTS", other) == "OK"
-        wait_for(lambda: node.cluster_info().get("cluster_state") == "ok",
-                 timeout=10, what="the cluster up again")
+        wait_for(lambda: one.state() == "ok", timeout=10,
+                 what="the cluster up again")
         req()
         wait_for(lambda: cli(node.port, "GET", name) == str(counted()),
                  timeout=5, what="every request counted but the fail "
@@ -357,17 +369,41 @@ def test_a_cluster_down_but_readable_loses_no_count(tmp):
         assert cli(node.port, "GET", name) == str(counted())
         shim.stop()
     finally:
-        node.stop()
+        one.stop()
 
 
-def migrate(cluster, slot, src, dst, pace):
-    """Move slot from src to dst as redis-cli --cluster reshard does, a
-    few keys at a time, pace seconds between steps (under load)."""
+def start_move(cluster, slot, src, dst):
+    """Slot from src to dst, as redis-cli --cluster reshard begins: the
+    node ids, for end_move()."""
     ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
     assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
                ids[src.addr]) == "OK"
     assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
                ids[dst.addr]) == "OK"
+    return ids
+
+
+def move_keys(slot, src, dst):
+    """Every key of the moving slot to dst, the slot itself not yet: each
+    call of its keys is told TRYAGAIN until end_move()."""
+    while True:
+        keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
+        if not keys:
+            break
+        assert cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
+                   "KEYS", *keys) == "OK"
+
+
+def end_move(cluster, slot, ids, dst):
+    for n in cluster.masters():
+        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
+                   ids[dst.addr]) == "OK"
+
+
+def migrate(cluster, slot, src, dst, pace):
+    """Move slot from src to dst as redis-cli --cluster reshard does, a
+    few keys at a time, pace seconds between steps (under load)."""
+    ids = start_move(cluster, slot, src, dst)
     moved = 0
     while True:
         time.sleep(pace)
@@ -378,9 +414,7 @@ def migrate(cluster, slot, src, dst, pace):
                   "KEYS", *keys)
         assert out in ("OK", "NOKEY"), out
         moved += len(keys)
-    for n in cluster.masters():
-        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
-                   ids[dst.addr]) == "OK"
+    end_move(cluster, slot, ids, dst)
     return moved
 
 
@@ -454,17 +488,8 @@ def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
     count, tag, src = counters(cluster)[key]
     dst = [n for n in cluster.masters() if n is not src][0]
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
-    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
-    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
-               ids[src.addr]) == "OK"
-    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
-               ids[dst.addr]) == "OK"
-    while True:
-        keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
-        if not keys:
-            break
-        assert cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
-                   "KEYS", *keys) == "OK"
+    ids = start_move(cluster, slot, src, dst)
+    move_keys(slot, src, dst)
     before = stats(shim)["script_resent"]
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
@@ -475,9 +500,7 @@ def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
     # Told TRYAGAIN, and sent again (more than once: it waits).
     wait_for(lambda: stats(shim)["script_resent"] >= before + 2, timeout=2,
              interval=0.005, what="the request sent again")
-    for n in cluster.masters():
-        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
-                   ids[dst.addr]) == "OK"
+    end_move(cluster, slot, ids, dst)
     answer = read_all(s)
     took = time.monotonic() - t0
     s.close()
@@ -504,23 +527,14 @@ def test_a_flush_told_tryagain_keeps_its_cost_till_the_move_ends(tmp,
     _, tag, src = counters(cluster, "low")[key]
     dst = [n for n in cluster.masters() if n is not src][0]
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
-    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
     # Over the limit: Redis's yes holds 0.9 s (CACHE_HOLD_MAX), in which
     # the keys move and the cache answers; measured here, the move took
     # 0.05 s of it.
     learnt = time.monotonic()
     asked.append(ask(sock, low))
     before = stats(shim)
-    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
-               ids[src.addr]) == "OK"
-    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
-               ids[dst.addr]) == "OK"
-    while True:
-        keys = cli(src.port, "CLUSTER", "GETKEYSINSLOT", slot, 100).split()
-        if not keys:
-            break
-        assert cli(src.port, "MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
-                   "KEYS", *keys) == "OK"
+    ids = start_move(cluster, slot, src, dst)
+    move_keys(slot, src, dst)
     moved = time.monotonic() - learnt
     # Only within the hold, well before its end: a request asked after it
     # would wait for the move (TRYAGAIN), and the move waits for this.
@@ -532,9 +546,7 @@ def test_a_flush_told_tryagain_keeps_its_cost_till_the_move_ends(tmp,
              before["near_cache_flush_failed"], timeout=3, interval=0.01,
              what="a flush told TRYAGAIN past its 50 ms")
     failed = stats(shim)
-    for n in cluster.masters():
-        assert cli(n.port, "CLUSTER", "SETSLOT", slot, "NODE",
-                   ids[dst.addr]) == "OK"
+    end_move(cluster, slot, ids, dst)
     asked.append(ask(sock, low))
     wait_for(lambda: counters(cluster, "low").get(key, (0,))[0] ==
              len(asked), timeout=3,
@@ -930,11 +942,7 @@ def test_a_moving_slot_refuses_only_its_own_decisions_in_a_call(tmp,
     assert cli(src.port, "SET", names[("low", "override")], "x2", "PX",
                "60000") == "OK"
     low = ["rule=low\nkey=%s\n" % k for k in others[:10]]
-    ids = {n.addr: cli(n.port, "CLUSTER", "MYID") for n in cluster.live()}
-    assert cli(dst.port, "CLUSTER", "SETSLOT", slot, "IMPORTING",
-               ids[src.addr]) == "OK"
-    assert cli(src.port, "CLUSTER", "SETSLOT", slot, "MIGRATING",
-               ids[dst.addr]) == "OK"
+    ids = start_move(cluster, slot, src, dst)
     asked = collections.Counter()
     mon = Monitor([src])
     try:
