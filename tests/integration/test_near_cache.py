@@ -375,3 +375,49 @@ def test_a_frozen_redis_loses_no_cached_count(make_shim, redis):
     assert st["near_cache_lost"] == 0, st
     print("frozen: %d held yes of %d asked, then the fail policy; all "
           "counted once Redis answered" % (cached, sent - 5))
+
+
+def test_a_full_redis_for_longer_than_a_hold_loses_no_cached_count(
+        make_shim, redis):
+    """Redis full (maxmemory, noeviction) while a key is held and counted:
+    each flush is refused (OOM, before anything is written) and its cost
+    kept, past the key's hold (0.9 s) too, while its window lasts; once
+    Redis has room again, every request the shim counted lands, once."""
+    shim, sock = make_shim(rules=RULES, near_cache=10000, timeout="100ms")
+    key = "senderwatch:counted:full@example.org"
+    assert [one(sock, "counted", "full@example.org") for _ in range(3)] == \
+        ["no"] * 3
+    learnt = time.monotonic()
+    assert one(sock, "counted", "full@example.org") == "yes"
+    before = stats(shim)
+    redis.cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    redis.cli("CONFIG", "SET", "maxmemory", "1")
+    try:
+        # Counted by the cache, well within the hold (0.9 s from the yes:
+        # a request after it would go to the full Redis).
+        answers = []
+        while len(answers) < 5 and time.monotonic() - learnt < 0.6:
+            answers.append(one(sock, "counted", "full@example.org"))
+        cached = stats(shim)["near_cache_hits"] - before["near_cache_hits"]
+        assert answers == ["yes"] * cached and cached > 0, answers
+        # Refused past the hold: a flush every 0.5 s, each kept.
+        t0 = time.monotonic()
+        wait_for(lambda: stats(shim)["near_cache_flush_failed"] >=
+                 before["near_cache_flush_failed"] + 3, timeout=5 * SLOW,
+                 what="three flushes refused by a full Redis")
+        assert time.monotonic() - t0 > 0.9
+        assert redis.cli("GET", key) == "4"
+        assert stats(shim)["near_cache_lost"] == 0
+    finally:
+        redis.cli("CONFIG", "SET", "maxmemory", "0")
+    wait_for(lambda: redis.cli("GET", key) == str(4 + cached) and
+             stats(shim)["near_cache_unsent"] == 0, timeout=3 * SLOW,
+             what="the cached costs counted once Redis had room")
+    st = stats(shim)
+    print("full: %d cached costs kept through %d refused flushes, counted "
+          "once Redis had room" % (cached, st["near_cache_flush_failed"] -
+                                   before["near_cache_flush_failed"]))
+    assert st["near_cache_lost"] == 0, st
+    # Nothing counted twice: still exact past two more flush rounds.
+    time.sleep(1.2)
+    assert redis.cli("GET", key) == str(4 + cached)
