@@ -80,11 +80,9 @@ cluster_node_error(struct rconn *rc, void *arg, const redisReply *r)
 	struct cluster_node	*n = arg;
 
 	(void)rc;
-	/* A script refused because the cluster is down says so in its text. */
-	if (strncmp(r->str, "MOVED ", 6) == 0 ||
-	    strncmp(r->str, "ASK ", 4) == 0 ||
-	    strncmp(r->str, "CLUSTERDOWN", 11) == 0 ||
-	    strstr(r->str, "while the cluster is down") != NULL)
+	/* Any cluster fault but TRYAGAIN (a slot moving: the map holds). */
+	if (rconn_error_kind(r) == RERR_CLUSTER &&
+	    strncmp(r->str, "TRYAGAIN ", 9) != 0)
 		cluster_refresh(n->cl, r->str);
 }
 

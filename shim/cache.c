@@ -41,9 +41,9 @@ struct cache_entry {
 	const struct conf_rule	*rule;
 	uint64_t		 hash;
 	double			 until;		/* held while now < until */
-	double			 count_until;	/* and counted hits while < this */
-	double			 window_until;	/* a cost counted now lands in
-						   its window if sent before */
+	double			 window_until;	/* and counted hits while < this:
+						   such a cost lands in its
+						   window if sent before it */
 	double			 pending_until;	/* and pending's, all of it */
 	long long		 min_cost;	/* held for requests this dear */
 	long long		 pending;	/* counted here, not yet in Redis */
@@ -225,13 +225,13 @@ cache_hit(const struct conf_rule *r, const char *key, size_t len,
 	if ((e = cache_find(r, key, len)) == NULL)
 		return 0;
 	if (now >= e->until || cost < e->min_cost ||
-	    (counts && now >= e->count_until)) {
+	    (counts && now >= e->window_until)) {
 		/*
 		 * Redis answers this one (and learn() refreshes): what was
 		 * counted here goes first, on the same connection, so that
 		 * Redis decides with it.
 		 */
-		if (now >= e->until || (counts && now >= e->count_until))
+		if (now >= e->until || (counts && now >= e->window_until))
 			cache.st.lapsed++;
 		cache_flush_one(e);
 		return 0;
@@ -282,15 +282,14 @@ cache_learn(const struct conf_rule *r, const char *key, size_t len,
 	/* The latest word from Redis is the one that holds. */
 	e->until = until;
 	e->nocount = count_until < 0;
-	e->count_until = count_until < 0 || count_until > until ? until :
-	    count_until;
 	/*
-	 * Hits are counted only while held, but a cost counted then and
-	 * refused by Redis (down, failing over) may go again for as long as
-	 * its window lasts: a Redis away for longer than a hold must not
-	 * lose an abuser's counts.  What is pending keeps its own windows'
-	 * (pending_until): a later word (a peek's, count_ms 0) moves only
-	 * the costs counted after it.
+	 * Hits are counted only while held (until) and while their window
+	 * lasts; a cost counted then and refused by Redis (down, failing
+	 * over) may go again for as long as that window lasts, the hold over
+	 * or not: a Redis away for longer than a hold must not lose an
+	 * abuser's counts.  What is pending keeps its own windows' end
+	 * (pending_until): a later word (a peek's, count_ms 0) moves only the
+	 * costs counted after it.
 	 */
 	e->window_until = count_until < 0 ? until : count_until;
 	e->min_cost = min_cost;

@@ -370,9 +370,10 @@ def test_a_cluster_down_but_readable_loses_no_count(tmp):
         assert set(asked) == {b"no", b"yes"} and asked[:2] == [b"no"] * 2
         assert st["near_cache_lost"] == 0, st
         assert st.get("fail_redis_error", 0) == 0, st
-        # Nothing counted twice: still exact past two more flush rounds (a
-        # cost sent again after it had counted would land within 0.5 s).
-        time.sleep(1.2)
+        # Nothing counted twice: once nothing is left to send or awaits a
+        # reply, no cost can land later, and the count is still exact.
+        wait_for(lambda: stats(shim)["near_cache_unsent"] == 0, timeout=3,
+                 what="nothing unsent")
         assert cli(node.port, "GET", name) == str(counted())
         shim.stop()
     finally:
@@ -572,9 +573,10 @@ def test_a_flush_told_tryagain_keeps_its_cost_till_the_move_ends(tmp,
     assert counters(cluster, "low")[key][2] is dst
     assert st["near_cache_lost"] == 0 and failed(shim, st) == 0, st
     assert refused["script_resent"] > before["script_resent"], refused
-    # Nothing counted twice: still exact past two more flush rounds (a
-    # cost sent again after it had counted would land within 0.5 s).
-    time.sleep(1.2)
+    # Nothing counted twice: once nothing is left to send or awaits a
+    # reply, no cost can land later, and the count is still exact.
+    wait_for(lambda: stats(shim)["near_cache_unsent"] == 0, timeout=3,
+             what="nothing unsent")
     assert counters(cluster, "low")[key][0] == len(asked)
 
 
