@@ -33,7 +33,9 @@ KEYS[b+1+2i]  state PREFIX:RULE[.WIN]:KEY      limit i's state: fixed: an
                                                {i bucket, c count, p previous};
                                                gcra: 1, expiring at the
                                                theoretical arrival time.
-                                               Always with a TTL.
+                                               Always with a TTL (one
+                                               another tool took away:
+                                               see fixed_commit()).
 KEYS[b+2+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is
                                                over: one event per crossing
   (i = 1 .. n, n from 1 to 8: 1 + m * (2 + 2n) keys)
@@ -130,6 +132,8 @@ are common/keyspace.h's keyspace_fields[], in that order.
 ]]
 
 local HEAD = 3			-- ARGV before the limits: flags, factor, meta
+local MEND = 16			-- fixed_commit(): a counter without a TTL
+				-- is mended within a MEND-th of its limit
 local COST_MAX = 1000000	-- common/keyspace.h: KEYSPACE_COST_MAX, and so
 				-- at most 6 digits or '1000000' below
 
@@ -234,14 +238,15 @@ if ov then
   end
 end
 
--- The fixed window that counts every attempt: INCRBY, and PEXPIRE NX,
--- which starts the window at the first hit and mends a key another tool
--- left without a TTL, limit by limit.  The new counts decide alone, with
--- no read before the write.  Only what is over, or a subject, goes on to
--- the code below (fixed_tail), with the counts made here.
+-- The fixed window that counts every attempt: INCRBY, and where needed
+-- PEXPIRE NX (fixed_commit(), below, says when), limit by limit.  The new
+-- counts decide alone, with no read before the write.  Only what is
+-- over, or a subject, goes on to the code below (fixed_tail), with the
+-- counts made here.
 local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
+  local cn = cost_arg == '1' and 1 or tonumber(cost_arg)
   wrote = true
   for i = 1, n do
     local state = pb and pre .. ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
@@ -258,9 +263,13 @@ if f_alg == 102 and count_denied and f_mode == 99 then
       redis.call('DEL', state)
       c = redis.call('INCRBY', state, cost_arg)
     end
-    redis.call('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
     local limit = i == 1 and limit1 or tonumber(ARGV[1 + 3 * i])
     if factor ~= 1 then limit = math.floor(limit * factor) end
+    -- As fixed_commit() (inlined: a call costs Redis here).
+    if c <= cn or c > limit or
+        c % (limit >= 2 * MEND and math.floor(limit / MEND) or 1) < cn then
+      redis.call('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
+    end
     if c > limit then over = true end
     if i == 1 then
       c1 = c
@@ -328,11 +337,16 @@ local function limit_of(i)
 end
 
 -- The fixed window's write (the article's window, from the key's first
--- hit): INCRBY, and PEXPIRE NX, which starts the window at the first hit
--- and mends a key another tool left without a TTL.  It returns the new
--- count, so a rule that counts every attempt decides from it alone, with
--- no read before the write.
-local function fixed_commit(state, window)
+-- hit): INCRBY, and PEXPIRE NX where the window may lack its TTL, which
+-- starts the window at the first hit and mends a counter another tool
+-- left without one.  PEXPIRE is a fifth of a decision's cost, and a
+-- counter this script made has its TTL from its first hit on, so it is
+-- sent where the count is the cost alone (the key new, replaced, or set
+-- to 0 by another tool), where it is over the limit (before it can
+-- answer yes, or be held by a near cache), and as the count passes a
+-- multiple of a MEND-th of the limit: a counter some tool set without a
+-- TTL below the limit is mended before it has counted that share more.
+local function fixed_commit(state, window, limit)
   wrote = true
   local c = redis.pcall('INCRBY', state, cost_arg)
   if type(c) == 'table' then
@@ -340,7 +354,10 @@ local function fixed_commit(state, window)
     redis.call('DEL', state)
     c = redis.call('INCRBY', state, cost_arg)
   end
-  redis.call('PEXPIRE', state, window, 'NX')
+  if c <= cost or c > limit or
+      c % (limit >= 2 * MEND and math.floor(limit / MEND) or 1) < cost then
+    redis.call('PEXPIRE', state, window, 'NX')
+  end
   return c
 end
 
@@ -445,13 +462,14 @@ if fixed_counts then
     if ttl1 < 0 then ttl1 = redis.call('PTTL', key_of(3)) end
     record_subject(ttl1)
   end
-  -- The soonest any window ends, the ones under their limit too.
+  -- The soonest any window ends, the ones under their limit too (but
+  -- one another tool left without a TTL, not mended yet, ends never).
   local count_ms = 0
   if ttls and not shadow then
     count_ms = hold
     for i = 1, n do
       local t = ttls[i] or redis.call('PTTL', key_of(1 + 2 * i))
-      if t < count_ms then count_ms = t end
+      if t >= 0 and t < count_ms then count_ms = t end
     end
   end
   return reply(decided > 0, dcount, ttl1, crossed, decided, override, hold,
@@ -485,7 +503,7 @@ function fixed.probe(lim)
   lim.over = lim.count > lim.limit
 end
 function fixed.commit(lim)
-  fixed_commit(lim.state, lim.window)
+  fixed_commit(lim.state, lim.window, lim.limit)
 end
 
 -- Sliding-window counter: the previous bucket's count, weighted by how
@@ -612,6 +630,15 @@ end
 
 if not over or count_denied then
   for i = 1, n do alg.commit(limits[i]) end
+elseif algorithm == 'fixed' then
+  -- Not counted, but a count over the limit that another tool left
+  -- without a TTL is mended all the same: it would answer yes for good.
+  wrote = true
+  for i = 1, n do
+    if limits[i].over then
+      redis.call('PEXPIRE', limits[i].state, limits[i].window, 'NX')
+    end
+  end
 end
 
 if subject ~= '' then

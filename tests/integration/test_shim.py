@@ -257,6 +257,56 @@ def test_every_key_gets_a_ttl(make_shim, redis, setup, want):
     assert 0 < int(redis.cli("PTTL", key)) <= 60000
 
 
+def pexpires(redis):
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_pexpire:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_a_counter_without_a_ttl_is_mended_within_a_sixteenth(make_shim,
+                                                              redis):
+    """A fixed counter has its TTL from its first hit, so count.lua sends
+    PEXPIRE NX only where one may be missing: where the count is the cost
+    alone (new, or reset to 0 by another tool), where it is over, and as
+    it passes a multiple of a sixteenth of the limit (10 of 160 here)."""
+    shim, sock = make_shim(rules="  default: { limit: 160, window: 60s }\n"
+                           "  nodeny: { limit: 160, window: 60s,"
+                           " count_denied: no }\n")
+    # Set without a TTL below the limit: mended as it passes 10.
+    key = counter("set@example.org")
+    redis.cli("SET", key, "2")
+    for count in range(3, 10):
+        assert ask(sock, "set@example.org\n") == b"no"
+        assert redis.cli("PTTL", key) == "-1", count
+    assert ask(sock, "set@example.org\n") == b"no"
+    assert redis.cli("GET", key) == "10"
+    assert 0 < int(redis.cli("PTTL", key)) <= 60000
+    # Reset to 0 by another tool: mended by the next count.
+    key = counter("reset@example.org")
+    redis.cli("SET", key, "0")
+    assert ask(sock, "reset@example.org\n") == b"no"
+    assert 0 < int(redis.cli("PTTL", key)) <= 60000
+    # Over the limit, counted or not: mended before it answers yes.
+    for rule in ("default", "nodeny"):
+        key = counter("over@example.org", rule)
+        redis.cli("SET", key, "500")
+        assert ask(sock, "rule=%s\nkey=over@example.org\n\n" % rule) == \
+            b"yes"
+        assert 0 < int(redis.cli("PTTL", key)) <= 60000, rule
+    # A counter this shim made: PEXPIRE at its first hit and at 10 and 20
+    # only, and its window is the first hit's.
+    key = counter("new@example.org")
+    before = pexpires(redis)
+    assert ask(sock, "new@example.org\n") == b"no"
+    first = int(redis.cli("PTTL", key))
+    for _ in range(19):
+        assert ask(sock, "new@example.org\n") == b"no"
+    assert redis.cli("GET", key) == "20"
+    assert pexpires(redis) - before == 3
+    assert 0 < int(redis.cli("PTTL", key)) <= first
+
+
 def test_existing_window_is_kept(make_shim, redis):
     """The window runs from the first hit: later hits don't extend it."""
     shim, sock = make_shim()
