@@ -866,9 +866,10 @@ decide_resend(struct batch *b, unsigned i, redisReply *reply)
  * on one side (its override and crossing marker seldom exist, so that is
  * nearly every decision of the slot until the move ends), and Redis ran
  * nothing.  A request waits and goes again every DECIDE_RETRY_S until it
- * is decided or its session's redis.timeout gives the fail policy: a slot
- * moved within that time (with a large --cluster-pipeline) costs its
- * senders a little latency, not their limits.  A near-cache flush goes
+ * is decided or its session's redis.timeout gives the fail policy
+ * (reason cluster: session_moving()): a slot moved within that time
+ * (with a large --cluster-pipeline) costs its senders a little latency,
+ * not their limits.  A near-cache flush goes
  * again the same way, in the same order (it must count before the
  * request that made it), but only within DECIDE_FLUSH_RETRY_S of its
  * first sending: the cache made it in time for its window with 100 ms to
@@ -913,6 +914,7 @@ decide_retry_later(struct batch *b, unsigned i)
 	if (p != NULL) {
 		r->p = *p;
 		session_resent(p->session, &r->p);
+		session_moving(p->session);
 		p->session = NULL;
 	}
 	TAILQ_INSERT_TAIL(&decide_retries, r, entry);

@@ -43,6 +43,7 @@ struct session {
 	ev_timer		 timer;
 	struct pending		*pending;
 	const struct conf_rule	*rule;		/* while asking */
+	int			 moving;	/* waited out TRYAGAIN */
 	int			 policy;	/* Postfix: answer, read on */
 	size_t			 used;		/* bytes of the request asked */
 	size_t			 len;
@@ -211,6 +212,12 @@ void
 session_resent(struct session *s, struct pending *p)
 {
 	s->pending = p;
+}
+
+void
+session_moving(struct session *s)
+{
+	s->moving = 1;
 }
 
 void
@@ -409,6 +416,7 @@ session_ask(struct session *s, struct request *req)
 		return;
 	}
 	s->state = SESSION_ASKING;
+	s->moving = 0;
 	ev_timer_stop(shim.loop, &s->timer);
 	ev_timer_set(&s->timer, shim.conf->redis_timeout_ms / 1000., 0.);
 	ev_timer_start(shim.loop, &s->timer);
@@ -531,9 +539,12 @@ session_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	if (s->state == SESSION_ASKING) {
-		snprintf(why, sizeof(why), "redis did not answer in %lldms",
+		/* Redis answered, but its slot was moving all that time: a
+		 * reshard to see in fail_cluster, not a slow Redis. */
+		snprintf(why, sizeof(why), s->moving ? "slot still moving "
+		    "(TRYAGAIN) after %lldms" : "redis did not answer in %lldms",
 		    (long long)shim.conf->redis_timeout_ms);
-		session_fail(s, FAIL_TIMEOUT, why);
+		session_fail(s, s->moving ? FAIL_CLUSTER : FAIL_TIMEOUT, why);
 		return;
 	}
 	if (!(s->policy && s->len == 0)) {

@@ -128,6 +128,8 @@ void	session_answer(struct session *, int verdict, const char *why);
 void	session_fail(struct session *, enum fail_reason, const char *why);
 /* decide.c sent the request again: its reply now comes to pending. */
 void	session_resent(struct session *, struct pending *);
+/* Its slot is moving: it waits to be sent again (TRYAGAIN). */
+void	session_moving(struct session *);
 
 /* watch.c: the subscription to events.channel, for overrides. */
 int	watch_start(void);

@@ -520,6 +520,31 @@ def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
     assert counters(cluster)[key][:3:2] == (2, dst)
 
 
+def test_a_decision_still_told_tryagain_at_its_timeout_is_a_cluster_fault(
+        tmp, cluster):
+    """A slot moving for longer than redis.timeout: the request waiting
+    it out gets the fail policy as a cluster fault (fail_cluster,
+    reason=cluster), not as a Redis that did not answer, and Redis
+    counted nothing for it."""
+    shim, sock = start_shim(tmp, cluster, timeout=300)
+    key = "long@example.org"
+    assert ask(sock, key + "\n") == b"no"
+    count, tag, src = counters(cluster)[key]
+    dst = [n for n in cluster.masters() if n is not src][0]
+    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
+    ids = start_move(cluster, slot, src, dst)
+    move_keys(slot, src, dst)
+    before = stats(shim)
+    assert ask(sock, key + "\n") == b"yes"   # the fail policy: on_error
+    st = stats(shim)
+    assert st["script_resent"] > before["script_resent"], st
+    assert st.get("fail_cluster", 0) - before.get("fail_cluster", 0) == 1, st
+    assert st.get("fail_timeout", 0) == before.get("fail_timeout", 0), st
+    assert log_lines(shim, "TRYAGAIN) after 300ms"), shim.log()
+    end_move(cluster, slot, ids, dst)
+    assert counters(cluster)[key][:3:2] == (1, dst)
+
+
 def test_a_flush_told_tryagain_keeps_its_cost_till_the_move_ends(tmp,
                                                                  cluster):
     """A key over its limit, answered by the near cache, whose slot is
