@@ -484,20 +484,27 @@ def test_a_slot_migrating_under_load_gives_no_wrong_answer(tmp, cluster):
     assert ask(sock, mine[0] + "\n") == b"no"
 
 
-def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
-    """A slot whose keys have moved but not the slot itself: Redis
-    answers TRYAGAIN (ASK, then keys missing on the importing side), and
-    the request waits, sent again every 10 ms within redis.timeout,
-    instead of the fail policy; once the slot is given to its new master
-    it is decided there, counted once."""
-    shim, sock = start_shim(tmp, cluster, timeout=3000)
-    key = "wait@example.org"
+def keys_moved(tmp, cluster, key, timeout):
+    """A shim (redis.timeout in ms) that counted key once, and key's slot
+    half moved to another master: its keys there, the slot not yet."""
+    shim, sock = start_shim(tmp, cluster, timeout=timeout)
     assert ask(sock, key + "\n") == b"no"
     count, tag, src = counters(cluster)[key]
     dst = [n for n in cluster.masters() if n is not src][0]
     slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
     ids = start_move(cluster, slot, src, dst)
     move_keys(slot, src, dst)
+    return shim, sock, slot, ids, dst
+
+
+def test_a_decision_told_tryagain_waits_for_the_move_to_end(tmp, cluster):
+    """A slot whose keys have moved but not the slot itself: Redis
+    answers TRYAGAIN (ASK, then keys missing on the importing side), and
+    the request waits, sent again every 10 ms within redis.timeout,
+    instead of the fail policy; once the slot is given to its new master
+    it is decided there, counted once."""
+    key = "wait@example.org"
+    shim, sock, slot, ids, dst = keys_moved(tmp, cluster, key, 3000)
     before = stats(shim)["script_resent"]
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
@@ -526,14 +533,8 @@ def test_a_decision_still_told_tryagain_at_its_timeout_is_a_cluster_fault(
     it out gets the fail policy as a cluster fault (fail_cluster,
     reason=cluster), not as a Redis that did not answer, and Redis
     counted nothing for it."""
-    shim, sock = start_shim(tmp, cluster, timeout=300)
     key = "long@example.org"
-    assert ask(sock, key + "\n") == b"no"
-    count, tag, src = counters(cluster)[key]
-    dst = [n for n in cluster.masters() if n is not src][0]
-    slot = int(cli(src.port, "CLUSTER", "KEYSLOT", tag))
-    ids = start_move(cluster, slot, src, dst)
-    move_keys(slot, src, dst)
+    shim, sock, slot, ids, dst = keys_moved(tmp, cluster, key, 300)
     before = stats(shim)
     assert ask(sock, key + "\n") == b"yes"   # the fail policy: on_error
     st = stats(shim)
