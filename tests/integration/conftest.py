@@ -75,6 +75,15 @@ def ask(path, data, timeout=5.0):
         s.close()
 
 
+def command_calls(r, name):
+    """How many times Redis (r: anything with cli()) ran a command,
+    scripts' calls included."""
+    for line in r.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_%s:" % name):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
 def log_lines(daemon, what):
     """The daemon's log lines that contain what."""
     return [l for l in daemon.log().splitlines() if what in l]

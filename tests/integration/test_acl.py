@@ -34,7 +34,7 @@ import time
 import pytest
 
 from conftest import (log_lines, ALERTER, BUILD, ROOT, RUN_USER, SHIM, VALGRIND, Daemon,
-                      Redis, RespError, Resp, ask, free_port,
+                      Redis, RespError, Resp, ask, command_calls, free_port,
                       shim_answers, stats, wait_for, write_config)
 from cluster import Cluster, cli
 from test_alerter import Sink, keys_mailed
@@ -234,14 +234,6 @@ def replica(tmp, aredis):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def command_calls(r, name):
-    """How many times Redis ran a command, scripts' calls included."""
-    for line in r.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_%s:" % name):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
 
 
 # --- the daemons' configuration -----------------------------------------------

@@ -12,7 +12,8 @@ import os
 import subprocess
 import time
 
-from conftest import ROOT, VALGRIND, Resp, ask, stats, wait_for
+from conftest import (ROOT, VALGRIND, Resp, ask, command_calls, stats,
+                      wait_for)
 
 SLOW = 5 if VALGRIND else 1
 # The comparison's window: a burst of requests must fit in it.
@@ -45,13 +46,6 @@ def block(rule, key, **attrs):
 
 def one(sock, rule, key, **attrs):
     return ask(sock, block(rule, key, **attrs)).decode()
-
-
-def evalshas(redis):
-    for line in redis.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
 
 
 def test_same_answers_with_and_without_the_cache(make_shim, redis):
@@ -98,7 +92,7 @@ def test_same_answers_with_and_without_the_cache(make_shim, redis):
 def test_costs_counted_in_the_cache_reach_redis_within_a_second(make_shim, redis):
     shim, sock = make_shim(rules=RULES, near_cache=10000)
     key = "senderwatch:counted:mallory@example.org"
-    before = evalshas(redis)
+    before = command_calls(redis, "evalsha")
     assert [one(sock, "counted", "mallory@example.org") for _ in range(4)] == \
         ["no"] * 3 + ["yes"]
     t_last = None
@@ -112,7 +106,7 @@ def test_costs_counted_in_the_cache_reach_redis_within_a_second(make_shim, redis
     st = stats(shim)
     assert st["near_cache_hits"] == 46, st
     # Redis ran the 4 decisions and a flush or two, not 50 calls.
-    calls = evalshas(redis) - before
+    calls = command_calls(redis, "evalsha") - before
     assert 5 <= calls <= 4 + st["near_cache_flushes"] <= 8, (calls, st)
     assert int(redis.cli("PTTL", key)) > 0
     print("46 cached costs in Redis %.0f ms after the last request, %d calls"

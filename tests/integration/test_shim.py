@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from conftest import (SHIM, Daemon, Resp, ask, log_lines, read_all, shim_config, stats,
-                      wait_for, write_config)
+from conftest import (SHIM, Daemon, Resp, ask, command_calls, log_lines,
+                      read_all, shim_config, stats, wait_for, write_config)
 
 PREFIX = "senderwatch"
 STREAM = "senderwatch:stream"
@@ -257,13 +257,6 @@ def test_every_key_gets_a_ttl(make_shim, redis, setup, want):
     assert 0 < int(redis.cli("PTTL", key)) <= 60000
 
 
-def pexpires(redis):
-    for line in redis.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_pexpire:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
-
-
 def test_a_counter_without_a_ttl_is_mended_within_a_sixteenth(make_shim,
                                                               redis):
     """A fixed counter has its TTL from its first hit, so count.lua sends
@@ -297,13 +290,13 @@ def test_a_counter_without_a_ttl_is_mended_within_a_sixteenth(make_shim,
     # A counter this shim made: PEXPIRE at its first hit and at 10 and 20
     # only, and its window is the first hit's.
     key = counter("new@example.org")
-    before = pexpires(redis)
+    before = command_calls(redis, "pexpire")
     assert ask(sock, "new@example.org\n") == b"no"
     first = int(redis.cli("PTTL", key))
     for _ in range(19):
         assert ask(sock, "new@example.org\n") == b"no"
     assert redis.cli("GET", key) == "20"
-    assert pexpires(redis) - before == 3
+    assert command_calls(redis, "pexpire") - before == 3
     assert 0 < int(redis.cli("PTTL", key)) <= first
 
 
