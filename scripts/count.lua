@@ -44,10 +44,15 @@ ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
          the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
          announces, but the answer is always no), count_denied (1: the
          cost is added even when the answer is yes), and n, the number of
-         limits (1 to 8); and a sixth, u, where the decisions share one
-         cost and subject: they are then given once, as decision 1's
-         (below), and each count of arguments below has 2 for its 2m
-         (3m is 2 + m, 4m is 2 + 2m)
+         limits (1 to 8); then u, where the decisions share one cost and
+         subject: they are then given once, as decision 1's (below), and
+         each count of arguments below has 2 for its 2m (3m is 2 + m, 4m
+         is 2 + 2m); then, where the caller knows some keys have no
+         runtime override, k and a character per decision: 1, this
+         script answered the key without one (override 0) less than a
+         second ago, so it is not read again (a plain SET of one shows
+         within a second; the shim's ovcache.c); 0, it is read.  Without
+         k, every decision reads its key's override.
 ARGV[2]  factor from the config's per-key override (1 = none)
 ARGV[3]  what a crossing records, seven words separated by one space:
          the rule's name, the reporting host, the events channel, the
@@ -164,6 +169,10 @@ if #KEYS <= 1 then
   ko, kstep = pb + per + (node and 2 or 0), step
 end
 local nflags = #(flags or '')
+-- The flags' k, where there is one: decision d's knowledge of its
+-- override is the character past it, ARGV[1][known + d].
+local fbase = f_u == 117 and 6 or 5
+local known = string.byte(flags or '', fbase + 1) == 107 and fbase + 1 or nil
 if n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     #ARGV ~= HEAD + 3 * n + ac + aa * m +
     (pb and 1 + per + (node and 1 + 2 * m or m) or 0) then
@@ -179,10 +188,12 @@ if not (f_mode == 99 or f_mode == 112) or
     not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
     not (f_shadow == 48 or f_shadow == 49) or
     not (f_denied == 48 or f_denied == 49) or
-    not (nflags == 5 or (nflags == 6 and f_u == 117)) or
+    not (nflags == fbase or (known and nflags == known + m and
+      not string.find(flags, '[^01]', known + 1))) or
     not call_factor then
   return redis.error_reply('ERR count.lua: flags must be [cp][fsg][01][01]'
-    .. '[1-8], then u or nothing, and the factor a number')
+    .. '[1-8], then u or nothing, then k and a 0 or 1 per decision or '
+    .. 'nothing, and the factor a number')
 end
 
 -- One decision: its keys from KEYS[kb + 1] (or, pb set, its names made
@@ -197,7 +208,7 @@ end
 -- call costs Redis its allocation and its collection).  What it does not
 -- need is defined after it.
 local function decide(kb, stream, ab, n, factor_, f_mode, f_alg, shadow,
-    count_denied, limit1, pb, pre)
+    count_denied, limit1, pb, pre, no_override)
 
 -- INCRBY is given the cost as written: turning a Lua number back into a
 -- string (sprintf "%.14g") cost more per window than the INCRBY itself.
@@ -210,11 +221,13 @@ if cost_arg ~= '1' and not (cost_arg == '0' or ((#cost_arg < 7 or
 end
 
 -- Runtime override, set with scripts/override.lua or plain redis-cli.  A
--- key of another type there (WRONGTYPE) is not an override.
+-- key of another type there (WRONGTYPE) is not an override.  Not read
+-- where the caller found none within the last second (no_override): the
+-- GET of a key that is not there was a quarter of a decision's cost.
 local override = 0
 -- (A name made here as key_of(), below, makes it.)
-local ov = redis.pcall('GET', pb and pre .. ARGV[pb + 2] .. ARGV[kb] or
-  KEYS[kb + 2])
+local ov = not no_override and redis.pcall('GET', pb and
+  pre .. ARGV[pb + 2] .. ARGV[kb] or KEYS[kb + 2])
 if ov then
   -- Undeclared keys (a node's call): GET found this key here, so Redis
   -- checks the rest of them before anything is written (a slot that is
@@ -247,22 +260,25 @@ local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
   local cn = cost_arg == '1' and 1 or tonumber(cost_arg)
-  wrote = true
   for i = 1, n do
     local state = pb and pre .. ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
       KEYS[kb + 1 + 2 * i]
     local c = redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
-      -- Corrupt only as the code below defines it (corrupt()).
+      -- Corrupt only as the code below defines it (corrupt()).  (A node
+      -- refusing the key, where the override was not read, is the first
+      -- key it saw: nothing was written, see ELSEWHERE.)
       local e = c.err
       if string.sub(e, 1, 9) ~= 'WRONGTYPE' and
           not string.find(e, 'not an integer', 1, true) and
           not string.find(e, 'overflow', 1, true) then
         error(c)
       end
+      wrote = true
       redis.call('DEL', state)
       c = redis.call('INCRBY', state, cost_arg)
     end
+    wrote = true
     local limit = i == 1 and limit1 or tonumber(ARGV[1 + 3 * i])
     if factor ~= 1 then limit = math.floor(limit * factor) end
     -- As fixed_commit() (inlined: a call costs Redis here).
@@ -675,7 +691,7 @@ if m == 1 then
   local kb = kbase(1)
   return decide(kb, KEYS[1], HEAD + 3 * n, n, call_factor, f_mode, f_alg,
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
-    prefix)
+    prefix, known and string.byte(flags, known + 1) == 49)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -687,7 +703,8 @@ for d = 1, m do
   wrote = false
   local ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
     call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
-    node and prefix .. ARGV[kb - 1] or prefix)
+    node and prefix .. ARGV[kb - 1] or prefix,
+    known and string.byte(flags, known + d) == 49)
   if ok then
     out[d] = r
   else

@@ -25,7 +25,6 @@
  * the flush callback, decide.c's.
  */
 #include <sys/queue.h>
-#include <sys/random.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,6 +32,7 @@
 #include <time.h>
 
 #include "cache.h"
+#include "siphash.h"
 
 struct cache_entry {
 	struct cache_entry	*hnext;		/* the bucket's chain */
@@ -69,43 +69,10 @@ static struct {
 	.dirty = TAILQ_HEAD_INITIALIZER(cache.dirty),
 };
 
-/* SipHash-2-4 (Aumasson and Bernstein), over the rule and the key. */
-#define ROTL(x, b)	(uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND do {							\
-	v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);	\
-	v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;				\
-	v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;				\
-	v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);	\
-} while (0)
-
-static uint64_t
-cache_siphash(const uint64_t k[2], uint64_t first, const char *p, size_t len)
-{
-	uint64_t	 v0 = k[0] ^ 0x736f6d6570736575ULL;
-	uint64_t	 v1 = k[1] ^ 0x646f72616e646f6dULL;
-	uint64_t	 v2 = k[0] ^ 0x6c7967656e657261ULL;
-	uint64_t	 v3 = k[1] ^ 0x7465646279746573ULL;
-	uint64_t	 m, b = (uint64_t)(len + 8) << 56;
-	size_t		 i, left;
-
-	/* The rule's address first, as one whole word. */
-	v3 ^= first; SIPROUND; SIPROUND; v0 ^= first;
-	for (i = 0; i + 8 <= len; i += 8) {
-		memcpy(&m, p + i, 8);
-		v3 ^= m; SIPROUND; SIPROUND; v0 ^= m;
-	}
-	for (left = len - i; left > 0; left--)
-		b |= (uint64_t)(unsigned char)p[i + left - 1] << (8 * (left - 1));
-	v3 ^= b; SIPROUND; SIPROUND; v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND; SIPROUND; SIPROUND; SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
-
 static uint64_t
 cache_hash(const struct conf_rule *r, const char *key, size_t len)
 {
-	return cache_siphash(cache.sipkey, (uint64_t)(uintptr_t)r, key, len);
+	return siphash(cache.sipkey, (uint64_t)(uintptr_t)r, key, len);
 }
 
 static struct cache_entry **
@@ -202,11 +169,7 @@ cache_configure(size_t max, cache_flush_fn *flush)
 			return -1;
 	}
 	/* A new key each time: chains an attacker learnt are gone too. */
-	if (getrandom(cache.sipkey, sizeof(cache.sipkey), GRND_NONBLOCK) !=
-	    sizeof(cache.sipkey)) {
-		cache.sipkey[0] ^= (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
-		cache.sipkey[1] ^= (uint64_t)(uintptr_t)&b;
-	}
+	siphash_key(cache.sipkey);
 	free(cache.bucket);
 	cache.bucket = b;
 	cache.nbuckets = max > 0 ? n : 0;

@@ -24,6 +24,7 @@
 
 #include "cache.h"
 #include "cluster.h"
+#include "ovcache.h"
 #include "keyspace.h"
 #include "rule.h"
 #include "log.h"
@@ -37,6 +38,9 @@ struct pending {
 	struct ask		 ask;		/* points into the session */
 	double			 sent;		/* cache_clock(), for a hold */
 	unsigned		 generation;	/* the near cache's, when sent */
+	int			 ov_read;	/* count.lua reads the override */
+	double			 ov_at;		/* else, when it was last read */
+	unsigned		 ov_generation;	/* the override cache's, then */
 };
 
 /*
@@ -223,25 +227,32 @@ decide_count_until(double sent, long long count_ms)
 /*
  * What the near cache learns from an answer.  A request counted (mode
  * count, count_denied) leaves the key at least that far over, so any
- * cost holds; otherwise only as dear a request as this one.
+ * cost holds; otherwise only as dear a request as this one.  An answer
+ * given without reading the override (ovcache.c) holds no longer than
+ * one given when it was last read: a plain SET of an override shows
+ * within CACHE_HOLD_MAX of it, however the two caches take turns.
  */
 static void
-decide_teach(const struct ask *a, const struct verdict *v, double sent,
-    unsigned generation)
+decide_teach(const struct pending *p, const struct verdict *v)
 {
-	long long	 hold = v->v[V_HOLD];
+	const struct ask	*a = &p->ask;
+	long long		 hold = v->v[V_HOLD];
+	double			 until = decide_until(p->sent, hold);
 
 	if (!a->rule->near_cache)
 		return;
 	if (v->v[V_ANSWER] == 0) {
-		cache_forget(a->rule, a->key, a->key_len, generation);
+		cache_forget(a->rule, a->key, a->key_len, p->generation);
 		return;
 	}
-	if (hold != 0 && decide_until(sent, hold) > sent)
+	if (!p->ov_read && until > p->ov_at + CACHE_HOLD_MAX -
+	    DECIDE_HOLD_GUARD)
+		until = p->ov_at + CACHE_HOLD_MAX - DECIDE_HOLD_GUARD;
+	if (hold != 0 && until > p->sent)
 		cache_learn(a->rule, a->key, a->key_len,
-		    !a->peek && a->rule->count_denied ? 0 : a->cost,
-		    decide_until(sent, hold), decide_count_until(sent,
-		    v->v[V_COUNT_MS]), generation);
+		    !a->peek && a->rule->count_denied ? 0 : a->cost, until,
+		    decide_count_until(p->sent, v->v[V_COUNT_MS]),
+		    p->generation);
 }
 
 static void
@@ -279,7 +290,13 @@ decide_reply_cb(void *priv, redisReply *reply)
 	else {
 		decide_log(p, &v);
 		/* Before the answer: the key lives in the session. */
-		decide_teach(&p->ask, &v, p->sent, p->generation);
+		decide_teach(p, &v);
+		if (v.v[V_OVERRIDE] != 0)
+			ovcache_forget(p->ask.rule, p->ask.key,
+			    p->ask.key_len);
+		else if (p->ov_read)
+			ovcache_learn(p->ask.rule, p->ask.key, p->ask.key_len,
+			    p->sent, p->ov_generation);
 		session_answer(p->session, v.v[V_ANSWER] != 0, NULL);
 	}
 	/* p goes with the call, after this returns. */
@@ -502,6 +519,38 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
 }
 
 /*
+ * Which of a batch's decisions count.lua need not read the override of
+ * (ovcache.c): decided as the batch goes, so that an override announced
+ * while it waited is read.  A flush always reads it (the near cache's
+ * word on an override made with a plain SET), and so does a request
+ * whose client left (its key went with the session).  Where any need
+ * not, flags get k and a 1 or 0 for each decision.
+ */
+static void
+decide_override_flags(struct batch *b, char *flags, size_t *nflags)
+{
+	struct pending	*p;
+	double		 now = cache_clock();
+	size_t		 i, k = *nflags;
+	int		 any = 0;
+
+	flags[k++] = 'k';
+	for (i = 0; i < b->n; i++) {
+		p = b->item[i].flush ? NULL : b->item[i].priv;
+		if (p != NULL) {
+			p->ov_read = p->session == NULL ||
+			    !ovcache_none(p->ask.rule, p->ask.key,
+			    p->ask.key_len, now, &p->ov_at);
+			p->ov_generation = ovcache_generation();
+		}
+		flags[k++] = p != NULL && !p->ov_read ? '1' : '0';
+		any |= flags[k - 1] == '1';
+	}
+	if (any)
+		*nflags = k;
+}
+
+/*
  * The call: EVALSHA, the shard's stream, every decision's keys, what they
  * share (flags, factor, what a crossing records, the limits), then every
  * decision's cost and subject: count.lua's order.  A named call (a single
@@ -520,9 +569,11 @@ decide_batch_send(struct batch *b)
 	struct script_call		*call;
 	struct script_conn		*sc;
 	struct resp			 resp;
-	char				 factor[24], flags[6], meta[512];
+	char				 factor[24], meta[512];
+	char				 flags[7 + DECIDE_BATCH_MAX];
 	const char			*cmd;
 	size_t				 i, cap, len, mlen, keyoff, sbase, nkeys;
+	size_t				 nflags;
 	int				 node_call, named, lone, one;
 
 	if (b->n == 0) {		/* opened, then out of memory */
@@ -557,8 +608,11 @@ decide_batch_send(struct batch *b)
 	flags[3] = r->count_denied ? '1' : '0';
 	flags[4] = (char)('0' + r->nlimits);
 	/* Every string a call carries costs Redis its making. */
-	flags[5] = 'u';
 	one = b->n > 1 && b->args_one;
+	nflags = 5;
+	if (one)
+		flags[nflags++] = 'u';
+	decide_override_flags(b, flags, &nflags);
 
 	nkeys = b->n * keyspace_decision_nkeys(r);
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +
@@ -588,7 +642,7 @@ decide_batch_send(struct batch *b)
 		else if (!named)
 			resp_raw(&resp, b->keys, b->keys_len, (int)nkeys);
 	}
-	resp_arg(&resp, flags, one ? 6 : 5);
+	resp_arg(&resp, flags, nflags);
 	if (b->factor == 1)
 		resp_str(&resp, "1");
 	else
@@ -1047,6 +1101,13 @@ decide_flush_cb(void *priv, redisReply *reply)
 		if (v.v[V_CROSSED])
 			decide_log_crossing(r, f->rule_name, f->key,
 			    f->key_len, &v, " near_cache=flush");
+		/*
+		 * A flush reads the override: one made with a plain SET is
+		 * how a held key learns of it, and the key's requests that
+		 * go to Redis next must read it too.
+		 */
+		if (r != NULL && v.v[V_OVERRIDE] != 0)
+			ovcache_forget(r, f->key, f->key_len);
 		/* A flush is a request counted: any cost holds after it. */
 		if (r != NULL && v.v[V_ANSWER] != 0 && v.v[V_HOLD] != 0)
 			cache_learn(r, f->key, f->key_len, 0, decide_until(
@@ -1189,6 +1250,7 @@ decide_exit(void)
 	}
 	/* After the connections: a flush still out has had its NULL reply. */
 	cache_free();
+	ovcache_free();
 	if (cache_stats()->lost > 0)
 		log_warn("event=near_cache_exit lost=%llu note=\"cost counted "
 		    "by the near cache that never reached redis\"",

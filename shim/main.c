@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "ovcache.h"
 #include "cluster.h"
 #include "daemon.h"
 #include "log.h"
@@ -128,6 +129,8 @@ shim_reload(struct conf *c)
 		    "cache: it keeps its old size\"");
 	/* Those flushes and every decision still held, under the old. */
 	decide_reload();
+	/* Its entries are the old rules'. */
+	ovcache_clear();
 	if (!shim_same_listen(old, c))
 		log_warn("event=reload note=\"listen and socket settings "
 		    "take effect at restart\"");
@@ -185,6 +188,10 @@ shim_start(char *err, size_t errlen)
 	}
 	if (cache_configure(c->near_cache, decide_flush) == -1) {
 		snprintf(err, errlen, "out of memory for shim.near_cache");
+		return -1;
+	}
+	if (ovcache_configure(1) == -1) {
+		snprintf(err, errlen, "out of memory for the override cache");
 		return -1;
 	}
 	decide_start();

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "ovcache.h"
 #include "cluster.h"
 #include "conf.h"
 #include "kv.h"
@@ -157,6 +158,8 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "script_calls", st->script_calls);
 	kv_u64(kv, "script_decisions", st->script_decisions);
 	kv_u64(kv, "script_resent", st->script_resent);
+	kv_u64(kv, "override_reads_skipped", ovcache_stats()->skipped);
+	kv_u64(kv, "override_cache_learnt", ovcache_stats()->learnt);
 	kv_u64(kv, "sessions", shim.nsessions);
 	kv_str(kv, "redis", stats_redis_state(state, sizeof(state)));
 	kv_str(kv, "redis_address", shim.redis != NULL ?
@@ -248,6 +251,10 @@ stats_metrics(struct metrics *m)
 	    "deciding (a slot it no longer serves, or one moving), or said "
 	    "TRYAGAIN (a slot moving, retried within redis.timeout).",
 	    st->script_resent);
+	metrics_counter(m, "senderwatch_override_reads_skipped_total",
+	    "Decisions count.lua decided without reading the key's runtime "
+	    "override: it had found none for the key within 0.9 s.",
+	    ovcache_stats()->skipped);
 	metrics_counter(m, "senderwatch_near_cache_hits_total",
 	    "Requests answered yes by the near cache, without Redis.",
 	    cache_stats()->hits);

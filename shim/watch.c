@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cache.h"
+#include "ovcache.h"
 #include "log.h"
 #include "rconn.h"
 #include "shim.h"
@@ -52,6 +53,7 @@ watch_cb(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	shim.stats.near_invalidated++;
 	cache_clear();
+	ovcache_clear();
 }
 
 static void
@@ -65,9 +67,10 @@ watch_ready(struct rconn *rc, void *arg)
 		return;
 	/*
 	 * Subscribed anew: an override announced while it was down was not
-	 * heard, so what the cache holds goes too.
+	 * heard, so what the caches hold goes too.
 	 */
 	cache_clear();
+	ovcache_clear();
 	/* Not rconn_command(): the callback runs for every message. */
 	redisAsyncCommand(ac, watch_cb, NULL, "SUBSCRIBE %b", ch, strlen(ch));
 }

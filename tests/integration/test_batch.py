@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-from conftest import ROOT, Resp, RespError, read_all, stats
+from conftest import ROOT, Resp, RespError, command_calls, read_all, stats
 
 PREFIX = "senderwatch"
 STREAM = PREFIX + ":stream"
@@ -187,6 +187,34 @@ def test_each_decision_of_a_call_is_answered_alone(redis, rdb, how):
             assert False, "a sixth flag x was taken"
         except RespError as e:
             assert "flags must be" in str(e), e
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("how", ["call", "node_call", "named_call"])
+def test_a_decision_flagged_k1_does_not_read_its_override(redis, rdb, how):
+    """The flags' k and a character per decision (what the shim's override
+    cache sends): 1 decides without reading the key's override, 0 reads
+    it; a k that does not give one 0 or 1 per decision is refused."""
+    r, sha = script(redis)
+    try:
+        for key in ("a@x", "b@x"):
+            rdb.cmd("SET", "%s:override:%s" % (PREFIX, "default:" + key),
+                    "block")
+        decisions = [("a@x", "1", ""), ("b@x", "1", ""), ("c@x", "1", "")]
+        gets = command_calls(redis, "get")
+        out = globals()[how](r, sha, decisions, flags="cf011k100")
+        # a: counted as if none; b: blocked, counted nowhere; c: none.
+        assert out[0] == 1 and out[2] == 1, out
+        assert out[1][:2] == [1, 0] and out[1][6] == 2, out
+        assert command_calls(redis, "get") - gets == 2
+        assert rdb.cmd("GET", "%s:default:b@x" % PREFIX) is None
+        for bad in ("cf011k10", "cf011k1000", "cf011k1x0", "cf011k"):
+            try:
+                globals()[how](r, sha, decisions, flags=bad)
+                assert False, "flags %s were taken" % bad
+            except RespError as e:
+                assert "flags must be" in str(e), (bad, e)
     finally:
         r.close()
 

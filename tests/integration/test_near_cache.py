@@ -35,6 +35,7 @@ RULES = """\
   counted: { limit: 3, window: 60s }
   strict: { limit: 3, window: 60s, count_denied: no }
   zero: { limit: 0, window: 60s }
+  roomy: { limit: 1000, window: 60s }
 """ % {"w": WINDOW_MS}
 
 
@@ -132,7 +133,8 @@ def test_costs_counted_in_the_cache_reach_redis_within_a_second(make_shim, redis
 
 def test_overrides_take_effect_within_a_second(make_shim, redis):
     """Plain SETs, not announced: each shim sees them within a second,
-    through a flush's answer (counted) or the hold's end (not counted)."""
+    through a flush's answer (counted), the hold's end (not counted), or
+    for a key under its limit the override cache's end (ovcache.c)."""
     shim, sock = make_shim(rules=RULES, near_cache=10000)
     results = {}
     for rule, key, value in (("counted", "ann@example.org", "allow"),
@@ -158,19 +160,30 @@ def test_overrides_take_effect_within_a_second(make_shim, redis):
     wait_for(lambda: one(sock, "strict", key) == "no", timeout=3 * SLOW,
              what="the block cleared", interval=0.005)
     results[("strict", "clear")] = time.monotonic() - t_set
-    # A block on a rule that counts every attempt: held, and counted
-    # nowhere, as Redis counts nothing under a block.
+    # A block on a key under its limit (of 1000: only the block answers
+    # yes), of a rule that counts every attempt: seen within a second,
+    # then held, and counted nowhere, as Redis counts nothing under it.
     key = "gil@example.org"
-    assert [one(sock, "counted", key) for _ in range(2)] == ["no"] * 2
-    redis.cli("SET", "senderwatch:override:counted:" + key, "block", "EX", "60")
+    counter = "senderwatch:roomy:" + key
+    assert [one(sock, "roomy", key) for _ in range(2)] == ["no"] * 2
+    skipped = stats(shim)["override_reads_skipped"]
+    assert one(sock, "roomy", key) == "no"
+    assert stats(shim)["override_reads_skipped"] == skipped + 1
+    redis.cli("SET", "senderwatch:override:roomy:" + key, "block", "EX", "60")
+    t_set = time.monotonic()
+    wait_for(lambda: one(sock, "roomy", key) == "yes", timeout=3 * SLOW,
+             what="block on %s" % key, interval=0.005)
+    results[("roomy", "block")] = time.monotonic() - t_set
+    before = redis.cli("GET", counter)
     hits = stats(shim)["near_cache_hits"]
-    assert [one(sock, "counted", key) for _ in range(20)] == ["yes"] * 20
+    assert [one(sock, "roomy", key) for _ in range(20)] == ["yes"] * 20
     assert stats(shim)["near_cache_hits"] > hits
-    redis.cli("DEL", "senderwatch:override:counted:" + key)
-    wait_for(lambda: one(sock, "counted", key) == "no", timeout=3 * SLOW,
+    assert redis.cli("GET", counter) == before
+    redis.cli("DEL", "senderwatch:override:roomy:" + key)
+    wait_for(lambda: one(sock, "roomy", key) == "no", timeout=3 * SLOW,
              what="the block cleared", interval=0.005)
-    # The two before, and the first one Redis answered after: no more.
-    assert redis.cli("GET", "senderwatch:counted:" + key) == "3"
+    # Those before the block, and the first one Redis answered after.
+    assert redis.cli("GET", counter) == str(int(before) + 1)
     # 1 s is the promise; the cache holds 0.9 s, the rest is for asking.
     for what, took in results.items():
         assert took < 1.0 * SLOW, (what, took)
@@ -178,33 +191,70 @@ def test_overrides_take_effect_within_a_second(make_shim, redis):
         "%s/%s %.0f ms" % (r, v, t * 1000) for (r, v), t in results.items()))
 
 
+def announce(redis, sock, rule, key, action, answer):
+    """Set an override with override.lua (as senderwatch-ctl does), which
+    announces it; how long until the shim answers answer."""
+    r = subprocess.run(
+        ["redis-cli", "-s", redis.sock, "--eval",
+         os.path.join(ROOT, "scripts", "override.lua"),
+         "senderwatch:override:%s:%s" % (rule, key), ",", action, "60",
+         "senderwatch:events", rule, key, "test"],
+        capture_output=True, text=True)
+    assert r.stdout.strip() == "OK", r
+    t0 = time.monotonic()
+    wait_for(lambda: one(sock, rule, key) == answer, timeout=3 * SLOW,
+             what="the announced %s on %s" % (action, key), interval=0.001)
+    return time.monotonic() - t0
+
+
 def test_an_announced_override_empties_the_cache_at_once(make_shim, redis):
     """override.lua (as senderwatch-ctl uses it) announces on the events
-    channel; every shim subscribes, and empties its near cache as it
-    hears it, rather than holding the key up to 0.9 s."""
+    channel; every shim subscribes, and empties its near cache and its
+    override cache as it hears it, rather than holding the key up to
+    0.9 s."""
     shim, sock = make_shim(rules=RULES, near_cache=10000)
     key = "hal@example.org"
-    okey = "senderwatch:override:strict:" + key
     assert [one(sock, "strict", key) for _ in range(5)] == \
         ["no"] * 3 + ["yes"] * 2
     hits = stats(shim)["near_cache_hits"]
     assert one(sock, "strict", key) == "yes"
     assert stats(shim)["near_cache_hits"] == hits + 1
-    r = subprocess.run(
-        ["redis-cli", "-s", redis.sock, "--eval",
-         os.path.join(ROOT, "scripts", "override.lua"), okey, ",", "allow",
-         "60", "senderwatch:events", "strict", key, "test"],
-        capture_output=True, text=True)
-    assert r.stdout.strip() == "OK", r
-    t0 = time.monotonic()
-    wait_for(lambda: one(sock, "strict", key) == "no", timeout=3 * SLOW,
-             what="the announced allow", interval=0.001)
-    took = time.monotonic() - t0
+    took = announce(redis, sock, "strict", key, "allow", "no")
     assert stats(shim)["near_cache_invalidated"] == 1
+    # A key under its limit whose override count.lua skips reading.
+    key2 = "ivy@example.org"
+    assert [one(sock, "roomy", key2) for _ in range(2)] == ["no"] * 2
+    skipped = stats(shim)["override_reads_skipped"]
+    assert one(sock, "roomy", key2) == "no"
+    assert stats(shim)["override_reads_skipped"] == skipped + 1
+    took2 = announce(redis, sock, "roomy", key2, "block", "yes")
+    assert stats(shim)["near_cache_invalidated"] == 2
     # Heard, not waited out: well inside the 0.9 s hold.
     if not VALGRIND:
-        assert took < 0.3, took
-    print("an announced allow seen after %.1f ms" % (took * 1000))
+        assert took < 0.3 and took2 < 0.3, (took, took2)
+    print("an announced allow seen after %.1f ms, a block %.1f ms"
+          % (took * 1000, took2 * 1000))
+
+
+def test_a_key_reads_its_override_once_in_0_9_s(make_shim, redis):
+    """The override cache: count.lua reads a key's runtime override, then
+    not again for 0.9 s from that call's sending (the GET of a key that
+    is not there was a quarter of its work), the time counted here."""
+    shim, sock = make_shim(rules=RULES, near_cache=10000)
+    key = "jo@example.org"
+    gets = command_calls(redis, "get")
+    skipped = stats(shim)["override_reads_skipped"]
+    t0 = time.monotonic()
+    answers = [one(sock, "roomy", key) for _ in range(40)]
+    took = time.monotonic() - t0
+    assert answers == ["no"] * 40
+    read = command_calls(redis, "get") - gets
+    # One read per 0.9 s begun, and every other request spared it.
+    assert 1 <= read <= 1 + int(took / 0.9), (read, took)
+    assert stats(shim)["override_reads_skipped"] - skipped == 40 - read
+    assert redis.cli("GET", "senderwatch:roomy:" + key) == "40"
+    print("40 requests in %.0f ms read the override %d times"
+          % (took * 1000, read))
 
 
 def lua(redis, rule_keys, *argv):
