@@ -40,7 +40,7 @@ KEYS[b+2+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is
                                                over: one event per crossing
   (i = 1 .. n, n from 1 to 8: 1 + m * (2 + 2n) keys)
 
-ARGV[1]  flags, five characters: the mode (c count, p peek: read only),
+ARGV[1]  flags, five characters and two optional parts: the mode (c count, p peek: read only),
          the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
          announces, but the answer is always no), count_denied (1: the
          cost is added even when the answer is yes), and n, the number of
@@ -173,6 +173,10 @@ local nflags = #(flags or '')
 -- override is the character past it, ARGV[1][known + d].
 local fbase = f_u == 117 and 6 or 5
 local known = string.byte(flags or '', fbase + 1) == 107 and fbase + 1 or nil
+-- A node's call reads every override all the same: that GET is what has
+-- Redis refuse a decision of a slot moving away before it writes (its
+-- counter may still be here, its other keys not).
+local read_all = #KEYS == 0
 if n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     #ARGV ~= HEAD + 3 * n + ac + aa * m +
     (pb and 1 + per + (node and 1 + 2 * m or m) or 0) then
@@ -691,7 +695,7 @@ if m == 1 then
   local kb = kbase(1)
   return decide(kb, KEYS[1], HEAD + 3 * n, n, call_factor, f_mode, f_alg,
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
-    prefix, known and string.byte(flags, known + 1) == 49)
+    prefix, known and not read_all and string.byte(flags, known + 1) == 49)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -704,7 +708,7 @@ for d = 1, m do
   local ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
     call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
     node and prefix .. ARGV[kb - 1] or prefix,
-    known and string.byte(flags, known + d) == 49)
+    known and not read_all and string.byte(flags, known + d) == 49)
   if ok then
     out[d] = r
   else

@@ -527,18 +527,25 @@ decide_batch_unsent(struct batch *b, enum fail_reason why)
  * not, flags get k and a 1 or 0 for each decision.
  */
 static void
-decide_override_flags(struct batch *b, char *flags, size_t *nflags)
+decide_override_flags(struct batch *b, int node_call, char *flags,
+    size_t *nflags)
 {
 	struct pending	*p;
-	double		 now = cache_clock();
 	size_t		 i, k = *nflags;
 	int		 any = 0;
+	/*
+	 * The script may run up to redis.timeout from now: the read it
+	 * spares must still be fresh then, or a plain SET could wait longer
+	 * than a second.
+	 */
+	double		 now = cache_clock() + b->conf->redis_timeout_ms / 1000.;
 
 	flags[k++] = 'k';
 	for (i = 0; i < b->n; i++) {
 		p = b->item[i].flush ? NULL : b->item[i].priv;
 		if (p != NULL) {
-			p->ov_read = p->session == NULL ||
+			/* A node's call reads them all (count.lua says why). */
+			p->ov_read = node_call || p->session == NULL ||
 			    !ovcache_none(p->ask.rule, p->ask.key,
 			    p->ask.key_len, now, &p->ov_at);
 			p->ov_generation = ovcache_generation();
@@ -612,7 +619,7 @@ decide_batch_send(struct batch *b)
 	nflags = 5;
 	if (one)
 		flags[nflags++] = 'u';
-	decide_override_flags(b, flags, &nflags);
+	decide_override_flags(b, node_call, flags, &nflags);
 
 	nkeys = b->n * keyspace_decision_nkeys(r);
 	cap = RESP_HEAD + resp_size(7) + resp_size(40) + resp_size(24) +

@@ -1,7 +1,7 @@
 /*
- * ovcache.c: the override cache.  Every decision's count.lua reads the
- * key's runtime override, which nearly never exists, and the GET of a key
- * that is not there was a quarter of Redis's work per decision.  So a
+ * ovcache.c: the override cache.  count.lua reads a decision's runtime
+ * override, which nearly never exists, and the GET of a key that is not
+ * there was a quarter of Redis's work per decision.  So a
  * key count.lua has just answered without an override is remembered
  * here, and its decisions within OVCACHE_FRESH of that call's sending
  * tell count.lua not to read it (decide.c).  An override set with the

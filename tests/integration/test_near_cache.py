@@ -238,7 +238,8 @@ def test_an_announced_override_empties_the_cache_at_once(make_shim, redis):
 
 def test_a_key_reads_its_override_once_in_0_9_s(make_shim, redis):
     """The override cache: count.lua reads a key's runtime override, then
-    not again for 0.9 s from that call's sending (the GET of a key that
+    not again for 0.9 s from that call's sending, less redis.timeout
+    (the GET of a key that
     is not there was a quarter of its work), the time counted here."""
     shim, sock = make_shim(rules=RULES, near_cache=10000)
     key = "jo@example.org"
@@ -249,8 +250,9 @@ def test_a_key_reads_its_override_once_in_0_9_s(make_shim, redis):
     took = time.monotonic() - t0
     assert answers == ["no"] * 40
     read = command_calls(redis, "get") - gets
-    # One read per 0.9 s begun, and every other request spared it.
-    assert 1 <= read <= 1 + int(took / 0.9), (read, took)
+    # One read per 0.8 s begun (0.9 s less redis.timeout, 100 ms here),
+    # and every other request spared it.
+    assert 1 <= read <= 1 + int(took / 0.8), (read, took)
     assert stats(shim)["override_reads_skipped"] - skipped == 40 - read
     assert redis.cli("GET", "senderwatch:roomy:" + key) == "40"
     print("40 requests in %.0f ms read the override %d times"
