@@ -40,9 +40,10 @@ KEYS[b+2+2i]  crossed PREFIX:crossed:RULE[.WIN]:KEY  set while limit i is
                                                over: one event per crossing
   (i = 1 .. n, n from 1 to 8: 1 + m * (2 + 2n) keys)
 
-ARGV[1]  flags, five characters and two optional parts: the mode (c count, p peek: read only),
-         the algorithm (f fixed, s sliding, g gcra), shadow (1: counts and
-         announces, but the answer is always no), count_denied (1: the
+ARGV[1]  flags, five characters and two optional parts: the mode (c
+         count, p peek: read only), the algorithm (f fixed, s sliding, g
+         gcra), shadow (1: counts and announces, but the answer is always
+         no), count_denied (1: the
          cost is added even when the answer is yes), and n, the number of
          limits (1 to 8); then u, where the decisions share one cost and
          subject: they are then given once, as decision 1's (below), and
@@ -170,13 +171,13 @@ if #KEYS <= 1 then
 end
 local nflags = #(flags or '')
 -- The flags' k, where there is one: decision d's knowledge of its
--- override is the character past it, ARGV[1][known + d].
+-- override is the character past it, ARGV[1][known + d].  A node's call
+-- reads every override all the same: that GET is what has Redis refuse a
+-- decision of a slot moving away before it writes (its counter may still
+-- be here, its other keys not).
 local fbase = f_u == 117 and 6 or 5
 local known = string.byte(flags or '', fbase + 1) == 107 and fbase + 1 or nil
--- A node's call reads every override all the same: that GET is what has
--- Redis refuse a decision of a slot moving away before it writes (its
--- counter may still be here, its other keys not).
-local read_all = #KEYS == 0
+local skip = known and not node
 if n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     #ARGV ~= HEAD + 3 * n + ac + aa * m +
     (pb and 1 + per + (node and 1 + 2 * m or m) or 0) then
@@ -695,7 +696,7 @@ if m == 1 then
   local kb = kbase(1)
   return decide(kb, KEYS[1], HEAD + 3 * n, n, call_factor, f_mode, f_alg,
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
-    prefix, known and not read_all and string.byte(flags, known + 1) == 49)
+    prefix, skip and string.byte(flags, known + 1) == 49)
 end
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -708,7 +709,7 @@ for d = 1, m do
   local ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
     call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
     node and prefix .. ARGV[kb - 1] or prefix,
-    known and not read_all and string.byte(flags, known + d) == 49)
+    skip and string.byte(flags, known + d) == 49)
   if ok then
     out[d] = r
   else
