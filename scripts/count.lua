@@ -188,7 +188,8 @@ if n < 1 or n > 8 or m < 1 or m ~= math.floor(m) or
     .. 'arguments (with the sixth flag, u, 2 for each 2m)', #KEYS, #ARGV,
     HEAD, HEAD + 3, HEAD + 4))
 end
-local call_factor = tonumber(ARGV[2])
+-- The common factor, 1, without tonumber(): two strtod()s a call.
+local call_factor = ARGV[2] == '1' and 1 or tonumber(ARGV[2])
 if not (f_mode == 99 or f_mode == 112) or
     not (f_alg == 102 or f_alg == 115 or f_alg == 103) or
     not (f_shadow == 48 or f_shadow == 49) or
@@ -688,12 +689,12 @@ local shadow, count_denied = f_shadow == 49, f_denied == 49
 -- The first limit as a number, made once for the call's decisions:
 -- tonumber() on a string costs Redis two strtod()s.
 local limit1 = tonumber(ARGV[HEAD + 1])
--- Decision d's keys (after KEYS[1], the stream), or its key; a node's
--- call's decisions, their own prefix (with their shard's tag).
-local function kbase(d) return ko + 1 + (d - 1) * kstep end
+-- Decision d's keys (after KEYS[1], the stream), or its key, from kb =
+-- ko + 1 + (d - 1) * kstep (written out: a closure is made per call); a
+-- node's call's decisions, their own prefix (with their shard's tag).
 local prefix = pb and ARGV[pb]
 if m == 1 then
-  local kb = kbase(1)
+  local kb = ko + 1
   return decide(kb, KEYS[1], HEAD + 3 * n, n, call_factor, f_mode, f_alg,
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
     prefix, skip and string.byte(flags, known + 1) == 49)
@@ -704,7 +705,7 @@ end
 -- move off a demoted master.
 local out, refused = {}, nil
 for d = 1, m do
-  local kb = kbase(d)
+  local kb = ko + 1 + (d - 1) * kstep
   wrote = false
   local ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
     call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
