@@ -166,6 +166,8 @@ static const struct conf_opt conf_redis_opts[] = {
 	{ "database", CT_INT, C(redis_database), 0, 0, 10000, NULL, NULL },
 	{ "timeout", CT_DURATION, C(redis_timeout_ms), 0, 1, 60000, NULL,
 	    NULL },
+	{ "batch_wait", CT_DURATION, C(redis_batch_wait_ms), 0, 0, 50, NULL,
+	    NULL },
 	{ "on_error", CT_BOOL, C(redis_on_error), 0, 0, 0, NULL,
 	    "must be \"yes\" or \"no\" (quote it: YAML reads a bare no as "
 	    "false)" },
@@ -1230,6 +1232,7 @@ conf_defaults(struct conf *c)
 	c->max_request = 4096;
 	c->near_cache = 10000;
 	c->redis_timeout_ms = 100;
+	c->redis_batch_wait_ms = 1;
 	c->events_stream_maxlen = 10000;
 	c->alerts_smtp_timeout_ms = 30000;
 	c->alerts_report_timeout_ms = 5000;
@@ -1365,6 +1368,19 @@ conf_check_shared(struct conf_ctx *p, struct conf *c)
 	    c->metrics_addr[ROLE_ALERTER]) == 0)
 		return conf_fail(p, &c->metrics_addr[ROLE_ALERTER], "the shim "
 		    "and the alerter need an address each");
+	/*
+	 * A decision's wait for company counts against its timeout, and the
+	 * call needs the rest: the default gives way to a timeout too short
+	 * for it; a wait set is refused.
+	 */
+	if (c->redis_batch_wait_ms > c->redis_timeout_ms / 2) {
+		if (conf_where_of(p, &c->redis_batch_wait_ms) == NULL)
+			c->redis_batch_wait_ms = 0;
+		else
+			return conf_fail(p, &c->redis_batch_wait_ms, "must be "
+			    "at most half of redis.timeout (%lldms)",
+			    (long long)c->redis_timeout_ms);
+	}
 	/*
 	 * Shards: a Cluster's, 48 by default (a multiple of any likely
 	 * number of masters up to 6, and 8, 12, 16, 24: an even spread);

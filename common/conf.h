@@ -126,6 +126,7 @@ struct conf {
 	char		*redis_password;
 	int		 redis_database;
 	int64_t		 redis_timeout_ms;
+	int64_t		 redis_batch_wait_ms;	/* shim: a call's wait for more */
 	int		 redis_on_error;	/* the verdict when Redis fails */
 	char		*redis_prefix;
 

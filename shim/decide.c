@@ -377,6 +377,8 @@ struct batch {
 	unsigned		 route;		/* decide_inflight[]'s index */
 	int			 resent;	/* decisions a node refused */
 	unsigned long		 seq;		/* the order batches were opened */
+	double			 opened;	/* ev_now() at its first decision */
+	int			 held;		/* waited for company */
 	double			 factor;
 	int			 peek;
 	unsigned		 n;
@@ -449,6 +451,8 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
  */
 static unsigned		 decide_inflight[16384 + CLUSTER_NODES_MAX];
 					/* calls, by slot, then by node */
+static double		 decide_last_sent[16384 + CLUSTER_NODES_MAX];
+					/* ev_now() at its last call */
 
 static void	decide_resend(struct batch *, unsigned, redisReply *);
 static int	decide_retry_later(struct batch *, unsigned);
@@ -680,7 +684,56 @@ decide_batch_send(struct batch *b)
 	}
 	shim.stats.script_calls++;
 	shim.stats.script_decisions += b->n;
+	if (b->held)
+		shim.stats.script_held++;
 	decide_inflight[b->route]++;
+	decide_last_sent[b->route] = ev_now(shim.loop);
+}
+
+/*
+ * A batch may wait for company, up to redis.batch_wait from its first
+ * decision: a call's fixed cost is most of a lone decision's Redis CPU,
+ * and where most requests need no Redis (abusers answered by the near
+ * cache), the few that do come one or two a call.  As PostgreSQL's
+ * commit_delay waits only with commit_siblings, a batch waits only where
+ * more decisions can come from others than those it holds: clients
+ * answered without Redis within the wait, or open and not waiting on
+ * Redis (a lone client, or a few that all wait on Redis, never wait: what
+ * would join is the answer the batch holds up).  And only on a busy
+ * route (a call sent within the wait), so that a quiet MTA's decision
+ * goes at once, and never once DECIDE_BATCH_DEEP have come (the call's
+ * fixed cost is then a small part of it) nor for a decision sent again.
+ * Returns 1, lowering *deadline to when it may go, if b waits.
+ */
+#define DECIDE_BATCH_DEEP	8
+
+static int
+decide_hold(const struct batch *b, double now, double *deadline)
+{
+	double	 wait = b->conf->redis_batch_wait_ms / 1000., until;
+
+	if (wait <= 0 || b->resent || b->n >= DECIDE_BATCH_DEEP ||
+	    now - decide_last_sent[b->route] >= wait ||
+	    (shim.nsessions <= shim.nasking &&
+	    now - shim.answered_here >= wait))
+		return 0;
+	until = b->opened + wait;
+	if (now >= until)
+		return 0;
+	if (until < *deadline)
+		*deadline = until;
+	return 1;
+}
+
+static ev_timer		 decide_hold_timer;
+
+/* A held batch's time is up: the prepare watcher sends it. */
+static void
+decide_hold_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
 }
 
 /*
@@ -693,6 +746,7 @@ static void
 decide_send(int all)
 {
 	struct batch	*b, *next, *e;
+	double		 now = ev_now(shim.loop), deadline = now + 3600;
 
 	for (b = TAILQ_FIRST(&decide_batches); b != NULL; b = next) {
 		next = TAILQ_NEXT(b, entry);
@@ -707,9 +761,18 @@ decide_send(int all)
 					break;
 			if (e != NULL)
 				continue;
+			if (decide_hold(b, now, &deadline)) {
+				b->held = 1;
+				continue;
+			}
 		}
 		TAILQ_REMOVE(&decide_batches, b, entry);
 		decide_batch_send(b);
+	}
+	if (deadline < now + 3600) {
+		ev_timer_stop(shim.loop, &decide_hold_timer);
+		ev_timer_set(&decide_hold_timer, deadline - now, 0.);
+		ev_timer_start(shim.loop, &decide_hold_timer);
 	}
 }
 
@@ -778,6 +841,7 @@ decide_batch_for(const struct ask *a, size_t shard, long route)
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->seq = ++decide_seq;
+	b->opened = ev_now(shim.loop);
 	b->conf = shim.conf;
 	b->rule = a->rule;
 	b->shard = shard;
@@ -1203,6 +1267,7 @@ decide_start(void)
 	ev_prepare_init(&decide_prepare, decide_prepare_cb);
 	ev_prepare_start(shim.loop, &decide_prepare);
 	ev_timer_init(&decide_retry_timer, decide_retry_cb, DECIDE_RETRY_S, 0.);
+	ev_timer_init(&decide_hold_timer, decide_hold_cb, 0., 0.);
 	/* Batches to send are no reason to keep the loop running. */
 	ev_unref(shim.loop);
 }
@@ -1250,6 +1315,7 @@ decide_exit(void)
 	 * which counts them lost.
 	 */
 	decide_retry_stop();
+	ev_timer_stop(shim.loop, &decide_hold_timer);
 	decide_send(1);
 	if (ev_is_active(&decide_prepare)) {
 		ev_ref(shim.loop);

@@ -87,6 +87,8 @@ session_free(struct session *s, const char *reason)
 		decide_detach(s->pending);
 		s->pending = NULL;
 	}
+	if (s->state == SESSION_ASKING)
+		shim.nasking--;
 	ev_io_stop(shim.loop, &s->io);
 	ev_timer_stop(shim.loop, &s->timer);
 	TAILQ_REMOVE(&sessions, s, entry);
@@ -130,6 +132,9 @@ session_reply(struct session *s, const char *word, const char *reason)
 	char	 line[512];
 	size_t	 len;
 
+	/* Clients besides those waiting on Redis (decide.c's batch wait). */
+	if (s->state != SESSION_ASKING)
+		shim.answered_here = ev_now(shim.loop);
 	if (s->policy) {
 		len = snprintf(line, sizeof(line), "action=%s\n\n", word);
 		if (len >= sizeof(line))
@@ -157,6 +162,8 @@ session_reply(struct session *s, const char *word, const char *reason)
 	memmove(s->buf, s->buf + s->used, s->len - s->used);
 	s->len -= s->used;
 	s->used = 0;
+	if (s->state == SESSION_ASKING)
+		shim.nasking--;
 	s->state = SESSION_READING;
 	s->since = ev_now(shim.loop);
 	/* Answered: it is the newest session now, the last to be shed. */
@@ -416,6 +423,7 @@ session_ask(struct session *s, struct request *req)
 		return;
 	}
 	s->state = SESSION_ASKING;
+	shim.nasking++;
 	s->moving = 0;
 	ev_timer_stop(shim.loop, &s->timer);
 	ev_timer_set(&s->timer, shim.conf->redis_timeout_ms / 1000., 0.);

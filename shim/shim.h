@@ -81,6 +81,7 @@ struct shim_stats {
 	uint64_t	 script_calls;	/* count.lua calls (EVALSHA) sent */
 	uint64_t	 script_decisions;	/* the decisions they carried */
 	uint64_t	 script_resent;	/* refused by a node, sent declared */
+	uint64_t	 script_held;	/* calls that waited (batch_wait) */
 	uint64_t	 near_flushes;	/* count.lua calls of cached costs */
 	uint64_t	 near_flush_failed;
 	uint64_t	 near_invalidated;	/* emptied by an announced override */
@@ -94,6 +95,9 @@ struct shim {
 	struct cluster		*cluster;	/* or a Redis Cluster */
 	struct shim_stats	 stats;
 	unsigned		 nsessions;
+	unsigned		 nasking;	/* of them, waiting on Redis */
+	double			 answered_here;	/* ev_now() at the last answer
+						   given without Redis */
 };
 
 extern struct shim shim;

@@ -158,6 +158,7 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "script_calls", st->script_calls);
 	kv_u64(kv, "script_decisions", st->script_decisions);
 	kv_u64(kv, "script_resent", st->script_resent);
+	kv_u64(kv, "script_held", st->script_held);
 	kv_u64(kv, "override_reads_skipped", ovcache_stats()->skipped);
 	kv_u64(kv, "override_cache_learnt", ovcache_stats()->learnt);
 	kv_u64(kv, "sessions", shim.nsessions);
@@ -251,6 +252,10 @@ stats_metrics(struct metrics *m)
 	    "deciding (a slot it no longer serves, or one moving), or said "
 	    "TRYAGAIN (a slot moving, retried within redis.timeout).",
 	    st->script_resent);
+	metrics_counter(m, "senderwatch_script_held_total",
+	    "count.lua calls that waited up to redis.batch_wait for more "
+	    "decisions to share them, on a busy route.",
+	    st->script_held);
 	metrics_counter(m, "senderwatch_override_reads_skipped_total",
 	    "Decisions count.lua decided without reading the key's runtime "
 	    "override: it had found none for the key within 0.9 s.",

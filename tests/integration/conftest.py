@@ -359,7 +359,7 @@ shim:
 {shim_extra}redis:
   address: unix:{redis}
   timeout: {timeout}
-  on_error: "{on_error}"
+{redis_extra}  on_error: "{on_error}"
 events:
   channel: senderwatch:events
   stream: senderwatch:stream
@@ -374,16 +374,20 @@ DEFAULT_RULES = """\
 
 
 def shim_config(d, redis_sock, name="shim", rules=DEFAULT_RULES, timeout="100ms",
-                on_error="no", client_timeout="2s", extra="", near_cache=0):
+                on_error="no", client_timeout="2s", extra="", near_cache=0,
+                batch_wait=None):
     """A shim's config file.  The near cache is off unless near_cache says
     how big: most tests read Redis, or the shim's per-script counters,
     right after a request, and the cache's promises (counts in Redis and
     overrides seen within a second) are test_near_cache.py's; the tests
-    that run with it on say so."""
+    that run with it on say so.  batch_wait: redis.batch_wait, where a
+    test sets it (test_batch.py's)."""
     sock = os.path.join(d, name + ".sock")
     text = SHIM_CONF.format(sock=sock, redis=redis_sock, timeout=timeout,
                             on_error=on_error, client_timeout=client_timeout,
                             rules=rules,
+                            redis_extra=("  batch_wait: %s\n" % batch_wait)
+                            if batch_wait is not None else "",
                             shim_extra=("  near_cache: %d\n" % near_cache)
                             if near_cache is not None else "",
                             user=("  user: %s\n" % RUN_USER) if RUN_USER else "")

@@ -13,10 +13,13 @@ what it sends a single Redis), their costs each one's or given once.
 """
 import os
 import socket
+import threading
+import time
 
 import pytest
 
-from conftest import ROOT, Resp, RespError, command_calls, read_all, stats
+from conftest import (ROOT, Resp, RespError, ask, command_calls, read_all,
+                      stats)
 
 PREFIX = "senderwatch"
 STREAM = PREFIX + ":stream"
@@ -77,6 +80,124 @@ def test_a_burst_is_batched_and_counts_as_one_call_each(make_shim, redis,
     # turn each, not even under valgrind.
     assert calls < carried
     assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
+
+
+# redis.batch_wait in the tests below: long against the 2 ms between the
+# paced requests, short against redis.timeout (100 ms).
+WAIT_MS = 40
+
+
+def flood(sock, key, stop):
+    """A sender far over its limit, asked again and again until stop is
+    set: the near cache answers it, without Redis."""
+    n = 0
+    while not stop.is_set():
+        assert ask(sock, key.encode() + b"\n") == b"yes"
+        n += 1
+    return n
+
+
+def paced(sock, keys, gap=0.002):
+    """Each key asked on its own connection, gap seconds apart (so each
+    arrives in a loop turn of its own), the answers read once all are
+    asked: [(answer, seconds from its asking to its answer)]."""
+    conns = []
+    for k in keys:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5)
+        s.connect(sock)
+        conns.append((s, time.monotonic()))
+        s.sendall(k.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(gap)
+    out = []
+    for s, t0 in conns:
+        a = read_all(s)
+        out.append((a, time.monotonic() - t0))
+        s.close()
+    return out
+
+
+def calls_with(lines, keys):
+    """The count.lua calls (MONITOR lines) that carried any of keys."""
+    return [l for l in lines if '"EVALSHA"' in l and
+            any('"%s"' % k in l for k in keys)]
+
+
+def flood_and_pace(make_shim, redis, rdb, batch_wait, tag):
+    """While a sender over its limit floods the shim (the near cache
+    answering it), one request goes to Redis, then five others, 2 ms
+    apart: the route is busy and others are answered without Redis, so
+    with a batch_wait they should share a call.  Returns (the count.lua
+    calls that carried the five, stats before, after, answers)."""
+    shim, sock = make_shim(name="shim" + tag, near_cache=10000,
+                           batch_wait=batch_wait)
+    abuser = "abuser%s@example.org" % tag
+    for want in [b"no"] * 3 + [b"yes"]:
+        assert ask(sock, abuser.encode() + b"\n") == want
+    stop = threading.Event()
+    flooder = threading.Thread(target=flood, args=(sock, abuser, stop))
+    flooder.start()
+    try:
+        time.sleep(0.05)	# the flood under way
+        keys = ["w%d%s@example.org" % (i, tag) for i in range(5)]
+        mon = Resp(redis.sock)
+        mon.monitor_start()
+        before = stats(shim)
+        assert ask(sock, ("first%s@example.org\n" % tag).encode()) == b"no"
+        got = paced(sock, keys)
+        after = stats(shim)
+        lines = mon.monitor_lines(redis.sock)
+    finally:
+        stop.set()
+        flooder.join()
+    assert [a for a, _ in got] == [b"no"] * 5, got
+    for k in keys:
+        assert rdb.cmd("GET", "senderwatch:default:" + k) == b"1", k
+    assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
+    return calls_with(lines, keys), before, after, got
+
+
+def test_a_busy_route_waits_for_company(make_shim, redis, rdb):
+    """redis.batch_wait: with others answered by the near cache and a
+    call just sent, five decisions asked 2 ms apart share one call (two
+    at worst, the machine stalling for most of the wait), each answered
+    by Redis within the wait and the time of a call; without it
+    (batch_wait 0ms) no call waits."""
+    calls, before, after, got = flood_and_pace(make_shim, redis, rdb,
+                                               "%dms" % WAIT_MS, "a")
+    held = after["script_held"] - before.get("script_held", 0)
+    slowest = max(t for _, t in got)
+    print("\nFIGURE batch_wait %dms: 5 decisions 2 ms apart in %d call(s), "
+          "%d held, slowest answered in %.1f ms" % (WAIT_MS, len(calls),
+                                                   held, 1000 * slowest))
+    assert 1 <= len(calls) <= 2, calls
+    assert held >= 1, (before, after)
+    # Held no longer than the wait: well within redis.timeout (100 ms).
+    assert slowest < WAIT_MS / 1000 + 0.05, got
+    calls0, before, after, got = flood_and_pace(make_shim, redis, rdb,
+                                                "0ms", "b")
+    print("FIGURE batch_wait 0ms: the same in %d call(s)" % len(calls0))
+    assert after["script_held"] == before.get("script_held", 0) == 0
+
+
+def test_a_lone_client_never_waits(make_shim, redis, rdb):
+    """One client asking again as soon as it is answered (nobody else
+    asking) never waits, however busy its route: what would join the
+    batch is its own next request, which the wait would hold up."""
+    shim, sock = make_shim(near_cache=10000, batch_wait="%dms" % WAIT_MS)
+    # The start's probe (answered without Redis) is an other client:
+    # past the wait, it is no more.
+    time.sleep(2 * WAIT_MS / 1000)
+    before = stats(shim)
+    t0 = time.monotonic()
+    for i in range(20):
+        assert ask(sock, ("lone%d@example.org\n" % i).encode()) == b"no"
+    took = time.monotonic() - t0
+    after = stats(shim)
+    print("\nFIGURE lone client: 20 decisions in %.1f ms" % (1000 * took))
+    assert after["script_held"] == before.get("script_held", 0) == 0
+    assert after["script_calls"] - before.get("script_calls", 0) == 20
 
 
 class BatchResp(Resp):

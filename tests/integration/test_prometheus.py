@@ -62,6 +62,7 @@ SHIM_FAMILIES = dict(COMMON, **{
     "senderwatch_script_calls_total": "counter",
     "senderwatch_script_decisions_total": "counter",
     "senderwatch_script_resent_total": "counter",
+    "senderwatch_script_held_total": "counter",
     "senderwatch_override_reads_skipped_total": "counter",
     "senderwatch_near_cache_hits_total": "counter",
     "senderwatch_near_cache_flushes_total": "counter",

@@ -202,6 +202,7 @@ test_defaults(void)
 	CHECK(c->redis_username == NULL && c->redis_password == NULL);
 	CHECK(c->redis_database == 0);
 	CHECK(c->redis_timeout_ms == 100);
+	CHECK(c->redis_batch_wait_ms == 1);
 	/* Fail open: a rate limiter must not stop mail when Redis is down. */
 	CHECK(c->redis_on_error == 0);
 	CHECK(streq(c->redis_prefix, "senderwatch"));
@@ -356,6 +357,12 @@ test_errors(void)
 	    ":4: shim.client_timeout: 5ms is out of range");
 	BAD(RULES_OK "redis:\n  timeout: 2m\n",
 	    ":4: redis.timeout: 2m is out of range");
+	BAD(RULES_OK "redis:\n  batch_wait: 51ms\n",
+	    ":4: redis.batch_wait: 51ms is out of range");
+	/* A decision's wait counts against its timeout. */
+	BAD(RULES_OK "redis:\n  timeout: 10ms\n  batch_wait: 6ms\n",
+	    ":5: redis.batch_wait: must be at most half of redis.timeout "
+	    "(10ms)");
 	BAD("rules:\n  default: { limit: 20, window: 5 }\n",
 	    ":2: rules.default.window: must be a duration such as 300s or 1h");
 	BAD("rules:\n  default: { limit: 20, window: 0s }\n",
@@ -488,6 +495,35 @@ test_errors(void)
 }
 
 /* Rule options beyond { limit, window }: several limits, algorithms... */
+/* redis.batch_wait: the default gives way to a timeout too short for it. */
+static void
+test_batch_wait(void)
+{
+	struct conf	*c;
+	char		 err[CONF_ERRLEN];
+
+	c = conf_load(put(RULES_OK "redis:\n  timeout: 1ms\n"), NULL,
+	    err, sizeof(err));
+	CHECK(c != NULL && c->redis_batch_wait_ms == 0);
+	if (c != NULL)
+		conf_free(c);
+	c = conf_load(put(RULES_OK "redis:\n  timeout: 10ms\n"
+	    "  batch_wait: 5ms\n"), NULL, err, sizeof(err));
+	CHECK(c != NULL && c->redis_batch_wait_ms == 5);
+	if (c != NULL)
+		conf_free(c);
+	c = conf_load(put(RULES_OK "redis:\n  timeout: 2ms\n"), NULL,
+	    err, sizeof(err));
+	CHECK(c != NULL && c->redis_batch_wait_ms == 1);
+	if (c != NULL)
+		conf_free(c);
+	c = conf_load(put(RULES_OK "redis:\n  batch_wait: 0ms\n"),
+	    NULL, err, sizeof(err));
+	CHECK(c != NULL && c->redis_batch_wait_ms == 0);
+	if (c != NULL)
+		conf_free(c);
+}
+
 static void
 test_rule_options(void)
 {
@@ -892,6 +928,7 @@ main(int argc, char *argv[])
 	test_defaults();
 	test_durations();
 	test_errors();
+	test_batch_wait();
 	test_rule_options();
 	test_secrets();
 	test_parse_and_checks();
