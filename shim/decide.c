@@ -377,7 +377,7 @@ struct batch {
 	unsigned		 route;		/* decide_inflight[]'s index */
 	int			 resent;	/* decisions a node refused */
 	unsigned long		 seq;		/* the order batches were opened */
-	double			 opened;	/* ev_now() at its first decision */
+	double			 opened;	/* cache_clock() at its first */
 	int			 held;		/* waited for company */
 	double			 factor;
 	int			 peek;
@@ -452,7 +452,7 @@ decide_item_reply(struct batch_item *it, redisReply *reply)
 static unsigned		 decide_inflight[16384 + CLUSTER_NODES_MAX];
 					/* calls, by slot, then by node */
 static double		 decide_last_sent[16384 + CLUSTER_NODES_MAX];
-					/* ev_now() at its last call */
+					/* cache_clock() at its last call */
 
 static void	decide_resend(struct batch *, unsigned, redisReply *);
 static int	decide_retry_later(struct batch *, unsigned);
@@ -687,7 +687,7 @@ decide_batch_send(struct batch *b)
 	if (b->held)
 		shim.stats.script_held++;
 	decide_inflight[b->route]++;
-	decide_last_sent[b->route] = ev_now(shim.loop);
+	decide_last_sent[b->route] = cache_clock();
 }
 
 /*
@@ -696,14 +696,17 @@ decide_batch_send(struct batch *b)
  * and where most requests need no Redis (abusers answered by the near
  * cache), the few that do come one or two a call.  As PostgreSQL's
  * commit_delay waits only with commit_siblings, a batch waits only where
- * more decisions can come from others than those it holds: clients
- * answered without Redis within the wait, or open and not waiting on
- * Redis (a lone client, or a few that all wait on Redis, never wait: what
- * would join is the answer the batch holds up).  And only on a busy
- * route (a call sent within the wait), so that a quiet MTA's decision
- * goes at once, and never once DECIDE_BATCH_DEEP have come (the call's
- * fixed cost is then a small part of it) nor for a decision sent again.
- * Returns 1, lowering *deadline to when it may go, if b waits.
+ * decisions can come from clients other than those it holds: some client
+ * was answered without Redis, within the wait, while another waited on
+ * it (session.c).  A lone client never waits (what would join is its own
+ * next request, which the wait would hold up), nor do clients that all
+ * wait on Redis (they came back at once, measured: nothing to gain).
+ * And only on a busy route (a call sent within the wait), so that a
+ * quiet MTA's decision goes at once; never once DECIDE_BATCH_DEEP have
+ * come (the call's fixed cost is then a small part of it), nor for a
+ * decision sent again.  The clock is the monotonic one: a step of the
+ * wall clock must not hold a batch.  Returns 1, lowering *deadline to
+ * when it may go, if b waits.
  */
 #define DECIDE_BATCH_DEEP	8
 
@@ -712,10 +715,10 @@ decide_hold(const struct batch *b, double now, double *deadline)
 {
 	double	 wait = b->conf->redis_batch_wait_ms / 1000., until;
 
+
 	if (wait <= 0 || b->resent || b->n >= DECIDE_BATCH_DEEP ||
 	    now - decide_last_sent[b->route] >= wait ||
-	    (shim.nsessions <= shim.nasking &&
-	    now - shim.answered_here >= wait))
+	    now - shim.answered_here >= wait)
 		return 0;
 	until = b->opened + wait;
 	if (now >= until)
@@ -746,7 +749,7 @@ static void
 decide_send(int all)
 {
 	struct batch	*b, *next, *e;
-	double		 now = ev_now(shim.loop), deadline = now + 3600;
+	double		 now = cache_clock(), deadline = now + 3600;
 
 	for (b = TAILQ_FIRST(&decide_batches); b != NULL; b = next) {
 		next = TAILQ_NEXT(b, entry);
@@ -841,7 +844,7 @@ decide_batch_for(const struct ask *a, size_t shard, long route)
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->seq = ++decide_seq;
-	b->opened = ev_now(shim.loop);
+	b->opened = cache_clock();
 	b->conf = shim.conf;
 	b->rule = a->rule;
 	b->shard = shard;

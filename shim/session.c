@@ -132,9 +132,13 @@ session_reply(struct session *s, const char *word, const char *reason)
 	char	 line[512];
 	size_t	 len;
 
-	/* Clients besides those waiting on Redis (decide.c's batch wait). */
-	if (s->state != SESSION_ASKING)
-		shim.answered_here = ev_now(shim.loop);
+	/*
+	 * Answered without Redis while others wait on it: clients besides
+	 * those may bring decisions (decide.c's batch wait).  A lone
+	 * client's own answers never count: it waits on nothing then.
+	 */
+	if (s->state != SESSION_ASKING && shim.nasking > 0)
+		shim.answered_here = cache_clock();
 	if (s->policy) {
 		len = snprintf(line, sizeof(line), "action=%s\n\n", word);
 		if (len >= sizeof(line))

@@ -96,8 +96,9 @@ struct shim {
 	struct shim_stats	 stats;
 	unsigned		 nsessions;
 	unsigned		 nasking;	/* of them, waiting on Redis */
-	double			 answered_here;	/* ev_now() at the last answer
-						   given without Redis */
+	double			 answered_here;	/* cache_clock() at the last
+						   answer given without Redis
+						   while others waited on it */
 };
 
 extern struct shim shim;

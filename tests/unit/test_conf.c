@@ -360,6 +360,9 @@ test_errors(void)
 	BAD(RULES_OK "redis:\n  batch_wait: 51ms\n",
 	    ":4: redis.batch_wait: 51ms is out of range");
 	/* A decision's wait counts against its timeout. */
+	BAD(RULES_OK "redis:\n  timeout: 1ms\n  batch_wait: 1ms\n",
+	    ":5: redis.batch_wait: must be at most half of redis.timeout "
+	    "(1ms)");
 	BAD(RULES_OK "redis:\n  timeout: 10ms\n  batch_wait: 6ms\n",
 	    ":5: redis.batch_wait: must be at most half of redis.timeout "
 	    "(10ms)");
@@ -494,7 +497,6 @@ test_errors(void)
 	}
 }
 
-/* Rule options beyond { limit, window }: several limits, algorithms... */
 /* redis.batch_wait: the default gives way to a timeout too short for it. */
 static void
 test_batch_wait(void)
@@ -524,6 +526,7 @@ test_batch_wait(void)
 		conf_free(c);
 }
 
+/* Rule options beyond { limit, window }: several limits, algorithms... */
 static void
 test_rule_options(void)
 {
