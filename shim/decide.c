@@ -379,6 +379,7 @@ struct batch {
 	unsigned long		 seq;		/* the order batches were opened */
 	double			 opened;	/* cache_clock() at its first */
 	int			 held;		/* waited for company */
+	int			 flushes;	/* carries a near-cache flush */
 	double			 factor;
 	int			 peek;
 	unsigned		 n;
@@ -704,7 +705,8 @@ decide_batch_send(struct batch *b)
  * And only on a busy route (a call sent within the wait), so that a
  * quiet MTA's decision goes at once; never once DECIDE_BATCH_DEEP have
  * come (the call's fixed cost is then a small part of it), nor for a
- * decision sent again.  The clock is the monotonic one: a step of the
+ * decision sent again, nor a near-cache flush (its margin before a
+ * window ends, and its TRYAGAIN retries, are counted from its sending).  The clock is the monotonic one: a step of the
  * wall clock must not hold a batch.  Returns 1, lowering *deadline to
  * when it may go, if b waits.
  */
@@ -715,8 +717,8 @@ decide_hold(const struct batch *b, double now, double *deadline)
 {
 	double	 wait = b->conf->redis_batch_wait_ms / 1000., until;
 
-
-	if (wait <= 0 || b->resent || b->n >= DECIDE_BATCH_DEEP ||
+	if (wait <= 0 || b->resent || b->flushes ||
+	    b->n >= DECIDE_BATCH_DEEP ||
 	    now - decide_last_sent[b->route] >= wait ||
 	    now - shim.answered_here >= wait)
 		return 0;
@@ -912,6 +914,7 @@ decide_enqueue(const struct ask *a, const char *ekey, size_t elen,
 	b->args_len = (size_t)(resp.p - b->args);
 	i = b->n++;
 	b->item[i].flush = flush != NULL;
+	b->flushes |= flush != NULL;
 	b->item[i].priv = flush != NULL ? flush : &b->pending[i];
 	if (flush != NULL)
 		decide_flush_seq = b->seq;

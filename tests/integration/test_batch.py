@@ -227,30 +227,34 @@ def test_a_held_call_goes_when_its_wait_ends(make_shim, redis, rdb):
     wait's timer, not the next event, sends it): a request waits in
     Redis (CLIENT PAUSE WRITE) while another is answered without it; a
     third, on the route just busy, is held alone and answered by Redis
-    in about the wait, not at redis.timeout by the fail policy."""
+    in about the wait, not at redis.timeout by the fail policy.  Three
+    times: the near cache's flush timer wakes the loop every 0.5 s, and
+    one of its ticks could land in the bound by luck, not three."""
     shim, sock = make_shim(near_cache=10000, batch_wait="%dms" % WAIT_MS,
                            timeout=TIMEOUT)
     abuser = "alone-abuser@example.org"
     over_limit(sock, abuser)
-    time.sleep(2 * WAIT_MS / 1000)	# nothing of the set-up within a wait
-    before = stats(shim)
-    p = waiting_in_redis(sock, rdb, "waiting@example.org")
-    try:
-        assert ask(sock, abuser.encode() + b"\n") == b"yes"
-    finally:
-        rdb.cmd("CLIENT", "UNPAUSE")
-    assert read_all(p) == b"no"
-    p.close()
-    t0 = time.monotonic()
-    assert ask(sock, b"held@example.org\n") == b"no"
-    took = time.monotonic() - t0
-    after = stats(shim)
-    print("\nFIGURE a lone held call: answered in %.1f ms (batch_wait %d ms)"
-          % (1000 * took, WAIT_MS))
-    assert after["script_held"] - before.get("script_held", 0) == 1
-    assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
-    assert rdb.cmd("GET", "senderwatch:default:held@example.org") == b"1"
-    assert took < WAIT_MS / 1000 + 0.1, took
+    for i in range(3):
+        time.sleep(2 * WAIT_MS / 1000)	# nothing before within a wait
+        before = stats(shim)
+        p = waiting_in_redis(sock, rdb, "waiting%d@example.org" % i)
+        try:
+            assert ask(sock, abuser.encode() + b"\n") == b"yes"
+        finally:
+            rdb.cmd("CLIENT", "UNPAUSE")
+        assert read_all(p) == b"no"
+        p.close()
+        held = "held%d@example.org" % i
+        t0 = time.monotonic()
+        assert ask(sock, held.encode() + b"\n") == b"no"
+        took = time.monotonic() - t0
+        after = stats(shim)
+        print("\nFIGURE a lone held call: answered in %.1f ms (batch_wait "
+              "%d ms)" % (1000 * took, WAIT_MS))
+        assert after["script_held"] - before.get("script_held", 0) == 1
+        assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
+        assert rdb.cmd("GET", "senderwatch:default:" + held) == b"1"
+        assert took < WAIT_MS / 1000 + 0.04, took
 
 
 def test_a_lone_client_never_waits(make_shim, redis, rdb):
