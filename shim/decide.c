@@ -706,9 +706,9 @@ decide_batch_send(struct batch *b)
  * quiet MTA's decision goes at once; never once DECIDE_BATCH_DEEP have
  * come (the call's fixed cost is then a small part of it), nor for a
  * decision sent again, nor a near-cache flush (its margin before a
- * window ends, and its TRYAGAIN retries, are counted from its sending).  The clock is the monotonic one: a step of the
- * wall clock must not hold a batch.  Returns 1, lowering *deadline to
- * when it may go, if b waits.
+ * window ends, and its TRYAGAIN retries, are counted from its sending).
+ * The clock is the monotonic one: a step of the wall clock must not hold
+ * a batch.  Returns 1, lowering *deadline to when it may go, if b waits.
  */
 #define DECIDE_BATCH_DEEP	8
 

@@ -162,6 +162,7 @@ stats_kv(struct kv *kv)
 	kv_u64(kv, "override_reads_skipped", ovcache_stats()->skipped);
 	kv_u64(kv, "override_cache_learnt", ovcache_stats()->learnt);
 	kv_u64(kv, "sessions", shim.nsessions);
+	kv_u64(kv, "sessions_waiting", shim.nasking);
 	kv_str(kv, "redis", stats_redis_state(state, sizeof(state)));
 	kv_str(kv, "redis_address", shim.redis != NULL ?
 	    rconn_address(shim.redis) : "cluster");
@@ -235,6 +236,10 @@ stats_metrics(struct metrics *m)
 	metrics_family(m, "senderwatch_sessions", "gauge",
 	    "Client connections open now.");
 	metrics_u64(m, "senderwatch_sessions", "", shim.nsessions);
+	/* Climbing while decisions/s fall: Redis is slow, before timeouts. */
+	metrics_family(m, "senderwatch_sessions_waiting", "gauge",
+	    "Client connections waiting on Redis for their answer now.");
+	metrics_u64(m, "senderwatch_sessions_waiting", "", shim.nasking);
 	metrics_counter(m, "senderwatch_sessions_shed_total",
 	    "Silent client connections dropped to make room.", st->shed);
 	metrics_counter(m, "senderwatch_accept_paused_total",

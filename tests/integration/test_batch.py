@@ -19,7 +19,8 @@ import time
 import pytest
 
 from conftest import (ROOT, VALGRIND, Resp, RespError, ask, command_calls,
-                      read_all, stats, wait_for)
+                      DEFAULT_RULES, control, log_lines, read_all,
+                      stats, wait_for)
 
 PREFIX = "senderwatch"
 STREAM = PREFIX + ":stream"
@@ -221,6 +222,49 @@ def test_a_busy_route_waits_for_company(make_shim, redis, rdb):
     assert after["script_held"] == before.get("script_held", 0) == 0
 
 
+def company(sock, rdb, abuser, key, linger=0.0):
+    """Company for the next decision, and its route busy: key's call
+    waits in Redis (sent at once: nothing was before it) while abuser (a
+    request) is answered by the near cache, linger seconds after the call
+    went; then Redis goes on and key is answered.  Returns when abuser
+    was asked."""
+    p = waiting_in_redis(sock, rdb, key)
+    try:
+        time.sleep(linger)
+        asked = time.monotonic()
+        assert ask(sock, abuser) == b"yes"
+    finally:
+        rdb.cmd("CLIENT", "UNPAUSE")
+    assert read_all(p) == b"no"
+    p.close()
+    return asked
+
+
+def asking(sock, key):
+    """key asked on a connection of its own, its answer read later."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(5)
+    s.connect(sock)
+    s.sendall(key.encode() + b"\n")
+    s.shutdown(socket.SHUT_WR)
+    return s
+
+
+# The abusers of the tests below: a rule that does not count denied
+# requests, so that the near cache has nothing to flush (a flush is a
+# call on the route, and would join or end a held batch).
+STRICT_RULES = DEFAULT_RULES + "  strict: { limit: 3, window: 60s, " \
+    "count_denied: no }\n"
+
+
+def strict_abuser(sock, key):
+    """key over the strict rule's limit, held by the near cache: the
+    request to ask it again."""
+    req = b"rule=strict\nkey=" + key.encode() + b"\n\n"
+    assert [ask(sock, req) for _ in range(4)] == [b"no"] * 3 + [b"yes"]
+    return req
+
+
 @timing
 def test_a_held_call_goes_when_its_wait_ends(make_shim, redis, rdb):
     """Nothing else happening, a held call goes when its wait ends (the
@@ -237,13 +281,8 @@ def test_a_held_call_goes_when_its_wait_ends(make_shim, redis, rdb):
     for i in range(3):
         time.sleep(2 * WAIT_MS / 1000)	# nothing before within a wait
         before = stats(shim)
-        p = waiting_in_redis(sock, rdb, "waiting%d@example.org" % i)
-        try:
-            assert ask(sock, abuser.encode() + b"\n") == b"yes"
-        finally:
-            rdb.cmd("CLIENT", "UNPAUSE")
-        assert read_all(p) == b"no"
-        p.close()
+        company(sock, rdb, abuser.encode() + b"\n",
+                "waiting%d@example.org" % i)
         held = "held%d@example.org" % i
         t0 = time.monotonic()
         assert ask(sock, held.encode() + b"\n") == b"no"
@@ -255,6 +294,135 @@ def test_a_held_call_goes_when_its_wait_ends(make_shim, redis, rdb):
         assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
         assert rdb.cmd("GET", "senderwatch:default:" + held) == b"1"
         assert took < WAIT_MS / 1000 + 0.04, took
+
+
+@timing
+def test_a_quiet_route_never_waits(make_shim, redis, rdb):
+    """Company alone holds nothing: where the route's last call went
+    longer than a wait ago (it waited in Redis all that time), the next
+    decision goes at once, though a client was answered without Redis
+    just before.  A round counts where the decision was asked within
+    half a wait of the abuser (company, with room for the shim to read
+    it); three must, and each holds nothing."""
+    shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
+                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
+    abuser = strict_abuser(sock, "quiet-abuser@example.org")
+    rounds = 0
+    for i in range(10):
+        time.sleep(2 * WAIT_MS / 1000)	# nothing before within a wait
+        before = stats(shim)
+        asked = company(sock, rdb, abuser, "long%d@example.org" % i,
+                        linger=1.5 * WAIT_MS / 1000)
+        key = "quiet%d@example.org" % i
+        sent = time.monotonic()
+        assert ask(sock, key.encode() + b"\n") == b"no"
+        after = stats(shim)
+        assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
+        if sent - asked >= WAIT_MS / 2000:
+            continue
+        assert after["script_held"] == before.get("script_held", 0), i
+        rounds += 1
+        if rounds == 3:
+            break
+    assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
+
+
+@timing
+def test_a_held_call_goes_once_eight_have_come(make_shim, redis, rdb):
+    """A held batch goes as soon as it has DECIDE_BATCH_DEEP (8)
+    decisions, not at its wait's end: the call's fixed cost is then a
+    small part of it.  One decision is held (company, a busy route);
+    seven more join it; all eight share one call, the first answered
+    before its wait could have ended (a batch held to its end answers
+    its first no sooner)."""
+    shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
+                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
+    abuser = strict_abuser(sock, "deep-abuser@example.org")
+    keys = ["deep%d@example.org" % j for j in range(8)]
+    mon = Resp(redis.sock)
+    mon.monitor_start()
+    time.sleep(2 * WAIT_MS / 1000)
+    before = stats(shim)
+    company(sock, rdb, abuser, "before-deep@example.org")
+    t0 = time.monotonic()
+    first = asking(sock, keys[0])
+    wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+             interval=0.001, what="the first decision queued")
+    rest = [asking(sock, k) for k in keys[1:]]
+    answer = read_all(first)
+    took = time.monotonic() - t0
+    answers = [answer] + [read_all(s) for s in rest]
+    for s in [first] + rest:
+        s.close()
+    after = stats(shim)
+    calls = calls_with(mon.monitor_lines(redis.sock), keys)
+    print("\nFIGURE 8 decisions, the first held: in %d call(s), the "
+          "first answered in %.1f ms (batch_wait %d ms)" % (
+              len(calls), 1000 * took, WAIT_MS))
+    assert answers == [b"no"] * 8, answers
+    assert len(calls) == 1, calls
+    assert after["script_held"] - before.get("script_held", 0) == 1
+    assert took < WAIT_MS / 1000, took
+
+
+@timing
+def test_a_reload_sends_a_held_call_under_its_config(make_shim, redis,
+                                                     rdb):
+    """A reload sends every held batch at once, under the config it was
+    made with: the key, counted once before, is at 2 of the old limit
+    (3) and answered no by Redis, though the new config's limit is 1;
+    and before the wait could have ended (the reload is quick)."""
+    shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
+                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
+    abuser = strict_abuser(sock, "reload-abuser@example.org")
+    key = "reloaded@example.org"
+    assert ask(sock, key.encode() + b"\n") == b"no"
+    text = open(shim.conf).read()
+    assert "default: { limit: 3," in text
+    with open(shim.conf, "w") as f:
+        f.write(text.replace("default: { limit: 3,", "default: { limit: 1,"))
+    time.sleep(2 * WAIT_MS / 1000)
+    before = stats(shim)
+    company(sock, rdb, abuser, "before-reload@example.org")
+    t0 = time.monotonic()
+    s = asking(sock, key)
+    wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+             interval=0.001, what="the decision queued")
+    assert control(shim.ctl, b"reload\n") == "ok\n"
+    answer = read_all(s)
+    took = time.monotonic() - t0
+    s.close()
+    after = stats(shim)
+    print("\nFIGURE a held call at a reload: answered in %.1f ms "
+          "(batch_wait %d ms)" % (1000 * took, WAIT_MS))
+    assert answer == b"no"
+    assert rdb.cmd("GET", "senderwatch:default:" + key) == b"2"
+    assert after["script_held"] - before.get("script_held", 0) == 1
+    assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
+    assert took < WAIT_MS / 1000, took
+    # The new config from the next decision on.
+    assert ask(sock, key.encode() + b"\n") == b"yes"
+
+
+def test_a_held_call_at_shutdown(make_shim, redis, rdb):
+    """SIGTERM while a decision may be held: its client gets the fail
+    policy at once (on_error yes here, where Redis would say no), and
+    the shim exits cleanly (valgrind's run checks what it frees)."""
+    shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
+                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT,
+                           on_error="yes")
+    abuser = strict_abuser(sock, "stop-abuser@example.org")
+    company(sock, rdb, abuser, "before-stop@example.org")
+    s = asking(sock, "stopped@example.org")
+    wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+             interval=0.001, what="the decision queued")
+    shim.signal(15)
+    assert read_all(s) == b"yes"
+    s.close()
+    assert shim.stop() == 0
+    # Still waiting when the signal came, not answered by Redis first.
+    assert len([l for l in log_lines(shim, "event=exit")
+                if " sessions_waiting=1 " in l]) == 1, shim.log()[-2000:]
 
 
 def test_a_lone_client_never_waits(make_shim, redis, rdb):

@@ -56,6 +56,7 @@ SHIM_FAMILIES = dict(COMMON, **{
     "senderwatch_listed_total": "counter",
     "senderwatch_policy_skipped_total": "counter",
     "senderwatch_sessions": "gauge",
+    "senderwatch_sessions_waiting": "gauge",
     "senderwatch_sessions_shed_total": "counter",
     "senderwatch_accept_paused_total": "counter",
     "senderwatch_script_loads_total": "counter",
@@ -510,6 +511,9 @@ def test_pages_pass_promtool_after_traffic(env):
     assert total(shim, "senderwatch_fail_policy_total") == st["fail_policy"]
     assert value(shim, "senderwatch_redis_up") == 1
     assert value(shim, "senderwatch_sessions") >= 0
+    # Nobody waits on Redis between requests.
+    assert value(shim, "senderwatch_sessions_waiting") == 0 == \
+        st["sessions_waiting"]
     assert value(shim, "senderwatch_script_loads_total") >= 1
     # The histogram: cumulative, +Inf == _count == every timed answer.
     name = "senderwatch_decision_duration_seconds"
