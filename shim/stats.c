@@ -238,7 +238,8 @@ stats_metrics(struct metrics *m)
 	metrics_u64(m, "senderwatch_sessions", "", shim.nsessions);
 	/* Climbing while decisions/s fall: Redis is slow, before timeouts. */
 	metrics_family(m, "senderwatch_sessions_waiting", "gauge",
-	    "Client connections waiting on Redis for their answer now.");
+	    "Client connections waiting for Redis's answer now (held for "
+	    "company, queued or sent).");
 	metrics_u64(m, "senderwatch_sessions_waiting", "", shim.nasking);
 	metrics_counter(m, "senderwatch_sessions_shed_total",
 	    "Silent client connections dropped to make room.", st->shed);

@@ -67,7 +67,9 @@ def test_a_burst_is_batched_and_counts_as_one_call_each(make_shim, redis,
     lines = mon.monitor_lines(redis.sock)
     calls = [l.split('" "') for l in lines if '"EVALSHA"' in l]
     assert calls and all(c[2:4] == ["1", STREAM] for c in calls), calls[:3]
-    assert any(c[4] == "cf011u" for c in calls), calls[:3]
+    # u: the one cost given once (then k and a digit a decision, where
+    # the override cache knows some: bursts after the first).
+    assert any(c[4].startswith("cf011u") for c in calls), calls[:3]
     for k in keys:
         assert got[k] == [b"no"] * 3 + [b"yes"] * 3, (k, got[k])
         assert rdb.cmd("GET", "%s:default:%s" % (PREFIX, k)) == b"6"
@@ -228,6 +230,10 @@ def company(sock, rdb, abuser, key, linger=0.0):
     request) is answered by the near cache, linger seconds after the call
     went; then Redis goes on and key is answered.  Returns when abuser
     was asked."""
+    # The near cache asks Redis again after 0.9 s at most (an override
+    # shows within a second): the abuser learnt again first, Redis not
+    # paused, and nobody waiting on it (no company yet).
+    assert ask(sock, abuser) == b"yes"
     p = waiting_in_redis(sock, rdb, key)
     try:
         time.sleep(linger)
@@ -296,32 +302,45 @@ def test_a_held_call_goes_when_its_wait_ends(make_shim, redis, rdb):
         assert took < WAIT_MS / 1000 + 0.04, took
 
 
+# A held batch goes at the first loop turn past its route's last call
+# and a wait, or at its own opening and a wait (decide_hold()): a round of
+# the tests below that took longer than this from its first step (before
+# that call went) proves nothing, and is done again.
+ROUND = 0.8 * WAIT_MS / 1000
+
+
+def held(shim, before):
+    return stats(shim)["script_held"] - before.get("script_held", 0)
+
+
 @timing
 def test_a_quiet_route_never_waits(make_shim, redis, rdb):
     """Company alone holds nothing: where the route's last call went
     longer than a wait ago (it waited in Redis all that time), the next
     decision goes at once, though a client was answered without Redis
-    just before.  A round counts where the decision was asked within
-    half a wait of the abuser (company, with room for the shim to read
-    it); three must, and each holds nothing."""
+    just before.  Each round is run twice: without the linger the same
+    decision is held (company is there), with it, not.  A round counts
+    where the decision was asked within half a wait of the abuser (the
+    shim's company still fresh); three must."""
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
                            batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
     abuser = strict_abuser(sock, "quiet-abuser@example.org")
     rounds = 0
     for i in range(10):
-        time.sleep(2 * WAIT_MS / 1000)	# nothing before within a wait
-        before = stats(shim)
-        asked = company(sock, rdb, abuser, "long%d@example.org" % i,
-                        linger=1.5 * WAIT_MS / 1000)
-        key = "quiet%d@example.org" % i
-        sent = time.monotonic()
-        assert ask(sock, key.encode() + b"\n") == b"no"
-        after = stats(shim)
-        assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
-        if sent - asked >= WAIT_MS / 2000:
-            continue
-        assert after["script_held"] == before.get("script_held", 0), i
-        rounds += 1
+        fresh = True
+        for linger, want in ((0, 1), (1.5 * WAIT_MS / 1000, 0)):
+            time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
+            before = stats(shim)
+            asked = company(sock, rdb, abuser, "long%d-%d@example.org" % (
+                i, want), linger=linger)
+            key = "quiet%d-%d@example.org" % (i, want)
+            sent = time.monotonic()
+            assert ask(sock, key.encode() + b"\n") == b"no"
+            assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
+            fresh = fresh and sent - asked < WAIT_MS / 2000
+            if fresh:
+                assert held(shim, before) == want, (i, linger)
+        rounds += fresh
         if rounds == 3:
             break
     assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
@@ -338,31 +357,37 @@ def test_a_held_call_goes_once_eight_have_come(make_shim, redis, rdb):
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
                            batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
     abuser = strict_abuser(sock, "deep-abuser@example.org")
-    keys = ["deep%d@example.org" % j for j in range(8)]
-    mon = Resp(redis.sock)
-    mon.monitor_start()
-    time.sleep(2 * WAIT_MS / 1000)
-    before = stats(shim)
-    company(sock, rdb, abuser, "before-deep@example.org")
-    t0 = time.monotonic()
-    first = asking(sock, keys[0])
-    wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
-             interval=0.001, what="the first decision queued")
-    rest = [asking(sock, k) for k in keys[1:]]
-    answer = read_all(first)
-    took = time.monotonic() - t0
-    answers = [answer] + [read_all(s) for s in rest]
-    for s in [first] + rest:
-        s.close()
-    after = stats(shim)
-    calls = calls_with(mon.monitor_lines(redis.sock), keys)
-    print("\nFIGURE 8 decisions, the first held: in %d call(s), the "
-          "first answered in %.1f ms (batch_wait %d ms)" % (
-              len(calls), 1000 * took, WAIT_MS))
-    assert answers == [b"no"] * 8, answers
-    assert len(calls) == 1, calls
-    assert after["script_held"] - before.get("script_held", 0) == 1
-    assert took < WAIT_MS / 1000, took
+    for i in range(5):
+        keys = ["deep%d-%d@example.org" % (i, j) for j in range(8)]
+        mon = Resp(redis.sock)
+        mon.monitor_start()
+        time.sleep(2 * WAIT_MS / 1000)
+        before = stats(shim)
+        start = time.monotonic()
+        company(sock, rdb, abuser, "before-deep%d@example.org" % i)
+        t0 = time.monotonic()
+        first = asking(sock, keys[0])
+        wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+                 interval=0.001, what="the first decision queued")
+        rest = [asking(sock, k) for k in keys[1:]]
+        joined = time.monotonic() - start
+        answer = read_all(first)
+        took = time.monotonic() - t0
+        answers = [answer] + [read_all(s) for s in rest]
+        for s in [first] + rest:
+            s.close()
+        calls = calls_with(mon.monitor_lines(redis.sock), keys)
+        assert answers == [b"no"] * 8, answers
+        if joined >= ROUND:
+            continue
+        print("\nFIGURE 8 decisions, the first held: in %d call(s), the "
+              "first answered in %.1f ms (batch_wait %d ms)" % (
+                  len(calls), 1000 * took, WAIT_MS))
+        assert len(calls) == 1, calls
+        assert held(shim, before) == 1
+        assert took < WAIT_MS / 1000, took
+        return
+    pytest.fail("5 rounds took %.0f ms or more to set up" % (1000 * ROUND))
 
 
 @timing
@@ -375,61 +400,86 @@ def test_a_reload_sends_a_held_call_under_its_config(make_shim, redis,
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
                            batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
     abuser = strict_abuser(sock, "reload-abuser@example.org")
-    key = "reloaded@example.org"
-    assert ask(sock, key.encode() + b"\n") == b"no"
     text = open(shim.conf).read()
     assert "default: { limit: 3," in text
-    with open(shim.conf, "w") as f:
-        f.write(text.replace("default: { limit: 3,", "default: { limit: 1,"))
-    time.sleep(2 * WAIT_MS / 1000)
-    before = stats(shim)
-    company(sock, rdb, abuser, "before-reload@example.org")
-    t0 = time.monotonic()
-    s = asking(sock, key)
-    wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
-             interval=0.001, what="the decision queued")
-    assert control(shim.ctl, b"reload\n") == "ok\n"
-    answer = read_all(s)
-    took = time.monotonic() - t0
-    s.close()
-    after = stats(shim)
-    print("\nFIGURE a held call at a reload: answered in %.1f ms "
-          "(batch_wait %d ms)" % (1000 * took, WAIT_MS))
-    assert answer == b"no"
-    assert rdb.cmd("GET", "senderwatch:default:" + key) == b"2"
-    assert after["script_held"] - before.get("script_held", 0) == 1
-    assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
-    assert took < WAIT_MS / 1000, took
-    # The new config from the next decision on.
-    assert ask(sock, key.encode() + b"\n") == b"yes"
+    for i in range(5):
+        with open(shim.conf, "w") as f:
+            f.write(text)
+        assert control(shim.ctl, b"reload\n") == "ok\n"
+        key = "reloaded%d@example.org" % i
+        assert ask(sock, key.encode() + b"\n") == b"no"
+        with open(shim.conf, "w") as f:
+            f.write(text.replace("default: { limit: 3,",
+                                 "default: { limit: 1,"))
+        time.sleep(2 * WAIT_MS / 1000)
+        before = stats(shim)
+        start = time.monotonic()
+        company(sock, rdb, abuser, "before-reload%d@example.org" % i)
+        t0 = time.monotonic()
+        s = asking(sock, key)
+        wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+                 interval=0.001, what="the decision queued")
+        assert control(shim.ctl, b"reload\n") == "ok\n"
+        reloaded = time.monotonic() - start
+        answer = read_all(s)
+        took = time.monotonic() - t0
+        s.close()
+        after = stats(shim)
+        assert answer == b"no"
+        assert rdb.cmd("GET", "senderwatch:default:" + key) == b"2"
+        assert after.get("fail_policy", 0) == before.get("fail_policy", 0)
+        # The new config from the next decision on.
+        assert ask(sock, key.encode() + b"\n") == b"yes"
+        if reloaded >= ROUND:
+            continue
+        print("\nFIGURE a held call at a reload: answered in %.1f ms "
+              "(batch_wait %d ms)" % (1000 * took, WAIT_MS))
+        assert after["script_held"] - before.get("script_held", 0) == 1
+        assert took < WAIT_MS / 1000, took
+        return
+    pytest.fail("5 rounds took %.0f ms or more to set up" % (1000 * ROUND))
 
 
 def test_a_held_call_at_shutdown(make_shim, redis, rdb):
     """SIGTERM while a decision is held (or, under valgrind, maybe sent
     to a paused Redis): its client gets the fail policy at once
     (on_error yes here, where Redis would say no), and the shim exits
-    cleanly (valgrind's run checks what it frees)."""
+    cleanly (valgrind's run checks what it frees).  A redis.timeout of
+    2 s: valgrind's slowness must not fail anything first."""
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
-                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT,
+                           batch_wait="%dms" % WAIT_MS, timeout="2s",
                            on_error="yes")
     abuser = strict_abuser(sock, "stop-abuser@example.org")
-    company(sock, rdb, abuser, "before-stop@example.org")
-    # Held, or (valgrind slowing the shim past the wait) sent: paused
-    # either way until the signal.
-    rdb.cmd("CLIENT", "PAUSE", "5000", "WRITE")
-    try:
-        s = asking(sock, "stopped@example.org")
-        wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
-                 interval=0.001, what="the decision queued")
-        shim.signal(15)
-        assert read_all(s) == b"yes"
-        s.close()
-        assert shim.stop() == 0
-    finally:
-        rdb.cmd("CLIENT", "UNPAUSE")
-    # Still waiting when the signal came, not answered by Redis first.
-    assert len([l for l in log_lines(shim, "event=exit")
-                if " sessions_waiting=1 " in l]) == 1, shim.log()[-2000:]
+    for i in range(5):
+        time.sleep(2 * WAIT_MS / 1000)
+        start = time.monotonic()
+        company(sock, rdb, abuser, "before-stop%d@example.org" % i)
+        calls = stats(shim)["script_calls"]
+        # Held, or sent if the round was slow: paused either way until
+        # the signal.
+        rdb.cmd("CLIENT", "PAUSE", "5000", "WRITE")
+        try:
+            s = asking(sock, "stopped%d@example.org" % i)
+            wait_for(lambda: stats(shim)["sessions_waiting"] == 1,
+                     interval=0.001, what="the decision queued")
+            sent = stats(shim)["script_calls"] - calls
+            if not VALGRIND and (sent or time.monotonic() - start >= ROUND):
+                rdb.cmd("CLIENT", "UNPAUSE")
+                assert read_all(s) == b"no"
+                s.close()
+                continue
+            shim.signal(15)
+            assert read_all(s) == b"yes"
+            s.close()
+            assert shim.stop() == 0
+        finally:
+            rdb.cmd("CLIENT", "UNPAUSE")
+        # Still waiting when the signal came, not answered by Redis first.
+        assert len([l for l in log_lines(shim, "event=exit")
+                    if " sessions_waiting=1 " in l]) == 1, \
+            shim.log()[-2000:]
+        return
+    pytest.fail("the decision was never held in 5 rounds")
 
 
 def test_a_lone_client_never_waits(make_shim, redis, rdb):
