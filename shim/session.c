@@ -122,6 +122,21 @@ session_drain(int fd)
 }
 
 /*
+ * A request answered without Redis while others wait on it: clients
+ * besides those may bring decisions (decide.c's batch wait).  A lone
+ * client's own answers never count: it waits on nothing then.  Only a
+ * request that was decided counts (lists, overrides, the near cache, a
+ * Postfix request the rule skips): a probe that connects and closes, a
+ * bad request or a silent client is no sign of mail to come.
+ */
+static void
+session_company(const struct session *s)
+{
+	if (s->state != SESSION_ASKING && shim.nasking > 0)
+		shim.answered_here = cache_clock();
+}
+
+/*
  * Exim: write the bare word and close, since Exim reads until EOF.
  * Postfix: write "action=..." and an empty line, then read the next
  * request on the same connection.
@@ -132,13 +147,6 @@ session_reply(struct session *s, const char *word, const char *reason)
 	char	 line[512];
 	size_t	 len;
 
-	/*
-	 * Answered without Redis while others wait on it: clients besides
-	 * those may bring decisions (decide.c's batch wait).  A lone
-	 * client's own answers never count: it waits on nothing then.
-	 */
-	if (s->state != SESSION_ASKING && shim.nasking > 0)
-		shim.answered_here = cache_clock();
 	if (s->policy) {
 		len = snprintf(line, sizeof(line), "action=%s\n\n", word);
 		if (len >= sizeof(line))
@@ -215,6 +223,7 @@ session_answer(struct session *s, int verdict, const char *why)
 	 * session; from the reply callback the pending is freed right after.
 	 */
 	stats_answered(s->rule, verdict, s->asked);
+	session_company(s);
 	session_reply(s, session_word(s, verdict), why != NULL ? why :
 	    "answered");
 }
@@ -337,6 +346,7 @@ session_ask(struct session *s, struct request *req)
 		if (s->rule != NULL &&
 		    (skip = session_policy_skip(s->rule, req, attr)) != NULL) {
 			shim.stats.policy_skipped++;
+			session_company(s);
 			session_reply(s, "DUNNO", skip);
 			return;
 		}
@@ -353,6 +363,7 @@ session_ask(struct session *s, struct request *req)
 		else {
 			/* No such attribute (not authenticated...): no key. */
 			shim.stats.policy_skipped++;
+			session_company(s);
 			session_reply(s, "DUNNO", "no key attribute");
 			return;
 		}

@@ -389,6 +389,10 @@ BEGIN {
 	printf "  c=%d: %.1f us (target <= 3.5 us: %s), a bare INCR %.2f us " \
 	    "pipelined 8 deep: %.1fx\n", c, s32, (s32 <= 3.5 ? "PASS" : "FAIL"),
 	    i8, x(s32, i8)
+	# Information only: this VM runs Redis at up to twice the cost of
+	# another day.  The issue set 3.5 us where INCR 8 deep cost 1.5 us.
+	printf "        (the target was set where that INCR cost 1.50 us: " \
+	    "3.5 us was 2.3x it)\n"
 }'
 line="  decisions per count.lua call (the shim's batches):"
 for c in "${CONCS[@]}"; do
@@ -522,6 +526,14 @@ verdict=$(awk -v r="$r" -v f="$floor_rate" -v rus="$rus" 'BEGIN {
 	    (ok ? "PASS" : "FAIL"), (f > 0 ? 100 * r / f : 0), rus
 }')
 echo "target: abuse at c=$TARGET_CONC >= 90% of the floor's decisions/s and Redis CPU < 1 us per request: $verdict"
+# Information only, as for c=32 above: the 1 us was set where a bare INCR
+# 8 deep cost Redis 1.5 us.
+awk -v rus="$rus" -v i8="$INCR8" 'BEGIN {
+	if (i8 > 0)
+		printf "        Redis per request %.2fx this run'"'"'s bare INCR 8 " \
+		    "deep (%.2f us); the target was 0.67x the 1.50 us of the " \
+		    "day it was set\n", rus / i8, i8
+}'
 
 # --- Redis memory per tracked key --------------------------------------------
 

@@ -224,12 +224,12 @@ def test_a_busy_route_waits_for_company(make_shim, redis, rdb):
     assert after["script_held"] == before.get("script_held", 0) == 0
 
 
-def company(sock, rdb, abuser, key, linger=0.0):
+def company(sock, rdb, abuser, key, linger=0.0, companion=None):
     """Company for the next decision, and its route busy: key's call
     waits in Redis (sent at once: nothing was before it) while abuser (a
     request) is answered by the near cache, linger seconds after the call
-    went; then Redis goes on and key is answered.  Returns when abuser
-    was asked."""
+    went (or companion() is called instead); then Redis goes on and key
+    is answered.  Returns when abuser was asked."""
     # The near cache asks Redis again after 0.9 s at most (an override
     # shows within a second): the abuser learnt again first, Redis not
     # paused, and nobody waiting on it (no company yet).
@@ -238,7 +238,10 @@ def company(sock, rdb, abuser, key, linger=0.0):
     try:
         time.sleep(linger)
         asked = time.monotonic()
-        assert ask(sock, abuser) == b"yes"
+        if companion is not None:
+            companion()
+        else:
+            assert ask(sock, abuser) == b"yes"
     finally:
         rdb.cmd("CLIENT", "UNPAUSE")
     assert read_all(p) == b"no"
@@ -340,6 +343,45 @@ def test_a_quiet_route_never_waits(make_shim, redis, rdb):
             fresh = fresh and sent - asked < WAIT_MS / 2000
             if fresh:
                 assert held(shim, before) == want, (i, linger)
+        rounds += fresh
+        if rounds == 3:
+            break
+    assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
+
+
+def probes(sock):
+    """Clients answered without Redis that bring no mail: a probe that
+    connects and closes (monit), and a bad request."""
+    assert ask(sock, b"") == b"no"
+    assert ask(sock, b"k" * 600 + b"\n") == b"no"
+
+
+@timing
+def test_probes_and_bad_requests_are_no_company(make_shim, redis, rdb):
+    """Only a request decided without Redis is company: a probe or a bad
+    request answered while a call waits in Redis holds nothing.  Each
+    round is run twice, as the quiet route's: the same decision is held
+    where the abuser was answered (company is there), and not where only
+    probes were.  A round counts where the decision was asked within
+    half a wait of its company; three must."""
+    shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
+                           batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
+    abuser = strict_abuser(sock, "probed-abuser@example.org")
+    rounds = 0
+    for i in range(10):
+        fresh = True
+        for companion, want in ((None, 1), (lambda: probes(sock), 0)):
+            time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
+            before = stats(shim)
+            asked = company(sock, rdb, abuser, "busy%d-%d@example.org" % (
+                i, want), companion=companion)
+            key = "probed%d-%d@example.org" % (i, want)
+            sent = time.monotonic()
+            assert ask(sock, key.encode() + b"\n") == b"no"
+            assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
+            fresh = fresh and sent - asked < WAIT_MS / 2000
+            if fresh:
+                assert held(shim, before) == want, (i, want)
         rounds += fresh
         if rounds == 3:
             break
