@@ -389,6 +389,60 @@ def test_probes_and_bad_requests_are_no_company(make_shim, redis, rdb):
 
 
 @timing
+def test_a_flush_is_never_held(make_shim, redis, rdb):
+    """A batch carrying a near-cache flush goes at once, company or not:
+    its margin before the window ends, and its TRYAGAIN retries, count
+    from its sending.  The flush timer's tick (every 0.5 s) is found;
+    then, just before each next one, company is made (the route busy,
+    the abuser answered by the near cache while a call waited), and the
+    tick flushes the abuser's counted cost with nothing held.  A round
+    counts where the tick came after the company and within half a
+    wait of it (the company still fresh); three must."""
+    shim, sock = make_shim(near_cache=10000, batch_wait="%dms" % WAIT_MS,
+                           timeout=TIMEOUT)
+    abuser = "flushed-abuser@example.org"
+    over_limit(sock, abuser)
+    req = abuser.encode() + b"\n"
+
+    def flushes():
+        return stats(shim).get("near_cache_flushes", 0)
+
+    assert ask(sock, req) == b"yes"	# a cost for the next tick
+    n = flushes()
+    wait_for(lambda: flushes() > n, interval=0.001, what="a flush")
+    tick = time.monotonic()
+    rounds = 0
+    for i in range(10):
+        nxt = tick + 0.5
+        while nxt < time.monotonic() + 0.05:
+            nxt += 0.5
+        time.sleep(nxt - 0.015 - time.monotonic())
+        before = stats(shim)
+        seen = []
+
+        def companion():
+            seen.append(flushes())
+            assert ask(sock, req) == b"yes"
+
+        asked = company(sock, rdb, req, "before-flush%d@example.org" % i,
+                        companion=companion)
+        wait_for(lambda: flushes() > before["near_cache_flushes"],
+                 interval=0.001, what="the tick's flush")
+        tick = time.monotonic()
+        time.sleep(1.5 * WAIT_MS / 1000)	# a held flush goes by now
+        after = stats(shim)
+        assert after.get("near_cache_flush_failed", 0) == \
+            before.get("near_cache_flush_failed", 0)
+        if seen == [before["near_cache_flushes"]] and \
+                tick - asked < WAIT_MS / 2000:
+            assert held(shim, before) == 0, i
+            rounds += 1
+            if rounds == 3:
+                break
+    assert rounds == 3, "only %d rounds of 10 had company at a tick" % rounds
+
+
+@timing
 def test_a_held_call_goes_once_eight_have_come(make_shim, redis, rdb):
     """A held batch goes as soon as it has DECIDE_BATCH_DEEP (8)
     decisions, not at its wait's end: the call's fixed cost is then a
