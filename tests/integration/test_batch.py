@@ -620,10 +620,11 @@ def script(redis):
 
 def costs(decisions, flags, shared):
     """The flags and the decisions' costs and subjects: each one's, or
-    (shared, count.lua's sixth flag) the first one's for all."""
+    (shared, count.lua's sixth flag, before any k) the first one's for
+    all."""
     if shared:
         assert len({(c, s) for _, c, s in decisions}) == 1
-        return flags + "u", list(decisions[0][1:])
+        return flags[:5] + "u" + flags[5:], list(decisions[0][1:])
     return flags, [x for _, cost, subject in decisions
                    for x in (cost, subject)]
 
@@ -756,19 +757,26 @@ def test_a_full_redis_or_a_replica_refuses_the_whole_call(redis, rdb):
         rdb.cmd("SET", "pad", "x" * 100000)
         rdb.cmd("CONFIG", "SET", "maxmemory-policy", "noeviction")
         rdb.cmd("CONFIG", "SET", "maxmemory", "1")
-        try:
-            out = call(r, sha, [("a@x", "1", ""), ("b@x", "1", "")])
-            assert False, "a full Redis answered %r" % (out,)
-        except RespError as e:
-            assert str(e).startswith("OOM"), e
+        # Declared, and named with one cost and no subject (the shim's
+        # common call, which count.lua decides in its loop).
+        hows = ((call, False), (named_call, True))
+        for how, shared in hows:
+            try:
+                out = how(r, sha, [("a@x", "1", ""), ("b@x", "1", "")],
+                          shared=shared)
+                assert False, "a full Redis answered %r" % (out,)
+            except RespError as e:
+                assert str(e).startswith("OOM"), e
         rdb.cmd("CONFIG", "SET", "maxmemory", "0")
         # A replica of a master that is not there: read-only.
         rdb.cmd("REPLICAOF", "127.0.0.1", "1")
-        try:
-            out = call(r, sha, [("a@x", "1", ""), ("b@x", "1", "")])
-            assert False, "a replica answered %r" % (out,)
-        except RespError as e:
-            assert str(e).startswith("READONLY"), e
+        for how, shared in hows:
+            try:
+                out = how(r, sha, [("a@x", "1", ""), ("b@x", "1", "")],
+                          shared=shared)
+                assert False, "a replica answered %r" % (out,)
+            except RespError as e:
+                assert str(e).startswith("READONLY"), e
         assert rdb.cmd("EXISTS", "%s:default:a@x" % PREFIX) == 0
         assert rdb.cmd("EXISTS", "%s:default:b@x" % PREFIX) == 0
     finally:
@@ -832,5 +840,76 @@ def test_a_batch_answers_as_its_decisions_one_by_one(redis, rdb):
                     (flags, how.__name__)
                 assert rdb.cmd("ZSCORE", "%s:subjects:default:k1@x"
                                % PREFIX, "Hi") == subjects
+    finally:
+        r.close()
+
+
+def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb):
+    """The shim's common call on a single Redis (a fixed window counting
+    every attempt, one cost, no subject, the keys named), which count.lua
+    decides in its loop rather than in decide(): the same replies, the
+    same counts and the same TTLs as one call for each, over keys under
+    and over the limit, with an override (allow, block, a factor, one of
+    another type), a corrupt counter (another type, not an integer), a
+    counter another tool left without a TTL, and the flags' k saying a
+    key has no override (read, or not)."""
+    r, sha = script(redis)
+    keys = ["n%d@x" % i for i in range(8)]
+
+    def prepare():
+        rdb.cmd("FLUSHALL")
+        ov = "%s:override:default:" % PREFIX
+        st = "%s:default:" % PREFIX
+        rdb.cmd("SET", ov + "n1@x", "allow")
+        rdb.cmd("SET", ov + "n2@x", "block")
+        rdb.cmd("SET", ov + "n3@x", "x2")
+        rdb.cmd("HSET", ov + "n4@x", "a", "b")
+        rdb.cmd("HSET", st + "n5@x", "a", "b")
+        rdb.cmd("SET", st + "n6@x", "abc")
+        rdb.cmd("SET", st + "n7@x", "40")	# no TTL, under 64
+
+    def after():
+        out = {}
+        for k in keys:
+            name = "%s:default:%s" % (PREFIX, k)
+            ttl = rdb.cmd("PTTL", name)
+            out[k] = (state(rdb, k), ttl if ttl < 0 else "ttl")
+        return out, rdb.cmd("XLEN", STREAM)
+
+    def shape(x):
+        if isinstance(x, RespError):
+            return str(x)
+        return x if isinstance(x, int) else \
+            [x[0], x[1], x[3], x[4], x[5], x[6]]
+
+    seen = []
+    try:
+        for cost, limits in (("1", ("4", "60000", "4")),
+                             ("3", ("64", "60000", "64")),
+                             ("0", ("4", "60000", "4"))):
+            seq = [keys[i % 8] for i in range(24)]
+            for k in ("", "k" + "".join("1" if i % 3 else "0"
+                                         for i in range(24))):
+                prepare()
+                alone = []
+                for i, key in enumerate(seq):
+                    flags = "cf011" + ("k" + k[1 + i] if k else "")
+                    alone.append(named_call(r, sha, [(key, cost, "")],
+                                            flags, limits, shared=True))
+                want = after()
+                prepare()
+                together = named_call(r, sha, [(key, cost, "")
+                                               for key in seq],
+                                      "cf011" + k, limits, shared=True)
+                assert [shape(x) for x in together] == \
+                    [shape(x) for x in alone], (cost, k)
+                assert after() == want, (cost, k)
+                seen += together
+        # Each kind of answer came up: a count alone, a crossing (an
+        # event), allowed, blocked, a factor.
+        lists = [x for x in seen if isinstance(x, list)]
+        assert any(isinstance(x, int) for x in seen)
+        assert any(x[0] == 1 and x[3] == 1 for x in lists)
+        assert {1, 2, 3} <= {x[6] for x in lists}
     finally:
         r.close()
