@@ -700,10 +700,12 @@ if m == 1 then
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
     prefix, skip and string.byte(flags, known + 1) == 49)
 end
--- The common call, a single Redis's batch of one fixed window counting
--- every attempt with a shared cost and no subject, takes each decision
--- here, in the loop, as decide() would: the override's GET (unless k
--- says none), INCRBY, PEXPIRE NX where fixed_commit() says, the count.
+-- The common call, a batch of one fixed window counting every attempt
+-- with a shared cost and no subject, named (a single Redis's or a
+-- node's), takes each decision here, in the loop, as decide() would: the
+-- override's GET (unless k says none), INCRBY, PEXPIRE NX where
+-- fixed_commit() says, the count.  (In a node's call a GET that found no
+-- override has Redis vouch for the slot: its other keys are here.)
 -- decide() in a pcall per decision was two fifths of Redis's
 -- instructions for such a decision (callgrind): its call, and its
 -- arguments and globals looked up again.  Whatever is not that common
@@ -711,7 +713,7 @@ end
 -- refused write: nothing was written, so decide() does it again), or a
 -- count over the limit (decide() is given it, and does the rest).
 local fast_cost = f_alg == 102 and count_denied and f_mode == 99 and
-  n == 1 and call_factor == 1 and aa == 0 and pb and not node and
+  n == 1 and call_factor == 1 and aa == 0 and pb and
   ARGV[HEAD + 5] == '' and ARGV[HEAD + 4]
 if fast_cost and fast_cost ~= '1' and not (fast_cost == '0' or
     ((#fast_cost < 7 or fast_cost == '1000000') and
@@ -721,8 +723,10 @@ end
 local fast_cn = fast_cost and tonumber(fast_cost)
 local fast_mend = fast_cost and (limit1 >= 2 * MEND and
   math.floor(limit1 / MEND) or 1)
-local fast_ov = fast_cost and prefix .. ARGV[pb + 2]
-local fast_state = fast_cost and prefix .. ARGV[pb + 3]
+local mid_ov, mid_state = fast_cost and ARGV[pb + 2], fast_cost and
+  ARGV[pb + 3]
+local fast_ov = fast_cost and not node and prefix .. mid_ov
+local fast_state = fast_cost and not node and prefix .. mid_state
 local rcall, sbyte, ltype = redis.pcall, string.byte, type
 -- A full Redis (OOM) or a replica (READONLY) refuses a call's first
 -- write, so where any decision got one, no decision wrote: that is the
@@ -734,10 +738,15 @@ for d = 1, m do
   local ok, r, none, counted = true, nil,
     skip and sbyte(flags, known + d) == 49, nil
   if fast_cost then
-    local key = ARGV[kb]
-    if not none then none = rcall('GET', fast_ov .. key) == false end
+    local key, ov, state = ARGV[kb], nil, nil
+    if node then
+      local pre = prefix .. ARGV[kb - 1]
+      ov, state = pre .. mid_ov .. key, pre .. mid_state .. key
+    else
+      ov, state = fast_ov .. key, fast_state .. key
+    end
+    if not none then none = rcall('GET', ov) == false end
     if none then
-      local state = fast_state .. key
       local c = rcall('INCRBY', state, fast_cost)
       if ltype(c) == 'number' then
         if c > limit1 then

@@ -648,15 +648,15 @@ MIDDLES = ["subjects:default:", "override:default:", "default:",
 
 
 def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
-              shared=False):
+              shared=False, tag=""):
     """The same as a node's call (what the shim sends a Cluster's master):
     no KEYS; after the arguments the names' prefix and middles, the
     stream's name less a shard's tag, then each decision's tag and key
-    (here, as on a single Redis, the tag is empty)."""
+    (here, as on a single Redis, the tag is empty unless given)."""
     flags, args = costs(decisions, flags, shared)
     each = []
     for key, _, _ in decisions:
-        each += ["", key]
+        each += [tag, key]
     return r.cmd("EVALSHA", sha, "0", flags, "1", META, *limits, *args,
                  PREFIX + ":", *MIDDLES, STREAM, *each)
 
@@ -759,7 +759,7 @@ def test_a_full_redis_or_a_replica_refuses_the_whole_call(redis, rdb):
         rdb.cmd("CONFIG", "SET", "maxmemory", "1")
         # Declared, and named with one cost and no subject (the shim's
         # common call, which count.lua decides in its loop).
-        hows = ((call, False), (named_call, True))
+        hows = ((call, False), (named_call, True), (node_call, True))
         for how, shared in hows:
             try:
                 out = how(r, sha, [("a@x", "1", ""), ("b@x", "1", "")],
@@ -844,37 +844,45 @@ def test_a_batch_answers_as_its_decisions_one_by_one(redis, rdb):
         r.close()
 
 
-def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb):
-    """The shim's common call on a single Redis (a fixed window counting
-    every attempt, one cost, no subject, the keys named), which count.lua
-    decides in its loop rather than in decide(): the same replies, the
-    same counts and the same TTLs as one call for each, over keys under
+@pytest.mark.parametrize("how", ["named_call", "node_call"])
+def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
+                                                             how):
+    """The shim's common call, a single Redis's or a node's (a fixed
+    window counting every attempt, one cost, no subject, the keys named),
+    which count.lua decides in its loop rather than in decide(): the
+    same replies, the same counts and the same TTLs as one call for each, over keys under
     and over the limit, with an override (allow, block, a factor, one of
     another type), a corrupt counter (another type, not an integer), a
     counter another tool left without a TTL, and the flags' k saying a
     key has no override (read, or not)."""
     r, sha = script(redis)
     keys = ["n%d@x" % i for i in range(8)]
+    # A node's decisions have their shard's tag in their names.
+    tag = "{s1.7}:" if how == "node_call" else ""
+    kw = {"tag": tag} if tag else {}
+    stream = STREAM + (":" + tag[:-1] if tag else "")
 
     def prepare():
         rdb.cmd("FLUSHALL")
-        ov = "%s:override:default:" % PREFIX
-        st = "%s:default:" % PREFIX
+        ov = "%s:%soverride:default:" % (PREFIX, tag)
+        st = "%s:%sdefault:" % (PREFIX, tag)
         rdb.cmd("SET", ov + "n1@x", "allow")
         rdb.cmd("SET", ov + "n2@x", "block")
         rdb.cmd("SET", ov + "n3@x", "x2")
         rdb.cmd("HSET", ov + "n4@x", "a", "b")
         rdb.cmd("HSET", st + "n5@x", "a", "b")
         rdb.cmd("SET", st + "n6@x", "abc")
-        rdb.cmd("SET", st + "n7@x", "40")	# no TTL, under 64
+        rdb.cmd("SET", st + "n7@x", "60")	# no TTL, over at 64 soon
 
     def after():
         out = {}
         for k in keys:
-            name = "%s:default:%s" % (PREFIX, k)
+            name = "%s:%sdefault:%s" % (PREFIX, tag, k)
             ttl = rdb.cmd("PTTL", name)
-            out[k] = (state(rdb, k), ttl if ttl < 0 else "ttl")
-        return out, rdb.cmd("XLEN", STREAM)
+            value = rdb.cmd("HGETALL", name) if \
+                rdb.cmd("TYPE", name) == "hash" else rdb.cmd("GET", name)
+            out[k] = (value, ttl if ttl < 0 else "ttl")
+        return out, rdb.cmd("XLEN", stream)
 
     def shape(x):
         if isinstance(x, RespError):
@@ -894,13 +902,16 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb):
                 alone = []
                 for i, key in enumerate(seq):
                     flags = "cf011" + ("k" + k[1 + i] if k else "")
-                    alone.append(named_call(r, sha, [(key, cost, "")],
-                                            flags, limits, shared=True))
+                    alone.append(globals()[how](
+                        r, sha, [(key, cost, "")], flags, limits,
+                        shared=True, **kw))
                 want = after()
+                assert want[1] > 0	# crossings, on the stream named
                 prepare()
-                together = named_call(r, sha, [(key, cost, "")
-                                               for key in seq],
-                                      "cf011" + k, limits, shared=True)
+                together = globals()[how](r, sha, [(key, cost, "")
+                                                   for key in seq],
+                                          "cf011" + k, limits, shared=True,
+                                          **kw)
                 assert [shape(x) for x in together] == \
                     [shape(x) for x in alone], (cost, k)
                 assert after() == want, (cost, k)
