@@ -720,7 +720,7 @@ if fast_cost and fast_cost ~= '1' and not (fast_cost == '0' or
      string.match(fast_cost, '^[1-9]%d*$'))) then
   fast_cost = nil			-- decide() says what is wrong with it
 end
-local fast_cn = fast_cost and tonumber(fast_cost)
+local fast_cn = fast_cost == '1' and 1 or fast_cost and tonumber(fast_cost)
 local fast_mend = fast_cost and (limit1 >= 2 * MEND and
   math.floor(limit1 / MEND) or 1)
 local mid_ov, mid_state = fast_cost and ARGV[pb + 2], fast_cost and
@@ -738,15 +738,22 @@ for d = 1, m do
   local ok, r, none, counted = true, nil,
     skip and sbyte(flags, known + d) == 49, nil
   if fast_cost then
-    local key, ov, state = ARGV[kb], nil, nil
-    if node then
-      local pre = prefix .. ARGV[kb - 1]
-      ov, state = pre .. mid_ov .. key, pre .. mid_state .. key
-    else
-      ov, state = fast_ov .. key, fast_state .. key
+    -- Each name made only where it is used: a string made costs Redis.
+    local key, pre = ARGV[kb], node and prefix .. ARGV[kb - 1]
+    if not none then
+      if node then
+        none = rcall('GET', pre .. mid_ov .. key) == false
+      else
+        none = rcall('GET', fast_ov .. key) == false
+      end
     end
-    if not none then none = rcall('GET', ov) == false end
     if none then
+      local state
+      if node then
+        state = pre .. mid_state .. key
+      else
+        state = fast_state .. key
+      end
       local c = rcall('INCRBY', state, fast_cost)
       if ltype(c) == 'number' then
         if c > limit1 then
