@@ -713,7 +713,7 @@ end
 -- refused write: nothing was written, so decide() does it again), or a
 -- count over the limit (decide() is given it, and does the rest).
 local fast_cost = f_alg == 102 and count_denied and f_mode == 99 and
-  n == 1 and call_factor == 1 and aa == 0 and pb and
+  n == 1 and call_factor == 1 and aa == 0 and pb and limit1 and
   ARGV[HEAD + 5] == '' and ARGV[HEAD + 4]
 if fast_cost and fast_cost ~= '1' and not (fast_cost == '0' or
     ((#fast_cost < 7 or fast_cost == '1000000') and
@@ -737,6 +737,7 @@ for d = 1, m do
   local kb = ko + 1 + (d - 1) * kstep
   local ok, r, none, counted = true, nil,
     skip and sbyte(flags, known + d) == 49, nil
+  wrote = false
   if fast_cost then
     -- Each name made only where it is used: a string made costs Redis.
     local key, pre = ARGV[kb], node and prefix .. ARGV[kb - 1]
@@ -769,7 +770,6 @@ for d = 1, m do
     end
   end
   if r == nil then
-    wrote = false
     ok, r = pcall(decide, kb, KEYS[1], HEAD + 3 * n + aa * (d - 1), n,
       call_factor, f_mode, f_alg, shadow, count_denied, limit1, pb,
       node and prefix .. ARGV[kb - 1] or prefix, none, counted)

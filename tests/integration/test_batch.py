@@ -229,11 +229,13 @@ def company(sock, rdb, abuser, key, linger=0.0, companion=None):
     waits in Redis (sent at once: nothing was before it) while abuser (a
     request) is answered by the near cache, linger seconds after the call
     went (or companion() is called instead); then Redis goes on and key
-    is answered.  Returns when abuser was asked."""
+    is answered.  Returns when key's call began (it went after) and when
+    abuser was asked."""
     # The near cache asks Redis again after 0.9 s at most (an override
     # shows within a second): the abuser learnt again first, Redis not
     # paused, and nobody waiting on it (no company yet).
     assert ask(sock, abuser) == b"yes"
+    began = time.monotonic()
     p = waiting_in_redis(sock, rdb, key)
     try:
         time.sleep(linger)
@@ -246,7 +248,7 @@ def company(sock, rdb, abuser, key, linger=0.0, companion=None):
         rdb.cmd("CLIENT", "UNPAUSE")
     assert read_all(p) == b"no"
     p.close()
-    return asked
+    return began, asked
 
 
 def asking(sock, key):
@@ -334,13 +336,17 @@ def test_a_quiet_route_never_waits(make_shim, redis, rdb):
         for linger, want in ((0, 1), (1.5 * WAIT_MS / 1000, 0)):
             time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
             before = stats(shim)
-            asked = company(sock, rdb, abuser, "long%d-%d@example.org" % (
-                i, want), linger=linger)
+            began, asked = company(sock, rdb, abuser,
+                                   "long%d-%d@example.org" % (i, want),
+                                   linger=linger)
             key = "quiet%d-%d@example.org" % (i, want)
             sent = time.monotonic()
             assert ask(sock, key.encode() + b"\n") == b"no"
             assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
-            fresh = fresh and sent - asked < WAIT_MS / 2000
+            # The held twin's route must be busy for sure: its last call
+            # went within ROUND of this one.
+            fresh = fresh and sent - asked < WAIT_MS / 2000 and \
+                (want == 0 or sent - began < ROUND)
             if fresh:
                 assert held(shim, before) == want, (i, linger)
         rounds += fresh
@@ -373,13 +379,17 @@ def test_probes_and_bad_requests_are_no_company(make_shim, redis, rdb):
         for companion, want in ((None, 1), (lambda: probes(sock), 0)):
             time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
             before = stats(shim)
-            asked = company(sock, rdb, abuser, "busy%d-%d@example.org" % (
-                i, want), companion=companion)
+            began, asked = company(sock, rdb, abuser,
+                                   "busy%d-%d@example.org" % (i, want),
+                                   companion=companion)
             key = "probed%d-%d@example.org" % (i, want)
             sent = time.monotonic()
             assert ask(sock, key.encode() + b"\n") == b"no"
             assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
-            fresh = fresh and sent - asked < WAIT_MS / 2000
+            # Both twins' routes busy for sure: the last call went within
+            # ROUND of this one.
+            fresh = fresh and sent - asked < WAIT_MS / 2000 and \
+                sent - began < ROUND
             if fresh:
                 assert held(shim, before) == want, (i, want)
         rounds += fresh
@@ -397,7 +407,8 @@ def test_a_flush_is_never_held(make_shim, redis, rdb):
     the abuser answered by the near cache while a call waited), and the
     tick flushes the abuser's counted cost with nothing held.  A round
     counts where the tick came after the company and within half a
-    wait of it (the company still fresh); three must."""
+    wait of it (the company still fresh), and within ROUND of the
+    route's last call; three must."""
     shim, sock = make_shim(near_cache=10000, batch_wait="%dms" % WAIT_MS,
                            timeout=TIMEOUT)
     abuser = "flushed-abuser@example.org"
@@ -424,8 +435,9 @@ def test_a_flush_is_never_held(make_shim, redis, rdb):
             seen.append(flushes())
             assert ask(sock, req) == b"yes"
 
-        asked = company(sock, rdb, req, "before-flush%d@example.org" % i,
-                        companion=companion)
+        began, asked = company(sock, rdb, req,
+                               "before-flush%d@example.org" % i,
+                               companion=companion)
         wait_for(lambda: flushes() > before["near_cache_flushes"],
                  interval=0.001, what="the tick's flush")
         tick = time.monotonic()
@@ -433,8 +445,10 @@ def test_a_flush_is_never_held(make_shim, redis, rdb):
         after = stats(shim)
         assert after.get("near_cache_flush_failed", 0) == \
             before.get("near_cache_flush_failed", 0)
+        # Company fresh and the route busy (its last call within ROUND)
+        # at the tick, for sure.
         if seen == [before["near_cache_flushes"]] and \
-                tick - asked < WAIT_MS / 2000:
+                tick - asked < WAIT_MS / 2000 and tick - began < ROUND:
             assert held(shim, before) == 0, i
             rounds += 1
             if rounds == 3:
@@ -850,29 +864,41 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
     """The shim's common call, a single Redis's or a node's (a fixed
     window counting every attempt, one cost, no subject, the keys named),
     which count.lua decides in its loop rather than in decide(): the
-    same replies, the same counts and the same TTLs as one call for each, over keys under
-    and over the limit, with an override (allow, block, a factor, one of
-    another type), a corrupt counter (another type, not an integer), a
-    counter another tool left without a TTL, and the flags' k saying a
-    key has no override (read, or not)."""
+    same replies, the same counts and the same TTLs (to the second) as
+    one call for each, over keys under the limit, crossing it within the
+    call and over it already, with an override (allow, block, a factor,
+    one of another type), a corrupt counter (another type, not an
+    integer, one INCRBY would overflow), counters another tool left
+    without a TTL (under the limit and passing a point where one is
+    mended, and over it), in shadow mode too, for costs of 0, 1, 3 and
+    the most, bad costs, and the flags' k saying a key has no override
+    (read, or not)."""
     r, sha = script(redis)
-    keys = ["n%d@x" % i for i in range(8)]
+    keys = ["n%d@x" % i for i in range(10)]
     # A node's decisions have their shard's tag in their names.
     tag = "{s1.7}:" if how == "node_call" else ""
     kw = {"tag": tag} if tag else {}
     stream = STREAM + (":" + tag[:-1] if tag else "")
 
-    def prepare():
+    def prepare(cost, limit):
         rdb.cmd("FLUSHALL")
         ov = "%s:%soverride:default:" % (PREFIX, tag)
         st = "%s:%sdefault:" % (PREFIX, tag)
+        c = int(cost) if cost.isdigit() else 1
+        # Two costs under the limit: its three requests cross it.  Half
+        # its window gone: PEXPIRE NX leaves the TTL as it is.
+        rdb.cmd("SET", st + "n0@x", str(max(limit - 2 * c, 0)), "PX",
+                "30000")
         rdb.cmd("SET", ov + "n1@x", "allow")
         rdb.cmd("SET", ov + "n2@x", "block")
         rdb.cmd("SET", ov + "n3@x", "x2")
         rdb.cmd("HSET", ov + "n4@x", "a", "b")
         rdb.cmd("HSET", st + "n5@x", "a", "b")
         rdb.cmd("SET", st + "n6@x", "abc")
-        rdb.cmd("SET", st + "n7@x", "60")	# no TTL, over at 64 soon
+        rdb.cmd("SET", st + "n7@x", str(limit + 20))	# no TTL, over
+        # No TTL, under the limit, mended as it passes a 16th of it.
+        rdb.cmd("SET", st + "n8@x", "1" if limit < 32 else "21")
+        rdb.cmd("SET", st + "n9@x", "9223372036854775807")
 
     def after():
         out = {}
@@ -881,7 +907,7 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
             ttl = rdb.cmd("PTTL", name)
             value = rdb.cmd("HGETALL", name) if \
                 rdb.cmd("TYPE", name) == "hash" else rdb.cmd("GET", name)
-            out[k] = (value, ttl if ttl < 0 else "ttl")
+            out[k] = (value, ttl if ttl < 0 else (ttl + 500) // 1000)
         return out, rdb.cmd("XLEN", stream)
 
     def shape(x):
@@ -890,37 +916,43 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
         return x if isinstance(x, int) else \
             [x[0], x[1], x[3], x[4], x[5], x[6]]
 
-    seen = []
+    seen, streamed = [], 0
     try:
-        for cost, limits in (("1", ("4", "60000", "4")),
-                             ("3", ("64", "60000", "64")),
-                             ("0", ("4", "60000", "4"))):
-            seq = [keys[i % 8] for i in range(24)]
-            for k in ("", "k" + "".join("1" if i % 3 else "0"
-                                         for i in range(24))):
-                prepare()
-                alone = []
-                for i, key in enumerate(seq):
-                    flags = "cf011" + ("k" + k[1 + i] if k else "")
-                    alone.append(globals()[how](
-                        r, sha, [(key, cost, "")], flags, limits,
-                        shared=True, **kw))
-                want = after()
-                assert want[1] > 0	# crossings, on the stream named
-                prepare()
-                together = globals()[how](r, sha, [(key, cost, "")
-                                                   for key in seq],
-                                          "cf011" + k, limits, shared=True,
-                                          **kw)
-                assert [shape(x) for x in together] == \
-                    [shape(x) for x in alone], (cost, k)
-                assert after() == want, (cost, k)
-                seen += together
+        for flags in ("cf011", "cf111"):
+            for cost, limit in (("1", 4), ("3", 64), ("0", 4),
+                                ("1000000", 4), ("1000001", 4), ("-1", 4)):
+                limits = (str(limit), "60000", "4")
+                seq = [keys[i % 10] for i in range(30)]
+                for k in ("", "k" + "".join("1" if i % 3 else "0"
+                                             for i in range(30))):
+                    prepare(cost, limit)
+                    alone = []
+                    for i, key in enumerate(seq):
+                        f = flags + ("k" + k[1 + i] if k else "")
+                        try:
+                            alone.append(globals()[how](
+                                r, sha, [(key, cost, "")], f, limits,
+                                shared=True, **kw))
+                        except RespError as e:	# a lone one's is the call's
+                            alone.append(e)
+                    want = after()
+                    prepare(cost, limit)
+                    together = globals()[how](
+                        r, sha, [(key, cost, "") for key in seq],
+                        flags + k, limits, shared=True, **kw)
+                    assert [shape(x) for x in together] == \
+                        [shape(x) for x in alone], (flags, cost, k)
+                    assert after() == want, (flags, cost, k)
+                    seen += together
+                    streamed += want[1]
         # Each kind of answer came up: a count alone, a crossing (an
-        # event), allowed, blocked, a factor.
+        # event), allowed, blocked, a factor, a bad cost; and the stream
+        # named as the decisions' tag says.
         lists = [x for x in seen if isinstance(x, list)]
         assert any(isinstance(x, int) for x in seen)
         assert any(x[0] == 1 and x[3] == 1 for x in lists)
         assert {1, 2, 3} <= {x[6] for x in lists}
+        assert any(isinstance(x, RespError) for x in seen)
+        assert streamed > 0
     finally:
         r.close()

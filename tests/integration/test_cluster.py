@@ -117,9 +117,10 @@ def counters(cluster, rule="default"):
         for name in cli(n.port, "--scan", "--pattern",
                         "senderwatch:*:%s:*" % rule).split():
             m = pat.match(name)
-            if m:
-                out[m.group(2)] = (int(cli(n.port, "GET", name)), m.group(1),
-                                   n)
+            value = cli(n.port, "GET", name) if m else ""
+            # (A key of an earlier test may expire between the two.)
+            if value:
+                out[m.group(2)] = (int(value), m.group(1), n)
     return out
 
 
