@@ -261,8 +261,9 @@ end
 -- PEXPIRE NX (fixed_commit(), below, says when), limit by limit.  The new
 -- counts decide alone, with no read before the write.  Only what is
 -- over, or a subject, goes on to the code below (fixed_tail), with the
--- counts made here.  counted: the first limit's INCRBY was made already
--- (the call's loop below, which found the key over), its count.
+-- counts made here.  counted: INCRBYs made already (by the call's loop
+-- below, which found the key over, or a write refused): the count, or
+-- with several limits a table of those made, limit by limit.
 local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
@@ -270,7 +271,9 @@ if f_alg == 102 and count_denied and f_mode == 99 then
   for i = 1, n do
     local state = pb and pre .. ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
       KEYS[kb + 1 + 2 * i]
-    local c = i == 1 and counted or redis.pcall('INCRBY', state, cost_arg)
+    local c = counted
+    if c and n > 1 then c = counted[i] end
+    if not c then c = redis.pcall('INCRBY', state, cost_arg) end
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).  (A node
       -- refusing the key, where the override was not read, is the first
@@ -700,25 +703,37 @@ if m == 1 then
     shadow, count_denied, limit1, pb, node and prefix .. ARGV[kb - 1] or
     prefix, skip and string.byte(flags, known + 1) == 49)
 end
--- The common call, a batch of one fixed window counting every attempt
+-- The common call, a batch of fixed windows counting every attempt
 -- with a shared cost and no subject, named (a single Redis's or a
 -- node's), takes each decision here, in the loop, as decide() would: the
--- override's GET (unless k says none), INCRBY, PEXPIRE NX where
--- fixed_commit() says, the count.  (In a node's call a GET that found no
+-- override's GET (unless k says none), each limit's INCRBY and PEXPIRE
+-- NX where fixed_commit() says, the first limit's count.  (In a node's call a GET that found no
 -- override has Redis vouch for the slot: its other keys are here.)
 -- decide() in a pcall per decision was two fifths of Redis's
 -- instructions for such a decision (callgrind): its call, and its
 -- arguments and globals looked up again.  Whatever is not that common
 -- case goes on to decide(): an override found, or an error (a read or a
--- refused write: nothing was written, so decide() does it again), or a
--- count over the limit (decide() is given it, and does the rest).
+-- refused write: nothing was written by it, so decide() does it again,
+-- given the counts made before it), or a count over a limit (decide() is
+-- given the counts, and does the rest).
 local fast_cost = f_alg == 102 and count_denied and f_mode == 99 and
-  n == 1 and call_factor == 1 and aa == 0 and pb and limit1 and
-  ARGV[HEAD + 5] == '' and ARGV[HEAD + 4]
+  call_factor == 1 and aa == 0 and pb and limit1 and
+  ARGV[HEAD + 3 * n + 2] == '' and ARGV[HEAD + 3 * n + 1]
 if fast_cost and fast_cost ~= '1' and not (fast_cost == '0' or
     ((#fast_cost < 7 or fast_cost == '1000000') and
      string.match(fast_cost, '^[1-9]%d*$'))) then
   fast_cost = nil			-- decide() says what is wrong with it
+end
+-- Limits past the first, each with its mend step, made once a call.
+local fast_limits, fast_mends
+if fast_cost and n > 1 then
+  fast_limits, fast_mends = {}, {}
+  for i = 2, n do
+    local l = tonumber(ARGV[1 + 3 * i])
+    if not l then fast_cost = nil break end	-- decide() answers it
+    fast_limits[i] = l
+    fast_mends[i] = l >= 2 * MEND and math.floor(l / MEND) or 1
+  end
 end
 local fast_cn = fast_cost == '1' and 1 or fast_cost and tonumber(fast_cost)
 local fast_mend = fast_cost and (limit1 >= 2 * MEND and
@@ -748,15 +763,13 @@ for d = 1, m do
         none = rcall('GET', fast_ov .. key) == false
       end
     end
-    if none then
-      local state
-      if node then
-        state = pre .. mid_state .. key
-      else
-        state = fast_state .. key
-      end
+    if none and n == 1 then
+      -- The one limit, written out: a loop's bookkeeping was a twentieth
+      -- of such a decision.
+      local state = node and pre .. mid_state .. key or fast_state .. key
       local c = rcall('INCRBY', state, fast_cost)
       if ltype(c) == 'number' then
+        wrote = true
         if c > limit1 then
           counted = c
         else
@@ -766,6 +779,43 @@ for d = 1, m do
             if ltype(e) == 'table' then ok, r = false, e end
           end
         end
+      end
+    elseif none then
+      -- Limit by limit, as decide() does.  A write refused (nothing
+      -- written by it) goes on in decide() from that limit, given the
+      -- counts made before it; so does a decision over a limit, given
+      -- them all; a PEXPIRE's error is the decision's.
+      local rest, counts, e = false, {}, nil
+      for i = 1, n do
+        local state, limit, mend
+        if i == 1 then
+          state = node and pre .. mid_state .. key or fast_state .. key
+          limit, mend = limit1, fast_mend
+        else
+          state = (pre or prefix) .. ARGV[pb + 1 + 2 * i] .. key
+          limit, mend = fast_limits[i], fast_mends[i]
+        end
+        local c = rcall('INCRBY', state, fast_cost)
+        if ltype(c) ~= 'number' then
+          rest = true
+          break
+        end
+        wrote = true
+        counts[i] = c
+        if c > limit then
+          rest = true
+        elseif c <= fast_cn or c % mend < fast_cn then
+          e = rcall('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
+          if ltype(e) == 'table' then break end
+          e = nil
+        end
+      end
+      if e then
+        ok, r = false, e
+      elseif rest then
+        counted = counts
+      else
+        r = counts[1]
       end
     end
   end

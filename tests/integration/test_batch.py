@@ -662,7 +662,7 @@ MIDDLES = ["subjects:default:", "override:default:", "default:",
 
 
 def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
-              shared=False, tag=""):
+              shared=False, tag="", middles=MIDDLES):
     """The same as a node's call (what the shim sends a Cluster's master):
     no KEYS; after the arguments the names' prefix and middles, the
     stream's name less a shard's tag, then each decision's tag and key
@@ -672,17 +672,18 @@ def node_call(r, sha, decisions, flags="cf011", limits=("3", "60000", "3"),
     for key, _, _ in decisions:
         each += [tag, key]
     return r.cmd("EVALSHA", sha, "0", flags, "1", META, *limits, *args,
-                 PREFIX + ":", *MIDDLES, STREAM, *each)
+                 PREFIX + ":", *middles, STREAM, *each)
 
 
 def named_call(r, sha, decisions, flags="cf011", limits=("3", "60000",
-                                                        "3"), shared=False):
+                                                        "3"), shared=False,
+               middles=MIDDLES):
     """The same as a named call (what the shim sends a single Redis): the
     stream the only key, the names' prefix and middles after the
     arguments, then each decision's key; count.lua makes the names."""
     flags, args = costs(decisions, flags, shared)
     return r.cmd("EVALSHA", sha, "1", STREAM, flags, "1", META, *limits,
-                 *args, PREFIX + ":", *MIDDLES,
+                 *args, PREFIX + ":", *middles,
                  *[key for key, _, _ in decisions])
 
 
@@ -858,56 +859,69 @@ def test_a_batch_answers_as_its_decisions_one_by_one(redis, rdb):
         r.close()
 
 
+# Three windows, as a rule of three limits names them.
+MIDDLES3 = MIDDLES + ["default.1h:", "crossed:default.1h:", "default.1d:",
+                      "crossed:default.1d:"]
+
+
 @pytest.mark.parametrize("how", ["named_call", "node_call"])
 def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
                                                              how):
-    """The shim's common call, a single Redis's or a node's (a fixed
-    window counting every attempt, one cost, no subject, the keys named),
-    which count.lua decides in its loop rather than in decide(): the
-    same replies, the same counts and the same TTLs (to the second) as
-    one call for each, over keys under the limit, crossing it within the
-    call and over it already, with an override (allow, block, a factor,
-    one of another type), a corrupt counter (another type, not an
-    integer, one INCRBY would overflow), counters another tool left
-    without a TTL (under the limit and passing a point where one is
-    mended, and over it), in shadow mode too, for costs of 0, 1, 3 and
-    the most, bad costs, and the flags' k saying a key has no override
-    (read, or not)."""
+    """The shim's common call, a single Redis's or a node's (fixed
+    windows counting every attempt, one cost, no subject, the keys
+    named), which count.lua decides in its loop rather than in decide():
+    the same replies, the same counts and the same TTLs (to the second)
+    as one call for each, with one limit and with three, over keys under
+    a limit, crossing it within the call and over it already, with an
+    override (allow, block, a factor, one of another type), a corrupt
+    counter (another type, not an integer, one INCRBY would overflow; of
+    the first limit, and of a later one once the first has counted),
+    counters another tool left without a TTL (under a limit and passing
+    a point where one is mended, and over it), in shadow mode too, for
+    costs of 0, 1, 3 and the most, bad costs, and the flags' k saying a
+    key has no override (read, or not)."""
     r, sha = script(redis)
     keys = ["n%d@x" % i for i in range(10)]
     # A node's decisions have their shard's tag in their names.
     tag = "{s1.7}:" if how == "node_call" else ""
-    kw = {"tag": tag} if tag else {}
     stream = STREAM + (":" + tag[:-1] if tag else "")
 
-    def prepare(cost, limit):
-        rdb.cmd("FLUSHALL")
-        ov = "%s:%soverride:default:" % (PREFIX, tag)
-        st = "%s:%sdefault:" % (PREFIX, tag)
-        c = int(cost) if cost.isdigit() else 1
-        # Two costs under the limit: its three requests cross it.  Half
-        # its window gone: PEXPIRE NX leaves the TTL as it is.
-        rdb.cmd("SET", st + "n0@x", str(max(limit - 2 * c, 0)), "PX",
-                "30000")
-        rdb.cmd("SET", ov + "n1@x", "allow")
-        rdb.cmd("SET", ov + "n2@x", "block")
-        rdb.cmd("SET", ov + "n3@x", "x2")
-        rdb.cmd("HSET", ov + "n4@x", "a", "b")
-        rdb.cmd("HSET", st + "n5@x", "a", "b")
-        rdb.cmd("SET", st + "n6@x", "abc")
-        rdb.cmd("SET", st + "n7@x", str(limit + 20))	# no TTL, over
-        # No TTL, under the limit, mended as it passes a 16th of it.
-        rdb.cmd("SET", st + "n8@x", "1" if limit < 32 else "21")
-        rdb.cmd("SET", st + "n9@x", "9223372036854775807")
+    def name(middle, key):
+        return "%s:%s%s%s" % (PREFIX, tag, middle, key)
 
-    def after():
+    def prepare(n, cost, limits):
+        rdb.cmd("FLUSHALL")
+        c = int(cost) if cost.isdigit() else 1
+        ov = "override:default:"
+        st = [MIDDLES3[2 * i] for i in range(1, n + 1)]
+        # Two costs under a limit: the key's three requests cross it.
+        # Half its window gone: PEXPIRE NX leaves the TTL as it is.
+        lim = limits[3 * (n - 1)]
+        rdb.cmd("SET", name(st[-1], "n0@x"), str(max(lim - 2 * c, 0)),
+                "PX", "30000")
+        rdb.cmd("SET", name(ov, "n1@x"), "allow")
+        rdb.cmd("SET", name(ov, "n2@x"), "block")
+        rdb.cmd("SET", name(ov, "n3@x"), "x2")
+        rdb.cmd("HSET", name(ov, "n4@x"), "a", "b")
+        # Corrupt: the last limit's counter, and (three limits) a middle
+        # one's, after the first has counted.
+        rdb.cmd("HSET", name(st[-1], "n5@x"), "a", "b")
+        rdb.cmd("SET", name(st[n // 2], "n6@x"), "abc")
+        # The first limit's counter with no TTL, over it.
+        rdb.cmd("SET", name(st[0], "n7@x"), str(limits[0] + 20))
+        # No TTL, under the first limit, mended as it passes a 16th of it.
+        rdb.cmd("SET", name(st[0], "n8@x"), "1" if limits[0] < 32 else "21")
+        rdb.cmd("SET", name(st[-1], "n9@x"), "9223372036854775807")
+
+    def after(n):
         out = {}
         for k in keys:
-            name = "%s:%sdefault:%s" % (PREFIX, tag, k)
-            ttl = rdb.cmd("PTTL", name)
-            value = rdb.cmd("HGETALL", name) if \
-                rdb.cmd("TYPE", name) == "hash" else rdb.cmd("GET", name)
-            out[k] = (value, ttl if ttl < 0 else (ttl + 500) // 1000)
+            for i in range(1, n + 1):
+                nm = name(MIDDLES3[2 * i], k)
+                ttl = rdb.cmd("PTTL", nm)
+                value = rdb.cmd("HGETALL", nm) if \
+                    rdb.cmd("TYPE", nm) == "hash" else rdb.cmd("GET", nm)
+                out[k, i] = (value, ttl if ttl < 0 else (ttl + 500) // 1000)
         return out, rdb.cmd("XLEN", stream)
 
     def shape(x):
@@ -916,35 +930,48 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
         return x if isinstance(x, int) else \
             [x[0], x[1], x[3], x[4], x[5], x[6]]
 
+    one = ((4, 60000), )
+    three = ((64, 60000), (4, 3600000), (1000, 86400000))
     seen, streamed = [], 0
     try:
-        for flags in ("cf011", "cf111"):
-            for cost, limit in (("1", 4), ("3", 64), ("0", 4),
-                                ("1000000", 4), ("1000001", 4), ("-1", 4)):
-                limits = (str(limit), "60000", "4")
-                seq = [keys[i % 10] for i in range(30)]
-                for k in ("", "k" + "".join("1" if i % 3 else "0"
-                                             for i in range(30))):
-                    prepare(cost, limit)
-                    alone = []
-                    for i, key in enumerate(seq):
-                        f = flags + ("k" + k[1 + i] if k else "")
-                        try:
-                            alone.append(globals()[how](
-                                r, sha, [(key, cost, "")], f, limits,
-                                shared=True, **kw))
-                        except RespError as e:	# a lone one's is the call's
-                            alone.append(e)
-                    want = after()
-                    prepare(cost, limit)
-                    together = globals()[how](
-                        r, sha, [(key, cost, "") for key in seq],
-                        flags + k, limits, shared=True, **kw)
-                    assert [shape(x) for x in together] == \
-                        [shape(x) for x in alone], (flags, cost, k)
-                    assert after() == want, (flags, cost, k)
-                    seen += together
-                    streamed += want[1]
+        for windows in (one, three):
+            n = len(windows)
+            kw = {"middles": MIDDLES3[:2 + 2 * n]}
+            if tag:
+                kw["tag"] = tag
+            for flags in ("cf01%d" % n, "cf11%d" % n):
+                for cost, first in (("1", None), ("3", 64), ("0", None),
+                                    ("1000000", None), ("1000001", None),
+                                    ("-1", None)):
+                    lims = [first or windows[0][0]] + \
+                        [l for l, _ in windows[1:]]
+                    limits = []
+                    for l, (_, w) in zip(lims, windows):
+                        limits += [l, w, 4]
+                    args = tuple(str(x) for x in limits)
+                    seq = [keys[i % 10] for i in range(30)]
+                    for k in ("", "k" + "".join("1" if i % 3 else "0"
+                                                 for i in range(30))):
+                        prepare(n, cost, limits)
+                        alone = []
+                        for i, key in enumerate(seq):
+                            f = flags + ("k" + k[1 + i] if k else "")
+                            try:
+                                alone.append(globals()[how](
+                                    r, sha, [(key, cost, "")], f, args,
+                                    shared=True, **kw))
+                            except RespError as e:	# a lone one's is
+                                alone.append(e)		# the call's
+                        want = after(n)
+                        prepare(n, cost, limits)
+                        together = globals()[how](
+                            r, sha, [(key, cost, "") for key in seq],
+                            flags + k, args, shared=True, **kw)
+                        assert [shape(x) for x in together] == \
+                            [shape(x) for x in alone], (flags, cost, k)
+                        assert after(n) == want, (flags, cost, k)
+                        seen += together
+                        streamed += want[1]
         # Each kind of answer came up: a count alone, a crossing (an
         # event), allowed, blocked, a factor, a bad cost; and the stream
         # named as the decisions' tag says.
