@@ -318,41 +318,46 @@ def held(shim, before):
     return stats(shim)["script_held"] - before.get("script_held", 0)
 
 
+def held_twins(shim, sock, rdb, abuser, name, twins):
+    """Rounds of twins [(company()'s keywords, want, busy)]: each a
+    decision asked right after company(), held (want 1) or not.  A round
+    counts where each decision was asked within half a wait of its
+    company (still fresh) and, busy, within ROUND of its route's last
+    call (busy for sure); three of ten must count."""
+    rounds = 0
+    for i in range(10):
+        fresh = True
+        for kw, want, busy in twins:
+            time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
+            before = stats(shim)
+            began, asked = company(sock, rdb, abuser, "%s-long%d-%d@x" % (
+                name, i, want), **kw)
+            key = "%s%d-%d@example.org" % (name, i, want)
+            sent = time.monotonic()
+            assert ask(sock, key.encode() + b"\n") == b"no"
+            assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
+            fresh = fresh and sent - asked < WAIT_MS / 2000 and \
+                (not busy or sent - began < ROUND)
+            if fresh:
+                assert held(shim, before) == want, (name, i, want)
+        rounds += fresh
+        if rounds == 3:
+            break
+    assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
+
+
 @timing
 def test_a_quiet_route_never_waits(make_shim, redis, rdb):
     """Company alone holds nothing: where the route's last call went
     longer than a wait ago (it waited in Redis all that time), the next
     decision goes at once, though a client was answered without Redis
     just before.  Each round is run twice: without the linger the same
-    decision is held (company is there), with it, not.  A round counts
-    where the decision was asked within half a wait of the abuser (the
-    shim's company still fresh); three must."""
+    decision is held (company is there), with it, not (held_twins())."""
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
                            batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
     abuser = strict_abuser(sock, "quiet-abuser@example.org")
-    rounds = 0
-    for i in range(10):
-        fresh = True
-        for linger, want in ((0, 1), (1.5 * WAIT_MS / 1000, 0)):
-            time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
-            before = stats(shim)
-            began, asked = company(sock, rdb, abuser,
-                                   "long%d-%d@example.org" % (i, want),
-                                   linger=linger)
-            key = "quiet%d-%d@example.org" % (i, want)
-            sent = time.monotonic()
-            assert ask(sock, key.encode() + b"\n") == b"no"
-            assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
-            # The held twin's route must be busy for sure: its last call
-            # went within ROUND of this one.
-            fresh = fresh and sent - asked < WAIT_MS / 2000 and \
-                (want == 0 or sent - began < ROUND)
-            if fresh:
-                assert held(shim, before) == want, (i, linger)
-        rounds += fresh
-        if rounds == 3:
-            break
-    assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
+    held_twins(shim, sock, rdb, abuser, "quiet",
+               [({}, 1, True), ({"linger": 1.5 * WAIT_MS / 1000}, 0, False)])
 
 
 def probes(sock):
@@ -368,34 +373,13 @@ def test_probes_and_bad_requests_are_no_company(make_shim, redis, rdb):
     request answered while a call waits in Redis holds nothing.  Each
     round is run twice, as the quiet route's: the same decision is held
     where the abuser was answered (company is there), and not where only
-    probes were.  A round counts where the decision was asked within
-    half a wait of its company; three must."""
+    probes were (held_twins())."""
     shim, sock = make_shim(rules=STRICT_RULES, near_cache=10000,
                            batch_wait="%dms" % WAIT_MS, timeout=TIMEOUT)
     abuser = strict_abuser(sock, "probed-abuser@example.org")
-    rounds = 0
-    for i in range(10):
-        fresh = True
-        for companion, want in ((None, 1), (lambda: probes(sock), 0)):
-            time.sleep(2 * WAIT_MS / 1000)	# nothing within a wait
-            before = stats(shim)
-            began, asked = company(sock, rdb, abuser,
-                                   "busy%d-%d@example.org" % (i, want),
-                                   companion=companion)
-            key = "probed%d-%d@example.org" % (i, want)
-            sent = time.monotonic()
-            assert ask(sock, key.encode() + b"\n") == b"no"
-            assert rdb.cmd("GET", "senderwatch:default:" + key) == b"1"
-            # Both twins' routes busy for sure: the last call went within
-            # ROUND of this one.
-            fresh = fresh and sent - asked < WAIT_MS / 2000 and \
-                sent - began < ROUND
-            if fresh:
-                assert held(shim, before) == want, (i, want)
-        rounds += fresh
-        if rounds == 3:
-            break
-    assert rounds == 3, "only %d rounds of 10 had company for sure" % rounds
+    held_twins(shim, sock, rdb, abuser, "probed",
+               [({}, 1, True), ({"companion": lambda: probes(sock)}, 0,
+                                True)])
 
 
 @timing
