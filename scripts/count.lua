@@ -707,8 +707,9 @@ end
 -- with a shared cost and no subject, named (a single Redis's or a
 -- node's), takes each decision here, in the loop, as decide() would: the
 -- override's GET (unless k says none), each limit's INCRBY and PEXPIRE
--- NX where fixed_commit() says, the first limit's count.  (In a node's call a GET that found no
--- override has Redis vouch for the slot: its other keys are here.)
+-- NX where fixed_commit() says, the first limit's count.  (In a node's
+-- call a GET that found no override has Redis vouch for the slot: the
+-- decision's other keys, of its tag, are here.)
 -- decide() in a pcall per decision was two fifths of Redis's
 -- instructions for such a decision (callgrind): its call, and its
 -- arguments and globals looked up again.  Whatever is not that common
@@ -802,9 +803,10 @@ for d = 1, m do
         end
         wrote = true
         counts[i] = c
-        if c > limit then
-          rest = true
-        elseif c <= fast_cn or c % mend < fast_cn then
+        -- PEXPIRE before the next limit, over or not, as decide() does:
+        -- a failing one leaves the later limits uncounted.
+        if c > limit then rest = true end
+        if c <= fast_cn or c > limit or c % mend < fast_cn then
           e = rcall('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
           if ltype(e) == 'table' then break end
           e = nil

@@ -964,3 +964,47 @@ def test_the_common_call_answers_as_its_decisions_one_by_one(redis, rdb,
         assert streamed > 0
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("windows", [("60000", "abc"), ("abc", "60000")])
+def test_a_failing_pexpire_stops_the_decision_as_alone(redis, rdb, windows):
+    """A limit's PEXPIRE that Redis refuses (a window no shim sends: by
+    hand) is that decision's error, and the limits after it are not
+    counted, the first limit over or not: in count.lua's loop as in a
+    call of one decision."""
+    r, sha = script(redis)
+    middles = MIDDLES3[:6]
+    limits = ("2", windows[0], "0", "10", windows[1], "0")
+
+    def dump():
+        out = {}
+        for m in (middles[2], middles[4]):
+            for k in ("a@x", "b@x"):
+                nm = "%s:%s%s" % (PREFIX, m, k)
+                ttl = rdb.cmd("PTTL", nm)
+                out[nm] = (rdb.cmd("GET", nm), ttl if ttl < 0 else "ttl")
+        return out
+
+    try:
+        for cost in ("3", "1"):
+            rdb.cmd("FLUSHALL")
+            alone = []
+            for key in ("a@x", "b@x"):
+                try:
+                    alone.append(named_call(r, sha, [(key, cost, "")],
+                                            "cf012", limits, shared=True,
+                                            middles=middles))
+                except RespError as e:
+                    alone.append(e)
+            want = dump()
+            rdb.cmd("FLUSHALL")
+            together = named_call(r, sha, [("a@x", cost, ""),
+                                           ("b@x", cost, "")], "cf012",
+                                  limits, shared=True, middles=middles)
+            # (Redis adds where a lone call's raised error came from.)
+            assert [str(x) for x in together] == \
+                [str(x).split(" script: ")[0] for x in alone]
+            assert all(isinstance(x, RespError) for x in together)
+            assert dump() == want, cost
+    finally:
+        r.close()
