@@ -261,9 +261,9 @@ end
 -- PEXPIRE NX (fixed_commit(), below, says when), limit by limit.  The new
 -- counts decide alone, with no read before the write.  Only what is
 -- over, or a subject, goes on to the code below (fixed_tail), with the
--- counts made here.  counted: INCRBYs made already (by the call's loop
--- below, which found the key over, or a write refused): the count, or
--- with several limits a table of those made, limit by limit.
+-- counts made here.  counted: the counts of the limits whose INCRBY
+-- and PEXPIRE the call's loop below made already (it found the key over
+-- a limit, or a write was refused), limit by limit.
 local fixed_counts
 if f_alg == 102 and count_denied and f_mode == 99 then
   local over, c1 = false, 0
@@ -271,9 +271,8 @@ if f_alg == 102 and count_denied and f_mode == 99 then
   for i = 1, n do
     local state = pb and pre .. ARGV[pb + 1 + 2 * i] .. ARGV[kb] or
       KEYS[kb + 1 + 2 * i]
-    local c = counted
-    if c and n > 1 then c = counted[i] end
-    if not c then c = redis.pcall('INCRBY', state, cost_arg) end
+    local given = counted and counted[i]
+    local c = given or redis.pcall('INCRBY', state, cost_arg)
     if type(c) == 'table' then
       -- Corrupt only as the code below defines it (corrupt()).  (A node
       -- refusing the key, where the override was not read, is the first
@@ -291,9 +290,10 @@ if f_alg == 102 and count_denied and f_mode == 99 then
     wrote = true
     local limit = i == 1 and limit1 or tonumber(ARGV[1 + 3 * i])
     if factor ~= 1 then limit = math.floor(limit * factor) end
-    -- As fixed_commit() (inlined: a call costs Redis here).
-    if c <= cn or c > limit or
-        c % (limit >= 2 * MEND and math.floor(limit / MEND) or 1) < cn then
+    -- As fixed_commit() (inlined: a call costs Redis here); a count
+    -- given had its PEXPIRE by the same rule.
+    if not given and (c <= cn or c > limit or
+        c % (limit >= 2 * MEND and math.floor(limit / MEND) or 1) < cn) then
       redis.call('PEXPIRE', state, ARGV[2 + 3 * i], 'NX')
     end
     if c > limit then over = true end
@@ -771,14 +771,14 @@ for d = 1, m do
       local c = rcall('INCRBY', state, fast_cost)
       if ltype(c) == 'number' then
         wrote = true
-        if c > limit1 then
-          counted = c
-        else
+        if c <= fast_cn or c > limit1 or c % fast_mend < fast_cn then
+          local e = rcall('PEXPIRE', state, ARGV[5], 'NX')
+          if ltype(e) == 'table' then ok, r = false, e end
+        end
+        if ok and c > limit1 then
+          counted = { c }
+        elseif ok then
           r = c
-          if c <= fast_cn or c % fast_mend < fast_cn then
-            local e = rcall('PEXPIRE', state, ARGV[5], 'NX')
-            if ltype(e) == 'table' then ok, r = false, e end
-          end
         end
       end
     elseif none then
